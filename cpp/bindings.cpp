@@ -1,0 +1,217 @@
+// pybind11 bindings: validate arrays (never copy them silently), release the GIL, call C++.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "cpu.h"
+#include "dispatch.h"
+#include "search.h"
+
+namespace py = pybind11;
+using namespace hashpivot;
+
+namespace {
+
+[[noreturn]] void type_error(const std::string& m) { throw py::type_error(m); }
+[[noreturn]] void value_error(const std::string& m) { throw py::value_error(m); }
+
+void require_dtype(const py::array& a, const py::dtype& dt, const char* name, const char* want) {
+  if (!a.dtype().is(dt) && !a.dtype().equal(dt))
+    type_error(std::string(name) + " must have dtype " + want + ", got " +
+               std::string(py::str(a.dtype())));
+}
+
+void require_c_contiguous(const py::array& a, const char* name) {
+  if (!(a.flags() & py::array::c_style))
+    value_error(std::string(name) +
+                " must be C-contiguous (hashpivot never copies silently); pass "
+                "np.ascontiguousarray(...)");
+}
+
+// A (n, n_bits / 8) uint8 array of packed codes.
+Codes as_codes(const py::array& a, const char* name) {
+  require_dtype(a, py::dtype::of<uint8_t>(), name, "uint8");
+  if (a.ndim() != 2)
+    value_error(std::string(name) + " must be 2-D (n, n_bits // 8), got " +
+                std::to_string(a.ndim()) + "-D");
+  require_c_contiguous(a, name);
+  const int64_t nbytes = a.shape(1);
+  if (nbytes % 8 != 0 || nbytes * 8 < kMinBits || nbytes * 8 > kMaxBits)
+    value_error(std::string(name) + " has " + std::to_string(nbytes * 8) +
+                " bits per code; n_bits must be a multiple of 64 from 64 to 1024");
+  return Codes{static_cast<const uint8_t*>(a.data()), a.shape(0), static_cast<int>(nbytes)};
+}
+
+void require_same_width(const Codes& q, const Codes& c) {
+  if (q.nbytes != c.nbytes)
+    value_error("queries have " + std::to_string(q.n_bits()) + " bits but codes have " +
+                std::to_string(c.n_bits()));
+}
+
+int as_threads(int threads) {
+  if (threads < 0) value_error("threads must be >= 1 (or None for all cores)");
+  return threads;
+}
+
+// Pivot table (n, P), uint8 or uint16.
+Band as_band(const py::array& table, int64_t n) {
+  Band band;
+  if (table.dtype().equal(py::dtype::of<uint8_t>()))
+    band.wide = false;
+  else if (table.dtype().equal(py::dtype::of<uint16_t>()))
+    band.wide = true;
+  else
+    type_error("pivot table must have dtype uint8 or uint16, got " +
+               std::string(py::str(table.dtype())));
+  if (table.ndim() != 2) value_error("pivot table must be 2-D (n, n_pivots)");
+  require_c_contiguous(table, "pivot table");
+  if (table.shape(0) != n)
+    value_error("pivot table has " + std::to_string(table.shape(0)) + " rows but there are " +
+                std::to_string(n) + " codes");
+  if (table.shape(1) < 1 || table.shape(1) > 16) value_error("n_pivots must be from 1 to 16");
+  band.table = table.data();
+  band.P = static_cast<int>(table.shape(1));
+  return band;
+}
+
+py::array_t<int32_t> as_bounds(const py::array& a, int64_t rows, int P, const char* name) {
+  require_dtype(a, py::dtype::of<int32_t>(), name, "int32");
+  require_c_contiguous(a, name);
+  if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != P)
+    value_error(std::string(name) + " must have shape (" + std::to_string(rows) + ", " +
+                std::to_string(P) + ")");
+  return py::array_t<int32_t>(a);
+}
+
+py::tuple knn_py(const py::array& queries, const py::array& codes, int k, int threads,
+                 const py::object& table, const py::object& lo, const py::object& hi,
+                 const py::object& row_begin, const py::object& row_end) {
+  const Codes q = as_codes(queries, "queries");
+  const Codes c = as_codes(codes, "codes");
+  require_same_width(q, c);
+  if (k < 0) value_error("k must be >= 0, got " + std::to_string(k));
+  as_threads(threads);
+  Band band;
+  py::array_t<int32_t> lo_a, hi_a;
+  if (!table.is_none()) {
+    band = as_band(table.cast<py::array>(), c.n);
+    lo_a = as_bounds(lo.cast<py::array>(), q.n, band.P, "lo");
+    hi_a = as_bounds(hi.cast<py::array>(), q.n, band.P, "hi");
+    band.lo = lo_a.data();
+    band.hi = hi_a.data();
+  }
+  Rows rows;
+  py::array_t<int64_t> rb, re;
+  if (!row_begin.is_none()) {
+    rb = row_begin.cast<py::array_t<int64_t, py::array::c_style>>();
+    re = row_end.cast<py::array_t<int64_t, py::array::c_style>>();
+    if (rb.size() != q.n || re.size() != q.n) value_error("row windows need one entry per query");
+    rows.begin = rb.data();
+    rows.end = re.data();
+  }
+  py::array_t<int32_t> D({q.n, static_cast<int64_t>(k)});
+  py::array_t<int64_t> I({q.n, static_cast<int64_t>(k)});
+  int32_t* d = D.mutable_data();
+  int64_t* i = I.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    knn(q.data, q.n, c, k, threads, d, i, band, rows);
+  }
+  return py::make_tuple(D, I);
+}
+
+py::tuple range_py(const py::array& queries, const py::array& codes, int radius, int threads) {
+  const Codes q = as_codes(queries, "queries");
+  const Codes c = as_codes(codes, "codes");
+  require_same_width(q, c);
+  if (radius < 0) value_error("radius must be >= 0, got " + std::to_string(radius));
+  as_threads(threads);
+  std::vector<std::vector<Neighbor>> res;
+  {
+    py::gil_scoped_release nogil;
+    res = range_search(q.data, q.n, c, radius, threads);
+  }
+  py::array_t<int64_t> lims(q.n + 1);
+  int64_t total = 0;
+  lims.mutable_data()[0] = 0;
+  for (int64_t j = 0; j < q.n; ++j) lims.mutable_data()[j + 1] = (total += res[j].size());
+  py::array_t<int32_t> D(total);
+  py::array_t<int64_t> I(total);
+  int64_t o = 0;
+  for (auto& r : res)
+    for (auto& nb : r) {
+      D.mutable_data()[o] = nb.d;
+      I.mutable_data()[o++] = nb.id;
+    }
+  return py::make_tuple(lims, D, I);
+}
+
+py::array_t<int32_t> distances_py(const py::array& queries, const py::array& codes, int threads) {
+  const Codes q = as_codes(queries, "queries");
+  const Codes c = as_codes(codes, "codes");
+  require_same_width(q, c);
+  as_threads(threads);
+  py::array_t<int32_t> out({q.n, c.n});
+  int32_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    distance_matrix(q.data, q.n, c, threads, o);
+  }
+  return out;
+}
+
+py::array_t<int64_t> pivot_filter_py(const py::array& table, const py::array& lo,
+                                     const py::array& hi, int64_t begin, int64_t end,
+                                     int threads) {
+  Band band = as_band(table, table.ndim() == 2 ? table.shape(0) : 0);
+  auto lo_a = as_bounds(lo, 1, band.P, "lo");
+  auto hi_a = as_bounds(hi, 1, band.P, "hi");
+  band.lo = lo_a.data();
+  band.hi = hi_a.data();
+  as_threads(threads);
+  const int64_t n = table.shape(0);
+  begin = std::max<int64_t>(0, begin);
+  end = std::min<int64_t>(n, end < 0 ? n : end);
+  std::vector<int64_t> rows;
+  {
+    py::gil_scoped_release nogil;
+    rows = band_filter_rows(band, begin, end, threads);
+  }
+  py::array_t<int64_t> out(static_cast<int64_t>(rows.size()));
+  std::copy(rows.begin(), rows.end(), out.mutable_data());
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "hashpivot's compiled core: Hamming kernels, top-k, pivot band filter";
+  m.def("cpu_features", [] {
+    py::dict d;
+    __builtin_cpu_init();
+    d["isa"] = isa_name(kernels().isa);
+    d["best_isa"] = isa_name(best_isa());
+    d["popcnt"] = static_cast<bool>(__builtin_cpu_supports("popcnt"));
+    d["avx2"] = static_cast<bool>(__builtin_cpu_supports("avx2"));
+    d["avx512_vpopcntdq"] = static_cast<bool>(__builtin_cpu_supports("avx512vpopcntdq"));
+    d["threads"] = ThreadPool::hardware_threads();
+    return d;
+  });
+  m.def("set_isa", [](const std::string& name) {
+    Isa isa;
+    if (!parse_isa(name, &isa))
+      value_error("unknown isa '" + name + "'; use portable, popcnt, avx2 or avx512");
+    set_isa(isa);
+  });
+  m.def("knn", &knn_py, py::arg("queries"), py::arg("codes"), py::arg("k"),
+        py::arg("threads") = 0, py::arg("table") = py::none(), py::arg("lo") = py::none(),
+        py::arg("hi") = py::none(), py::arg("row_begin") = py::none(),
+        py::arg("row_end") = py::none());
+  m.def("range_search", &range_py, py::arg("queries"), py::arg("codes"), py::arg("radius"),
+        py::arg("threads") = 0);
+  m.def("distances", &distances_py, py::arg("queries"), py::arg("codes"), py::arg("threads") = 0);
+  m.def("pivot_filter", &pivot_filter_py, py::arg("table"), py::arg("lo"), py::arg("hi"),
+        py::arg("begin") = 0, py::arg("end") = -1, py::arg("threads") = 0);
+}

@@ -1,0 +1,66 @@
+// Packed binary codes: layout, loads and popcount policies shared by every kernel.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+// Hot helpers must inline into each ISA-specific caller so they compile with its target flags.
+#define HP_INLINE inline __attribute__((always_inline))
+
+namespace hashpivot {
+
+constexpr int kMinBits = 64;
+constexpr int kMaxBits = 1024;
+constexpr int kMaxWords = kMaxBits / 64;
+
+// Codes are rows of n_bits / 8 bytes in np.packbits order; a distance ignores bit order.
+HP_INLINE uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);  // codes need not be 8-byte aligned (numpy slices, mmap offsets)
+  return v;
+}
+
+// Portable popcount for CPUs without POPCNT (SWAR, no libgcc call).
+struct PopcountSwar {
+  static HP_INLINE int count(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return static_cast<int>((x * 0x0101010101010101ULL) >> 56);
+  }
+};
+
+// Hardware POPCNT: only valid inside functions compiled with target("popcnt").
+struct PopcountHw {
+  static HP_INLINE int count(uint64_t x) { return __builtin_popcountll(x); }
+};
+
+// A query held in registers: W words when known at compile time, `words` otherwise.
+template <int W>
+struct QueryWords {
+  uint64_t w[W > 0 ? W : kMaxWords];
+  int words;
+  HP_INLINE QueryWords(const uint8_t* q, int nwords) : words(W > 0 ? W : nwords) {
+    for (int j = 0; j < words; ++j) w[j] = load_u64(q + 8 * j);
+  }
+};
+
+template <class Pop, int W>
+HP_INLINE int hamming(const QueryWords<W>& q, const uint8_t* code) {
+  int d = 0;
+  if constexpr (W > 0) {
+    for (int j = 0; j < W; ++j) d += Pop::count(q.w[j] ^ load_u64(code + 8 * j));
+  } else {
+    for (int j = 0; j < q.words; ++j) d += Pop::count(q.w[j] ^ load_u64(code + 8 * j));
+  }
+  return d;
+}
+
+// Distance between two codes given as raw bytes (nbytes a multiple of 8).
+template <class Pop>
+HP_INLINE int hamming_bytes(const uint8_t* a, const uint8_t* b, int nbytes) {
+  int d = 0;
+  for (int j = 0; j < nbytes; j += 8) d += Pop::count(load_u64(a + j) ^ load_u64(b + j));
+  return d;
+}
+
+}  // namespace hashpivot

@@ -1,0 +1,83 @@
+// One table of kernel entry points per instruction set, chosen once at import (cpu.h).
+#pragma once
+#include <cstdint>
+
+#include "cpu.h"
+#include "topk.h"
+
+namespace hashpivot {
+
+struct KernelTable {
+  Isa isa;
+  // nq queries over rows [begin, end) of codes; cols[q] collects query q (rows fed in order).
+  void (*knn_heap)(const uint8_t* queries, int64_t nq, const uint8_t* codes, int64_t begin,
+                   int64_t end, int nbytes, HeapTopK* cols);
+  void (*knn_count)(const uint8_t* queries, int64_t nq, const uint8_t* codes, int64_t begin,
+                    int64_t end, int nbytes, CountingTopK* cols);
+  void (*range)(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end, int nbytes,
+                RangeCollector* col);
+  void (*distance_row)(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end,
+                       int nbytes, int32_t* out);
+  int (*hamming_pair)(const uint8_t* a, const uint8_t* b, int nbytes);
+  // Pivot band over rows [begin, end): lo/hi are the query's per-pivot bounds (d_q -/+ t).
+  int64_t (*band_filter_u8)(const uint8_t* table, int P, int64_t begin, int64_t end,
+                            const int32_t* lo, const int32_t* hi, int64_t* out);
+  int64_t (*band_filter_u16)(const uint16_t* table, int P, int64_t begin, int64_t end,
+                             const int32_t* lo, const int32_t* hi, int64_t* out);
+  void (*band_knn_heap_u8)(const uint8_t* q, const uint8_t* codes, int nbytes,
+                           const uint8_t* table, int P, int64_t begin, int64_t end,
+                           const int32_t* lo, const int32_t* hi, HeapTopK* col);
+  void (*band_knn_count_u8)(const uint8_t* q, const uint8_t* codes, int nbytes,
+                            const uint8_t* table, int P, int64_t begin, int64_t end,
+                            const int32_t* lo, const int32_t* hi, CountingTopK* col);
+  void (*band_knn_heap_u16)(const uint8_t* q, const uint8_t* codes, int nbytes,
+                            const uint16_t* table, int P, int64_t begin, int64_t end,
+                            const int32_t* lo, const int32_t* hi, HeapTopK* col);
+  void (*band_knn_count_u16)(const uint8_t* q, const uint8_t* codes, int nbytes,
+                             const uint16_t* table, int P, int64_t begin, int64_t end,
+                             const int32_t* lo, const int32_t* hi, CountingTopK* col);
+};
+
+const KernelTable& kernels();     // the table in use
+Isa best_isa();                   // what this CPU supports
+void set_isa(Isa isa);            // for tests and benchmarks; throws if the CPU lacks it
+
+// Overloads so drivers can be written once over the collector type.
+inline void knn_rows(const KernelTable& t, const uint8_t* q, int64_t nq, const uint8_t* c,
+                     int64_t b, int64_t e, int nb, HeapTopK* cols) {
+  t.knn_heap(q, nq, c, b, e, nb, cols);
+}
+inline void knn_rows(const KernelTable& t, const uint8_t* q, int64_t nq, const uint8_t* c,
+                     int64_t b, int64_t e, int nb, CountingTopK* cols) {
+  t.knn_count(q, nq, c, b, e, nb, cols);
+}
+inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                     const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                     const int32_t* hi, HeapTopK* col) {
+  t.band_knn_heap_u8(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                     const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                     const int32_t* hi, CountingTopK* col) {
+  t.band_knn_count_u8(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                     const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                     const int32_t* hi, HeapTopK* col) {
+  t.band_knn_heap_u16(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                     const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                     const int32_t* hi, CountingTopK* col) {
+  t.band_knn_count_u16(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline int64_t band_filter(const KernelTable& t, const uint8_t* tab, int P, int64_t b, int64_t e,
+                           const int32_t* lo, const int32_t* hi, int64_t* out) {
+  return t.band_filter_u8(tab, P, b, e, lo, hi, out);
+}
+inline int64_t band_filter(const KernelTable& t, const uint16_t* tab, int P, int64_t b, int64_t e,
+                           const int32_t* lo, const int32_t* hi, int64_t* out) {
+  return t.band_filter_u16(tab, P, b, e, lo, hi, out);
+}
+
+}  // namespace hashpivot

@@ -1,0 +1,36 @@
+"""hashpivot: semantic search over compact binary codes.
+
+Embeddings -> ITQ codes (bit-packed) -> pivot band filter -> Hamming ranking -> exact rerank.
+"""
+
+from __future__ import annotations
+
+from .codes import from_faiss_codes, pack_bits, to_faiss_codes, unpack_bits
+from .errors import HashpivotError, IndexFormatError, InvalidInputError, InvalidTypeError
+from .hamming import (
+    cpu_features,
+    hamming_distances,
+    hamming_knn,
+    hamming_range,
+    pivot_filter,
+    pivot_knn,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HashpivotError",
+    "IndexFormatError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "cpu_features",
+    "from_faiss_codes",
+    "hamming_distances",
+    "hamming_knn",
+    "hamming_range",
+    "pack_bits",
+    "pivot_filter",
+    "pivot_knn",
+    "to_faiss_codes",
+    "unpack_bits",
+]
