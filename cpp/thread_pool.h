@@ -105,11 +105,11 @@ class ThreadPool {
   std::exception_ptr error_;
 };
 
-// Threads for a job of `work` code comparisons: one thread below ~64k, never more than asked.
+// Threads for a job of `work` code comparisons: waking a thread costs tens of microseconds on a
+// VM, so each one must get at least ~256k comparisons; never more than asked.
 inline int threads_for(int requested, int64_t work) {
   const int cap = requested > 0 ? requested : ThreadPool::hardware_threads();
-  if (work < (int64_t(1) << 16)) return 1;
-  return std::max(1, std::min<int>(cap, static_cast<int>(work >> 15)));
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(cap, work >> 18)));
 }
 
 }  // namespace hashpivot

@@ -138,4 +138,8 @@ def pivot_knn(
     lo, hi = _bounds(query_dists, threshold, table.shape[1])
     if lo.shape[0] != q.shape[0]:
         raise InvalidInputError("query_dists needs one row per query")
+    if table.shape[0] != c.shape[0]:
+        raise InvalidInputError(
+            f"pivot table has {table.shape[0]} rows but there are {c.shape[0]} codes"
+        )
     return _core.knn(q, c, _count(k, "k", 0), _threads(threads), table, lo, hi)

@@ -1,0 +1,153 @@
+// Every kernel on every instruction set this CPU has, against a plain brute force.
+// Built with -DHASHPIVOT_SANITIZE=ON it runs under AddressSanitizer and UBSan (tests/test_sanitizers.py).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "dispatch.h"
+#include "search.h"
+
+using namespace hashpivot;
+
+static int failures = 0;
+#define CHECK(cond, ...)                                    \
+  do {                                                      \
+    if (!(cond)) {                                          \
+      ++failures;                                           \
+      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      std::fprintf(stderr, __VA_ARGS__);                    \
+      std::fprintf(stderr, "\n");                           \
+      if (failures > 20) std::exit(1);                      \
+    }                                                       \
+  } while (0)
+
+static int ref_dist(const uint8_t* a, const uint8_t* b, int nbytes) {
+  int d = 0;
+  for (int j = 0; j < nbytes; ++j) d += __builtin_popcount(static_cast<unsigned>(a[j] ^ b[j]));
+  return d;
+}
+
+// Codes with many ties: random bytes from a small alphabet when `clustered`.
+static std::vector<uint8_t> make_codes(std::mt19937_64& rng, int64_t n, int nbytes, bool clustered) {
+  std::vector<uint8_t> v(n * nbytes);
+  for (auto& b : v) b = clustered ? static_cast<uint8_t>((rng() % 3) * 0x55) : rng() & 0xFF;
+  return v;
+}
+
+static void test_knn(std::mt19937_64& rng, int nbytes, int64_t n, int64_t nq, int k, bool clustered,
+                     int threads) {
+  auto codes = make_codes(rng, n, nbytes, clustered);
+  auto queries = make_codes(rng, nq, nbytes, clustered);
+  std::vector<int32_t> D(nq * k);
+  std::vector<int64_t> I(nq * k);
+  Codes c{codes.data(), n, nbytes};
+  knn(queries.data(), nq, c, k, threads, D.data(), I.data());
+  for (int64_t q = 0; q < nq; ++q) {
+    std::vector<Neighbor> all;
+    for (int64_t i = 0; i < n; ++i)
+      all.push_back({ref_dist(queries.data() + q * nbytes, codes.data() + i * nbytes, nbytes), i});
+    std::sort(all.begin(), all.end());
+    for (int j = 0; j < k; ++j) {
+      const int32_t wd = j < n ? all[j].d : nbytes * 8 + 1;
+      const int64_t wi = j < n ? all[j].id : -1;
+      CHECK(D[q * k + j] == wd && I[q * k + j] == wi,
+            "knn isa=%s nbytes=%d n=%ld k=%d q=%ld j=%d got (%d,%ld) want (%d,%ld)",
+            isa_name(kernels().isa), nbytes, (long)n, k, (long)q, j, D[q * k + j],
+            (long)I[q * k + j], wd, (long)wi);
+    }
+  }
+}
+
+static void test_distances_and_range(std::mt19937_64& rng, int nbytes, int64_t n) {
+  auto codes = make_codes(rng, n, nbytes, false);
+  auto q = make_codes(rng, 2, nbytes, false);
+  Codes c{codes.data(), n, nbytes};
+  std::vector<int32_t> out(2 * n);
+  distance_matrix(q.data(), 2, c, 2, out.data());
+  for (int64_t j = 0; j < 2; ++j)
+    for (int64_t i = 0; i < n; ++i)
+      CHECK(out[j * n + i] == ref_dist(q.data() + j * nbytes, codes.data() + i * nbytes, nbytes),
+            "distances nbytes=%d", nbytes);
+  const int radius = nbytes * 4 - 2;
+  auto res = range_search(q.data(), 2, c, radius, 2);
+  for (int64_t j = 0; j < 2; ++j) {
+    std::vector<Neighbor> want;
+    for (int64_t i = 0; i < n; ++i) {
+      int d = ref_dist(q.data() + j * nbytes, codes.data() + i * nbytes, nbytes);
+      if (d <= radius) want.push_back({d, i});
+    }
+    std::sort(want.begin(), want.end());
+    CHECK(res[j].size() == want.size(), "range size nbytes=%d", nbytes);
+    for (size_t i = 0; i < std::min(want.size(), res[j].size()); ++i)
+      CHECK(res[j][i].d == want[i].d && res[j][i].id == want[i].id, "range item");
+  }
+}
+
+template <class T>
+static void test_band(std::mt19937_64& rng, int P, int64_t n, int nbytes, int t, int k) {
+  auto codes = make_codes(rng, n, nbytes, false);
+  auto q = make_codes(rng, 1, nbytes, false);
+  std::vector<T> table(n * P);
+  for (auto& x : table) x = static_cast<T>(40 + rng() % 50);
+  std::vector<int32_t> lo(P), hi(P);
+  for (int p = 0; p < P; ++p) {
+    int qd = 40 + rng() % 50;
+    lo[p] = qd - t;
+    hi[p] = qd + t;
+  }
+  Band band;
+  band.table = table.data();
+  band.wide = sizeof(T) == 2;
+  band.P = P;
+  band.lo = lo.data();
+  band.hi = hi.data();
+  std::vector<int64_t> want;
+  for (int64_t i = 0; i < n; ++i) {
+    bool ok = true;
+    for (int p = 0; p < P; ++p) ok &= table[i * P + p] >= lo[p] && table[i * P + p] <= hi[p];
+    if (ok) want.push_back(i);
+  }
+  auto got = band_filter_rows(band, 0, n, 2);
+  CHECK(got == want, "band filter P=%d isa=%s got %zu want %zu", P, isa_name(kernels().isa),
+        got.size(), want.size());
+  // fused: top-k over passing rows only
+  Codes c{codes.data(), n, nbytes};
+  std::vector<int32_t> D(k);
+  std::vector<int64_t> I(k);
+  knn(q.data(), 1, c, k, 1, D.data(), I.data(), band);
+  std::vector<Neighbor> all;
+  for (int64_t r : want) all.push_back({ref_dist(q.data(), codes.data() + r * nbytes, nbytes), r});
+  std::sort(all.begin(), all.end());
+  for (int j = 0; j < k; ++j) {
+    const int64_t wi = j < (int)all.size() ? all[j].id : -1;
+    CHECK(I[j] == wi, "band knn P=%d j=%d got %ld want %ld", P, j, (long)I[j], (long)wi);
+  }
+}
+
+int main() {
+  std::mt19937_64 rng(12345);
+  int tested = 0;
+  for (int level = 0; level <= static_cast<int>(best_isa()); ++level) {
+    set_isa(static_cast<Isa>(level));
+    for (int nbytes : {8, 16, 24, 32, 64, 128}) {
+      for (int k : {1, 3, 10, 65, 300}) {
+        test_knn(rng, nbytes, 517, 3, k, false, 1);
+        test_knn(rng, nbytes, 517, 3, k, true, 2);
+      }
+      test_knn(rng, nbytes, 0, 2, 5, false, 1);
+      test_knn(rng, nbytes, 7, 1, 20, false, 2);
+      test_knn(rng, nbytes, 70000, 1, 10, true, 2);   // split across threads, ties
+      test_knn(rng, nbytes, 70000, 1, 200, true, 2);  // counting select, split
+      test_distances_and_range(rng, nbytes, 1031);
+    }
+    for (int P : {1, 3, 8, 16}) {
+      test_band<uint8_t>(rng, P, 3001, 16, 12, 10);
+      test_band<uint16_t>(rng, P, 3001, 32, 12, 100);
+    }
+    ++tested;
+  }
+  std::printf("%d passed, %d failed\n", tested, failures ? 1 : 0);
+  return failures ? 1 : 0;
+}
