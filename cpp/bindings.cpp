@@ -7,6 +7,7 @@
 
 #include "cpu.h"
 #include "dispatch.h"
+#include "index.h"
 #include "search.h"
 
 namespace py = pybind11;
@@ -184,6 +185,83 @@ py::array_t<int64_t> pivot_filter_py(const py::array& table, const py::array& lo
   return out;
 }
 
+py::tuple banded_knn_py(const py::array& queries, const py::array& codes, const py::array& table,
+                        const py::array& lo, const py::array& hi, const py::array& offsets,
+                        int levels, int k, int threads) {
+  const Codes q = as_codes(queries, "queries");
+  const Codes c = as_codes(codes, "codes");
+  require_same_width(q, c);
+  if (k < 0) value_error("k must be >= 0");
+  as_threads(threads);
+  Band band = as_band(table, c.n);
+  auto lo_a = as_bounds(lo, q.n, band.P, "lo");
+  auto hi_a = as_bounds(hi, q.n, band.P, "hi");
+  band.lo = lo_a.data();
+  band.hi = hi_a.data();
+  if (levels < 1 || levels > 2 || levels > band.P) value_error("levels must be 1 or 2 (<= n_pivots)");
+  require_dtype(offsets, py::dtype::of<int64_t>(), "offsets", "int64");
+  require_c_contiguous(offsets, "offsets");
+  int64_t cells = 1;
+  for (int l = 0; l < levels; ++l) cells *= c.n_bits() + 1;
+  if (offsets.ndim() != 1 || offsets.shape(0) != cells + 1)
+    value_error("offsets must have (n_bits + 1)^levels + 1 entries");
+  const int64_t* off = static_cast<const int64_t*>(offsets.data());
+  if (off[0] != 0 || off[cells] != c.n) value_error("offsets do not cover the codes");
+  PivotLayout layout{off, levels, c.n_bits()};
+  py::array_t<int32_t> D({q.n, static_cast<int64_t>(k)});
+  py::array_t<int64_t> I({q.n, static_cast<int64_t>(k)});
+  int32_t* d = D.mutable_data();
+  int64_t* i = I.mutable_data();
+  int64_t scanned = 0;
+  {
+    py::gil_scoped_release nogil;
+    banded_knn(q.data, q.n, c, band, layout, k, threads, d, i, &scanned);
+  }
+  return py::make_tuple(D, I, scanned);
+}
+
+py::tuple rerank_py(const py::array& queries, const py::array& cand, const py::array& store,
+                    const py::object& scales, int k, int threads) {
+  require_dtype(queries, py::dtype::of<float>(), "queries", "float32");
+  require_c_contiguous(queries, "queries");
+  require_dtype(cand, py::dtype::of<int64_t>(), "candidates", "int64");
+  require_c_contiguous(cand, "candidates");
+  require_c_contiguous(store, "store");
+  if (queries.ndim() != 2 || cand.ndim() != 2 || store.ndim() != 2)
+    value_error("queries, candidates and store must be 2-D");
+  if (cand.shape(0) != queries.shape(0)) value_error("one candidate row per query");
+  if (store.shape(1) != queries.shape(1)) value_error("queries and store differ in dimension");
+  if (k < 0) value_error("k must be >= 0");
+  Store st{store.data(), StoreType::kFloat32, static_cast<int>(store.shape(1)), nullptr};
+  py::array_t<float> sc;
+  if (store.dtype().equal(py::dtype::of<float>())) {
+    st.type = StoreType::kFloat32;
+  } else if (store.dtype().equal(py::dtype("float16"))) {
+    st.type = StoreType::kFloat16;
+  } else if (store.dtype().equal(py::dtype::of<int8_t>())) {
+    st.type = StoreType::kInt8;
+    sc = scales.cast<py::array_t<float, py::array::c_style>>();
+    if (sc.ndim() != 1 || sc.shape(0) != store.shape(0)) value_error("int8 store needs one scale a row");
+    st.scales = sc.data();
+  } else {
+    type_error("store must be float32, float16 or int8");
+  }
+  const int64_t nq = queries.shape(0), L = cand.shape(1), n = store.shape(0);
+  const int64_t* cp = static_cast<const int64_t*>(cand.data());
+  for (int64_t j = 0; j < nq * L; ++j)
+    if (cp[j] >= n || cp[j] < -1) value_error("candidate row out of range");
+  py::array_t<float> S({nq, static_cast<int64_t>(k)});
+  py::array_t<int64_t> R({nq, static_cast<int64_t>(k)});
+  float* s = S.mutable_data();
+  int64_t* r = R.mutable_data();
+  const float* qp = static_cast<const float*>(queries.data());
+  {
+    py::gil_scoped_release nogil;
+    rerank(qp, nq, cp, static_cast<int>(L), st, k, threads, s, r);
+  }
+  return py::make_tuple(S, R);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -212,6 +290,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("range_search", &range_py, py::arg("queries"), py::arg("codes"), py::arg("radius"),
         py::arg("threads") = 0);
   m.def("distances", &distances_py, py::arg("queries"), py::arg("codes"), py::arg("threads") = 0);
+  m.def("banded_knn", &banded_knn_py, py::arg("queries"), py::arg("codes"), py::arg("table"),
+        py::arg("lo"), py::arg("hi"), py::arg("offsets"), py::arg("levels"), py::arg("k"),
+        py::arg("threads") = 0);
+  m.def("rerank", &rerank_py, py::arg("queries"), py::arg("candidates"), py::arg("store"),
+        py::arg("scales") = py::none(), py::arg("k"), py::arg("threads") = 0);
   m.def("pivot_filter", &pivot_filter_py, py::arg("table"), py::arg("lo"), py::arg("hi"),
         py::arg("begin") = 0, py::arg("end") = -1, py::arg("threads") = 0);
 }

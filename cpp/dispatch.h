@@ -36,6 +36,15 @@ struct KernelTable {
   void (*band_knn_count_u16)(const uint8_t* q, const uint8_t* codes, int nbytes,
                              const uint16_t* table, int P, int64_t begin, int64_t end,
                              const int32_t* lo, const int32_t* hi, CountingTopK* col);
+  // Same result as band_knn, computed distance first (see pivot_filter.h: band_late).
+  void (*band_late_heap_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int, int64_t,
+                            int64_t, const int32_t*, const int32_t*, HeapTopK*);
+  void (*band_late_count_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int, int64_t,
+                             int64_t, const int32_t*, const int32_t*, CountingTopK*);
+  void (*band_late_heap_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
+                             int64_t, const int32_t*, const int32_t*, HeapTopK*);
+  void (*band_late_count_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
+                              int64_t, const int32_t*, const int32_t*, CountingTopK*);
 };
 
 const KernelTable& kernels();     // the table in use
@@ -70,6 +79,26 @@ inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, i
                      const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
                      const int32_t* hi, CountingTopK* col) {
   t.band_knn_count_u16(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                      const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                      const int32_t* hi, HeapTopK* col) {
+  t.band_late_heap_u8(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                      const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                      const int32_t* hi, CountingTopK* col) {
+  t.band_late_count_u8(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                      const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                      const int32_t* hi, HeapTopK* col) {
+  t.band_late_heap_u16(q, c, nb, tab, P, b, e, lo, hi, col);
+}
+inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                      const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                      const int32_t* hi, CountingTopK* col) {
+  t.band_late_count_u16(q, c, nb, tab, P, b, e, lo, hi, col);
 }
 inline int64_t band_filter(const KernelTable& t, const uint8_t* tab, int P, int64_t b, int64_t e,
                            const int32_t* lo, const int32_t* hi, int64_t* out) {

@@ -96,11 +96,17 @@ struct Group8<2> {
 };
 #endif
 
+// Accepts every row (the plain scan).
+struct AcceptAll {
+  HP_INLINE bool operator()(int64_t) const { return true; }
+};
+
 // ---- one query over rows [begin, end): feed every row with d < col.threshold() ----
 // Collectors: HeapTopK, CountingTopK, RangeCollector (all take rows in increasing order).
-template <int W, class C>
+// `accept(row)` is asked only for rows that beat the threshold, so a filter there is nearly free.
+template <int W, class C, class A = AcceptAll>
 HP_INLINE void scan(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end,
-                    int nbytes, C& col) {
+                    int nbytes, C& col, const A& accept = A()) {
   const int64_t nb = W > 0 ? 8 * W : nbytes;
   const QueryWords<W> qw(q, nbytes / 8);
   int32_t thr = col.threshold();
@@ -118,7 +124,7 @@ HP_INLINE void scan(const uint8_t* q, const uint8_t* codes, int64_t begin, int64
         do {
           const int j = __builtin_ctz(mask);
           mask &= mask - 1;
-          if (tmp[j] < thr) {
+          if (tmp[j] < thr && accept(i + j)) {
             col.push(tmp[j], i + j);
             thr = col.threshold();
           }
@@ -130,7 +136,7 @@ HP_INLINE void scan(const uint8_t* q, const uint8_t* codes, int64_t begin, int64
 #endif
   for (; i < end; ++i) {
     const int d = hamming<HP_POP, W>(qw, codes + i * nb);
-    if (d < thr) {
+    if (d < thr && accept(i)) {
       col.push(d, i);
       thr = col.threshold();
     }

@@ -20,6 +20,25 @@ HP_INLINE bool band_pass(const T* row, const int32_t* lo, const int32_t* hi, int
   return ok;
 }
 
+// One row of 8 uint8 pivot distances with SSE2 (baseline x86-64): the index's late check.
+struct Band8Row {
+  __m128i lo, hi;
+  HP_INLINE Band8Row(const int32_t* l, const int32_t* h) {
+    alignas(16) uint8_t bl[16] = {0}, bh[16] = {0};
+    for (int j = 0; j < 8; ++j) {
+      bl[j] = static_cast<uint8_t>(std::clamp(l[j], 0, 255));
+      bh[j] = static_cast<uint8_t>(std::clamp(h[j], 0, 255));
+    }
+    lo = _mm_load_si128((const __m128i*)bl);
+    hi = _mm_load_si128((const __m128i*)bh);
+  }
+  HP_INLINE bool pass(const uint8_t* row) const {
+    const __m128i x = _mm_loadl_epi64((const __m128i*)row);
+    const __m128i in = _mm_cmpeq_epi8(_mm_min_epu8(_mm_max_epu8(x, lo), hi), x);
+    return (_mm_movemask_epi8(in) & 0xFF) == 0xFF;
+  }
+};
+
 #if HP_ISA_LEVEL >= 2
 // 4 rows of 8 uint8 pivot distances per instruction: a bit per row inside the band.
 struct Band8x4 {
@@ -96,6 +115,26 @@ HP_INLINE void band_knn(const uint8_t* q, const uint8_t* codes, int nbytes, cons
   HP_DISPATCH_WIDTH(nbytes, band_scan<W>(q, codes, nbytes, table, P, begin, end, lo, hi, *col));
 }
 
+// Hamming first, band second: the SIMD scan runs over every row of [begin, end) and the band is
+// checked only for rows that beat the top-k threshold. The index uses this inside the windows its
+// sorted layout already cut, where a per-row band check would cost as much as the distance.
+template <class T, class C>
+HP_INLINE void band_late(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,
+                         int64_t begin, int64_t end, const int32_t* lo, const int32_t* hi, C* col) {
+  if constexpr (sizeof(T) == 1) {
+    bool empty = false;  // a band with lo > hi on some pivot passes nothing
+    for (int p = 0; p < P; ++p) empty |= lo[p] > hi[p] || hi[p] < 0 || lo[p] > 255;
+    if (P == 8 && !empty) {
+      const Band8Row band(lo, hi);
+      auto in_band = [&](int64_t r) { return band.pass(reinterpret_cast<const uint8_t*>(table) + r * 8); };
+      HP_DISPATCH_WIDTH(nbytes, scan<W>(q, codes, begin, end, nbytes, *col, in_band));
+      return;
+    }
+  }
+  auto in_band = [=](int64_t r) { return band_pass(table + r * P, lo, hi, P); };
+  HP_DISPATCH_WIDTH(nbytes, scan<W>(q, codes, begin, end, nbytes, *col, in_band));
+}
+
 // Concrete entry points (defined inside this ISA's target region, so they carry its flags).
 #define HP_BAND_ENTRY(T, C, NAME)                                                              \
   inline void NAME(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,  \
@@ -107,6 +146,16 @@ HP_BAND_ENTRY(uint8_t, CountingTopK, band_knn_count_u8)
 HP_BAND_ENTRY(uint16_t, HeapTopK, band_knn_heap_u16)
 HP_BAND_ENTRY(uint16_t, CountingTopK, band_knn_count_u16)
 #undef HP_BAND_ENTRY
+#define HP_LATE_ENTRY(T, C, NAME)                                                              \
+  inline void NAME(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,  \
+                   int64_t begin, int64_t end, const int32_t* lo, const int32_t* hi, C* col) { \
+    band_late(q, codes, nbytes, table, P, begin, end, lo, hi, col);                            \
+  }
+HP_LATE_ENTRY(uint8_t, HeapTopK, band_late_heap_u8)
+HP_LATE_ENTRY(uint8_t, CountingTopK, band_late_count_u8)
+HP_LATE_ENTRY(uint16_t, HeapTopK, band_late_heap_u16)
+HP_LATE_ENTRY(uint16_t, CountingTopK, band_late_count_u16)
+#undef HP_LATE_ENTRY
 inline int64_t band_filter_u8(const uint8_t* table, int P, int64_t begin, int64_t end,
                               const int32_t* lo, const int32_t* hi, int64_t* out) {
   return band_filter(table, P, begin, end, lo, hi, out);

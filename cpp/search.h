@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <vector>
 
 #include "dispatch.h"
@@ -107,8 +108,8 @@ void knn_impl(const uint8_t* queries, int64_t nq, const Codes& codes, int k, int
     partial[t] = col.take();
   });
   for (int64_t q = 0; q < nq; ++q) {
-    std::vector<std::vector<Neighbor>> mine(partial.begin() + q * parts,
-                                            partial.begin() + (q + 1) * parts);
+    std::vector<std::vector<Neighbor>> mine(std::make_move_iterator(partial.begin() + q * parts),
+                                            std::make_move_iterator(partial.begin() + (q + 1) * parts));
     finish(q, merge_topk(mine, kk));
   }
 }

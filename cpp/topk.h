@@ -132,6 +132,7 @@ class CountingTopK {
 
 // Merges per-thread sorted partial results into the global k best.
 inline std::vector<Neighbor> merge_topk(std::vector<std::vector<Neighbor>>& parts, int k) {
+  if (parts.size() == 1) return std::move(parts[0]);  // already sorted and at most k long
   std::vector<Neighbor> all;
   for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
   const size_t m = std::min<size_t>(k, all.size());

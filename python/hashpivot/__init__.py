@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from .codes import from_faiss_codes, pack_bits, to_faiss_codes, unpack_bits
 from .errors import HashpivotError, IndexFormatError, InvalidInputError, InvalidTypeError
+from .index import Index
+from .itq import ITQ
+from .pivots import pivot_table, select_pivots
 from .hamming import (
     cpu_features,
     hamming_distances,
@@ -19,6 +22,8 @@ from .hamming import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ITQ",
+    "Index",
     "HashpivotError",
     "IndexFormatError",
     "InvalidInputError",
@@ -31,6 +36,8 @@ __all__ = [
     "pack_bits",
     "pivot_filter",
     "pivot_knn",
+    "pivot_table",
+    "select_pivots",
     "to_faiss_codes",
     "unpack_bits",
 ]
