@@ -1,0 +1,139 @@
+"""Evaluation: the research notebook's protocol, and what it lacked.
+
+* :func:`notebook_protocol` — query documents drawn with a seed, exact cosine top-10 (the query
+  itself excluded) as ground truth; for no filter and each pivot threshold: the share of
+  documents cut, filter recall (ground truth that survives the filter), recall@10 within the
+  first L Hamming candidates, recall@10 after the exact rerank of L candidates, latency.
+* :func:`known_item` — real text queries with judged relevant passages: recall@1/10/100 and
+  MRR@10 of hashed search (with rerank) and of exact float search.
+* :func:`to_markdown` — tables for the README and the CLI.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .hamming import hamming_distances, pivot_filter
+from .index import Index
+
+
+def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, exclude: Optional[np.ndarray] = None,
+               chunk: int = 256) -> np.ndarray:
+    """Exact inner-product top-k rows (cosine for normalised vectors), float32 brute force."""
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for s in range(0, len(queries), chunk):
+        sims = queries[s:s + chunk] @ docs.T
+        if exclude is not None:
+            sims[np.arange(sims.shape[0]), exclude[s:s + chunk]] = -np.inf
+        part = np.argpartition(-sims, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+        out[s:s + chunk] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def _latency(index: Index, queries: np.ndarray, **kw) -> Dict[str, float]:
+    single = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.search(q, **kw)
+        single.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    index.search(queries, **kw)
+    batch = time.perf_counter() - t0
+    return {"latency_ms_median": 1e3 * float(np.median(single)),
+            "latency_ms_p99": 1e3 * float(np.percentile(single, 99)),
+            "qps_batch": len(queries) / batch}
+
+
+def notebook_protocol(index: Index, embeddings: np.ndarray, n_queries: int = 100, seed: int = 42,
+                      thresholds: Sequence[int] = (15, 20), limits: Sequence[int] = (100, 500, 1000),
+                      k: int = 10, timing: bool = True) -> List[Dict[str, object]]:
+    """The notebook's table, one dict per method. ``index`` holds ``embeddings`` with ids
+    0..n-1 (the default of :meth:`Index.build`)."""
+    n = len(embeddings)
+    rng = np.random.default_rng(seed)
+    qi = np.sort(rng.choice(n, min(n_queries, n), replace=False))
+    q = embeddings[qi]
+    gt = exact_topk(q, embeddings, k, exclude=qi)
+    qc = index.itq.encode(q)
+    qd = hamming_distances(qc, index.pivots)
+    id_to_row = np.empty(int(index.ids.max()) + 1, dtype=np.int64)
+    id_to_row[index.ids] = np.arange(len(index))
+    rows_out = []
+    for t in [None, *thresholds]:
+        row: Dict[str, object] = {"method": "no filter" if t is None else f"pivot t={t}"}
+        if t is None:
+            keep_share, frec = 1.0, 1.0
+        else:
+            kept, hits = 0, 0
+            for j in range(len(qi)):
+                rows = pivot_filter(index.table, qd[j], t)
+                kept += len(rows)
+                hits += np.isin(id_to_row[gt[j]], rows).sum()
+            keep_share, frec = kept / (len(qi) * len(index)), hits / gt.size
+        row["cut"] = 1.0 - keep_share
+        row["filter_recall"] = frec
+        _, cand = index.candidates(qc, max(limits) + 1, t)
+        cand_ids = np.where(cand >= 0, index.ids[np.maximum(cand, 0)], -1)
+        for L in limits:
+            rec = []
+            for j in range(len(qi)):
+                c = cand_ids[j][cand_ids[j] != qi[j]][:L]
+                rec.append(np.isin(gt[j], c).mean())
+            row[f"R@{k} L={L}"] = float(np.mean(rec))
+        if index.vectors is not None:
+            for L in limits:
+                _, ids = index.search(q, k=k + 1, threshold=t, candidates=L + 1)
+                rec = [np.isin(gt[j], ids[j][ids[j] != qi[j]][:k]).mean() for j in range(len(qi))]
+                row[f"rerank R@{k} L={L}"] = float(np.mean(rec))
+        if timing:
+            row.update(_latency(index, q, k=k, threshold=t, candidates=max(limits)))
+        rows_out.append(row)
+    return rows_out
+
+
+def known_item(index: Index, query_embeddings: np.ndarray, relevant: Sequence[Sequence[int]],
+               doc_embeddings: Optional[np.ndarray] = None, candidates: int = 1000,
+               threshold: Optional[int] = None) -> List[Dict[str, object]]:
+    """Recall@1/10/100 and MRR@10 of the judged relevant ids, for hashed search with rerank
+    (and exact float search when ``doc_embeddings`` are given, ids = rows)."""
+    def score(ranked: np.ndarray) -> Dict[str, float]:
+        rel = [set(int(r) for r in rs) for rs in relevant]
+        hit_rank = []
+        for j, ids in enumerate(ranked):
+            pos = [i for i, x in enumerate(ids) if int(x) in rel[j]]
+            hit_rank.append(pos[0] if pos else None)
+        res = {f"recall@{c}": float(np.mean([r is not None and r < c for r in hit_rank]))
+               for c in (1, 10, 100)}
+        res["MRR@10"] = float(np.mean([1.0 / (r + 1) if r is not None and r < 10 else 0.0
+                                       for r in hit_rank]))
+        return res
+
+    rows = []
+    if doc_embeddings is not None:
+        rows.append({"method": "exact float", **score(exact_topk(query_embeddings, doc_embeddings, 100))})
+    _, ids = index.search(query_embeddings, k=100, candidates=max(candidates, 100),
+                          threshold=threshold)
+    name = f"hashpivot {index.n_bits} bits + rerank L={candidates}"
+    rows.append({"method": name if threshold is None else f"{name} t={threshold}", **score(ids)})
+    return rows
+
+
+def to_markdown(rows: List[Dict[str, object]], percent: bool = False) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0].keys())
+    for r in rows[1:]:
+        cols += [c for c in r if c not in cols]
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 10 else f"{v:,.0f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
