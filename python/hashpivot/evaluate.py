@@ -23,12 +23,13 @@ from .index import Index
 def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, exclude: Optional[np.ndarray] = None,
                chunk: int = 256) -> np.ndarray:
     """Exact inner-product top-k rows (cosine for normalised vectors), float32 brute force."""
+    k = min(k, len(docs) - (1 if exclude is not None else 0))
     out = np.empty((len(queries), k), dtype=np.int64)
     for s in range(0, len(queries), chunk):
         sims = queries[s:s + chunk] @ docs.T
         if exclude is not None:
             sims[np.arange(sims.shape[0]), exclude[s:s + chunk]] = -np.inf
-        part = np.argpartition(-sims, k, axis=1)[:, :k]
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
         out[s:s + chunk] = np.take_along_axis(part, order, 1)
     return out
@@ -137,3 +138,24 @@ def to_markdown(rows: List[Dict[str, object]], percent: bool = False) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def plot(rows: List[Dict[str, object]], path) -> None:
+    """Recall@10 (after rerank at the largest L) against median search time, a point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for r in rows:
+        rec = [v for k, v in r.items() if str(k).startswith("rerank R@")]
+        if rec and "latency_ms_median" in r:
+            ax.scatter(r["latency_ms_median"], rec[-1])
+            ax.annotate(str(r["method"]), (r["latency_ms_median"], rec[-1]), fontsize=8)
+    ax.set_xlabel("median search time per query (ms)")
+    ax.set_ylabel("recall@10 after rerank")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -96,9 +96,10 @@ class ITQ:
         x = as_embeddings(x, "training embeddings")
         n, d = x.shape
         if self.n_bits > d:
+            hint = f"use n_bits <= {d - d % 64}" if d >= 64 else "use embeddings of >= 64 dims"
             raise InvalidInputError(
                 f"n_bits={self.n_bits} is more than the embedding dimension {d}; "
-                f"PCA can give at most {d} bits: use n_bits <= {d - d % 64}"
+                f"PCA can give at most {d} bits: {hint}"
             )
         if n < 2:
             raise InvalidInputError("ITQ needs at least 2 training rows")

