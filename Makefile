@@ -20,7 +20,7 @@ install: $(DEPS)
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps .
 
 demo: install
-	$(BIN)/python bench/bench_hamming.py --quick
+	$(BIN)/hashpivot demo
 
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests

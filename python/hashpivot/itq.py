@@ -108,6 +108,8 @@ class ITQ:
             rows = np.sort(np.random.default_rng(self.seed).choice(n, max_train, replace=False))
             x = x[rows]
             n = max_train
+        if not x.flags.writeable:  # torch wants writable memory (e.g. a read-only memmap)
+            x = x.copy()
         device = resolve_device(self.device)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
 
@@ -122,15 +124,17 @@ class ITQ:
         pca = pca * torch.sign(pca[pca.abs().argmax(0), torch.arange(self.n_bits, device=device)])
         v = (xc.double() @ pca).float()                     # (n, n_bits)
         r0 = torch.randn(self.n_bits, self.n_bits, generator=gen, dtype=torch.float64)
-        rot = torch.linalg.qr(r0)[0].to(device)
+        rot = torch.linalg.qr(r0)[0].to(device)  # random orthogonal start, seeded
         show = progress if progress is not None else n * self.n_iter > 5e7
         errors = []
         for _ in tqdm(range(self.n_iter), desc="ITQ", disable=not show, leave=False):
             z = v @ rot.float()
-            b = torch.where(z >= 0, 1.0, -1.0)
+            b = (z >= 0).float() * 2 - 1
             errors.append(float(((b - z) ** 2).sum() / n))
-            u, _, wt = torch.linalg.svd((v.T @ b).double())  # orthogonal Procrustes
-            rot = u @ wt
+            # Orthogonal Procrustes on the small n_bits x n_bits matrix, on the CPU whatever
+            # the device: faster than a GPU solver at this size, and the same on both.
+            u, _, wt = torch.linalg.svd((v.T @ b).double().cpu())
+            rot = (u @ wt).to(device)
         z = v @ rot.float()
         errors.append(float(((torch.where(z >= 0, 1.0, -1.0) - z) ** 2).sum() / n))
         self.mean = mean.float().cpu().numpy()
