@@ -26,10 +26,14 @@ def load_itq():
 
 
 def data(n: int, d: int = 384, seed: int = 0) -> np.ndarray:
+    """Gaussian with a decaying spectrum (as sentence embeddings have), normalised."""
     rng = np.random.default_rng(seed)
-    basis = rng.standard_normal((64, d)).astype(np.float32)
-    x = rng.standard_normal((n, 64)).astype(np.float32) @ basis
-    x += 0.5 * rng.standard_normal((n, d)).astype(np.float32)
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0].astype(np.float32)
+    scale = np.geomspace(3, 0.05, d).astype(np.float32)
+    x = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 1 << 17):
+        m = min(n, s + (1 << 17)) - s
+        x[s:s + m] = (rng.standard_normal((m, d), dtype=np.float32) * scale) @ basis
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 

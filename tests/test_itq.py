@@ -124,6 +124,8 @@ def test_bad_input():
     with pytest.raises(InvalidInputError, match="NaN"):
         ITQ(64).fit(bad)
     m = ITQ(64).fit(x)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        m.encode(bad)
     with pytest.raises(InvalidInputError, match="dimension"):
         m.encode(np.zeros((2, 32), np.float32))
     with pytest.raises(InvalidInputError, match="not fitted"):
@@ -132,7 +134,11 @@ def test_bad_input():
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cpu_and_gpu_agree():
-    x = clustered(5000, d=128)
+    # A decaying spectrum (like real embeddings): PCA components are then well defined, so both
+    # devices find the same ones (with equal eigenvalues any rotation of them would do).
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((128, 128)))[0]
+    x = ((rng.standard_normal((5000, 128)) * np.geomspace(3, 0.05, 128)) @ basis).astype(np.float32)
     cpu = ITQ(64, device="cpu").fit(x)
     gpu = ITQ(64, device="cuda").fit(x)
     np.testing.assert_allclose(cpu.projection, gpu.projection, atol=2e-3)

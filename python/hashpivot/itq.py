@@ -32,7 +32,8 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def as_embeddings(x: object, name: str = "embeddings", dim: Optional[int] = None) -> np.ndarray:
+def as_embeddings(x: object, name: str = "embeddings", dim: Optional[int] = None,
+                  check_finite: bool = True) -> np.ndarray:
     """A 2-D float array of finite values (1-D: one row). float16/float64 are converted to
     float32 (that conversion is the only copy made)."""
     if not isinstance(x, np.ndarray):
@@ -51,7 +52,7 @@ def as_embeddings(x: object, name: str = "embeddings", dim: Optional[int] = None
             "embed them with the same model"
         )
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.size and not np.isfinite(x).all():
+    if check_finite and x.size and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise InvalidInputError(f"{name} contain NaN or inf in {bad} row(s); fix or drop them")
     return x
@@ -93,7 +94,9 @@ class ITQ:
         import torch
         from tqdm.auto import tqdm
 
-        x = as_embeddings(x, "training embeddings")
+        # Finiteness is checked below on the training rows only (on the device, in parallel);
+        # encode() checks every row it encodes.
+        x = as_embeddings(x, "training embeddings", check_finite=False)
         n, d = x.shape
         if self.n_bits > d:
             hint = f"use n_bits <= {d - d % 64}" if d >= 64 else "use embeddings of >= 64 dims"
@@ -114,34 +117,44 @@ class ITQ:
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
 
         xt = torch.from_numpy(x).to(device)
+        if not bool(torch.isfinite(xt).all()):
+            raise InvalidInputError("training embeddings contain NaN or inf; fix or drop them")
         mean = xt.double().mean(0)
         xc = xt - mean.float()
-        cov = (xc.double().T @ xc.double()) / n            # accumulated in float64
+        xd = xc.double()
+        cov = (xd.T @ xd) / n                               # accumulated in float64
         evals, evecs = torch.linalg.eigh(cov)
         order = torch.argsort(evals, descending=True)[: self.n_bits]
         pca = evecs[:, order]
         # A deterministic sign for each component so CPU and GPU give the same codes.
         pca = pca * torch.sign(pca[pca.abs().argmax(0), torch.arange(self.n_bits, device=device)])
-        v = (xc.double() @ pca).float()                     # (n, n_bits)
+        # Rounds run in float64 on a GPU (free there, and as faiss does), float32 on a CPU
+        # (2-3x faster with the same result up to sign flips of projections within ~1e-6 of 0).
+        dtype = torch.float32 if device == "cpu" else torch.float64
+        v = (xd @ pca).to(dtype)                            # (n, n_bits)
+        del xd, xc, xt
         r0 = torch.randn(self.n_bits, self.n_bits, generator=gen, dtype=torch.float64)
-        rot = torch.linalg.qr(r0)[0].to(device)  # random orthogonal start, seeded
+        rot = torch.linalg.qr(r0)[0].to(device, dtype)  # random orthogonal start, seeded
         show = progress if progress is not None else n * self.n_iter > 5e7
-        errors = []
-        for _ in tqdm(range(self.n_iter), desc="ITQ", disable=not show, leave=False):
-            z = v @ rot.float()
-            b = (z >= 0).float() * 2 - 1
-            errors.append(float(((b - z) ** 2).sum() / n))
+        # ||B - V R||^2 = n * n_bits + ||V||^2 - 2 tr(R^T V^T B): the error per round costs an
+        # n_bits x n_bits trace instead of another pass over n rows.
+        base = n * self.n_bits + float((v.double() ** 2).sum())
+        errors = []  # kept on the device: one synchronisation at the end, not one a round
+        for _ in tqdm(range(self.n_iter + 1), desc="ITQ", disable=not show, leave=False):
+            b = torch.where(v @ rot >= 0, 1.0, -1.0).to(v.dtype)
+            c = v.T @ b
+            errors.append((base - 2 * (rot * c).double().sum()) / n)
+            if len(errors) > self.n_iter:
+                break
             # Orthogonal Procrustes on the small n_bits x n_bits matrix, on the CPU whatever
             # the device: faster than a GPU solver at this size, and the same on both.
-            u, _, wt = torch.linalg.svd((v.T @ b).double().cpu())
-            rot = (u @ wt).to(device)
-        z = v @ rot.float()
-        errors.append(float(((torch.where(z >= 0, 1.0, -1.0) - z) ** 2).sum() / n))
+            u, _, wt = torch.linalg.svd(c.double().cpu())
+            rot = (u @ wt).to(device, dtype)
         self.mean = mean.float().cpu().numpy()
         self.pca = pca.float().cpu().numpy()
         self.rotation = rot.float().cpu().numpy()
-        self.projection = np.ascontiguousarray((pca @ rot).float().cpu().numpy())
-        self.errors = errors
+        self.projection = np.ascontiguousarray((pca @ rot.double()).float().cpu().numpy())
+        self.errors = [float(e) for e in torch.stack(errors).cpu()]
         return self
 
     def project(self, x: np.ndarray) -> np.ndarray:
