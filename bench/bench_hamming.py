@@ -34,10 +34,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="N=1M, k=10 only")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--isa", help="force a kernel level: portable, popcnt, avx2, avx512")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.k = "1000000", "10"
     import faiss
+
+    if args.isa:
+        from hashpivot import _core
+
+        _core.set_isa(args.isa)
 
     rng = np.random.default_rng(0)
     nbytes = args.bits // 8
