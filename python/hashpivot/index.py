@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -20,7 +22,9 @@ import numpy as np
 from . import _core
 from ._io import atomic_write, fsync_dir, sha256_array
 from .codes import as_codes
-from .errors import IndexFormatError, InvalidInputError, InvalidTypeError
+from .errors import (CorruptFileError, DimensionError, DuplicateIdError, FormatVersionError,
+                     IndexFormatError, InvalidInputError, InvalidTypeError, UnknownIdError,
+                     ZeroVectorError)
 from .hamming import _count, _threads, hamming_distances
 from .itq import ITQ, as_embeddings
 from .pivots import pivot_table, select_pivots, table_dtype
@@ -36,7 +40,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 def _check_rows(x: np.ndarray, name: str) -> None:
     if x.shape[0] and not np.einsum("ij,ij->i", x, x).all():
         bad = int((np.einsum("ij,ij->i", x, x) == 0).sum())
-        raise InvalidInputError(
+        raise ZeroVectorError(
             f"{name} contain {bad} zero vector(s): an all-zero embedding has no direction "
             "(did the encoder fail?); drop those rows"
         )
@@ -54,7 +58,7 @@ def _as_ids(ids: object, n: int) -> np.ndarray:
     if (arr < 0).any():
         raise InvalidInputError("ids must be >= 0 (-1 marks a missing result)")
     if np.unique(arr).shape[0] != n:
-        raise InvalidInputError("ids contain duplicates; every document needs its own id")
+        raise DuplicateIdError("ids contain duplicates; every document needs its own id")
     return arr
 
 
@@ -71,24 +75,49 @@ def _quantize(x: np.ndarray, store: Optional[str]) -> Tuple[Optional[np.ndarray]
     return q, scale.astype(np.float32)
 
 
-class Index:
-    """A searchable index of embeddings. Create it with :meth:`build` or :meth:`load`."""
+@dataclass(frozen=True)
+class Rows:
+    """One consistent version of the stored rows, in the sorted layout. Searches read a
+    snapshot; add/remove build a new one and swap it in with one assignment, so a search running
+    beside them sees the old rows or the new ones, never a mix."""
 
-    def __init__(self, itq: ITQ, pivots: np.ndarray, store: Optional[str], levels: int,
-                 meta: Optional[Dict[str, Any]] = None) -> None:
+    codes: np.ndarray
+    table: np.ndarray
+    ids: np.ndarray
+    offsets: np.ndarray
+    vectors: Optional[np.ndarray] = None
+    scales: Optional[np.ndarray] = None
+
+
+class Index:
+    """A searchable index of embeddings (or of packed codes). Create it with :meth:`build`,
+    :meth:`from_codes` or :meth:`load`.
+
+    Thread safety: any number of threads may search while one adds or removes; each search sees
+    the index as it was when it started. add/remove calls are serialised by a lock."""
+
+    def __init__(self, itq: Optional[ITQ], pivots: np.ndarray, store: Optional[str], levels: int,
+                 meta: Optional[Dict[str, Any]] = None, n_bits: Optional[int] = None) -> None:
         self.itq = itq
+        self.n_bits = int(itq.n_bits if itq is not None else n_bits)
         self.pivots = pivots
         self.store = store
         self.levels = levels
         self.meta: Dict[str, Any] = dict(meta or {})
-        nb = itq.n_bits // 8
-        self.codes = np.zeros((0, nb), dtype=np.uint8)
-        self.table = np.zeros((0, pivots.shape[0]), dtype=table_dtype(itq.n_bits))
-        self.ids = np.zeros(0, dtype=np.int64)
-        self.vectors: Optional[np.ndarray] = None
-        self.scales: Optional[np.ndarray] = None
-        self.offsets = np.zeros(self._cells() + 1, dtype=np.int64)
+        nb = self.n_bits // 8
+        self._rows = Rows(np.zeros((0, nb), dtype=np.uint8),
+                          np.zeros((0, pivots.shape[0]), dtype=table_dtype(self.n_bits)),
+                          np.zeros(0, dtype=np.int64), np.zeros(self._cells() + 1, dtype=np.int64))
+        self._write_lock = threading.Lock()
         self._last_scanned = (0, 0)  # rows read, rows that a full scan would have read
+
+    # the current rows (a snapshot: read it once per operation)
+    codes = property(lambda self: self._rows.codes)
+    table = property(lambda self: self._rows.table)
+    ids = property(lambda self: self._rows.ids)
+    offsets = property(lambda self: self._rows.offsets)
+    vectors = property(lambda self: self._rows.vectors)
+    scales = property(lambda self: self._rows.scales)
 
     # ---- construction ----
     @classmethod
@@ -111,119 +140,153 @@ class Index:
                   max_train=max_train).fit(x, progress=progress)
         codes = itq.encode(x, progress=progress)
         pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
-        levels = 2 if (itq.n_bits <= 256 and pivots.shape[0] >= 2) else 1
-        index = cls(itq, pivots, store, levels, meta)
+        index = cls(itq, pivots, store, cls._levels_for(itq.n_bits, pivots), meta)
         index._append(x, codes, ids)
         return index
 
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, ids: Optional[Sequence[int]] = None,
+                   n_pivots: int = 8, seed: int = 42, pivot_method: str = "furthest_first",
+                   pivot_sample: int = 10000, meta: Optional[Dict[str, Any]] = None) -> "Index":
+        """An index of packed codes you already have (sentence-transformers "ubinary", or
+        faiss codes through :func:`hashpivot.from_faiss_codes`): no vectors, no ITQ. Search
+        it with :meth:`search_codes`."""
+        codes = as_codes(codes)
+        pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
+        n_bits = codes.shape[1] * 8
+        index = cls(None, pivots, None, cls._levels_for(n_bits, pivots), meta, n_bits=n_bits)
+        index._append(None, codes, ids)
+        return index
+
+    @staticmethod
+    def _levels_for(n_bits: int, pivots: np.ndarray) -> int:
+        return 2 if (n_bits <= 256 and pivots.shape[0] >= 2) else 1
+
     def _cells(self) -> int:
-        return (self.itq.n_bits + 1) ** self.levels
+        return (self.n_bits + 1) ** self.levels
 
     def _keys(self, table: np.ndarray) -> np.ndarray:
         key = table[:, 0].astype(np.int64)
         if self.levels == 2:
-            key = key * (self.itq.n_bits + 1) + table[:, 1]
+            key = key * (self.n_bits + 1) + table[:, 1]
         return key
 
-    def _relayout(self, codes, table, ids, vectors, scales) -> None:
-        """Sorts rows by their cell (stable, so insertion order breaks ties) and sets offsets."""
+    def _layout(self, codes, table, ids, vectors, scales) -> Rows:
+        """Sorts rows by their cell (stable, so insertion order breaks ties) with offsets."""
         key = self._keys(table)
         order = np.argsort(key, kind="stable")
-        self.codes = np.ascontiguousarray(codes[order])
-        self.table = np.ascontiguousarray(table[order])
-        self.ids = np.ascontiguousarray(ids[order])
-        self.vectors = None if vectors is None else np.ascontiguousarray(vectors[order])
-        self.scales = None if scales is None else np.ascontiguousarray(scales[order])
         counts = np.bincount(key, minlength=self._cells())
-        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        take = lambda a: None if a is None else np.ascontiguousarray(a[order])  # noqa: E731
+        return Rows(take(codes), take(table), take(ids),
+                    np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                    take(vectors), take(scales))
 
-    def _append(self, x: np.ndarray, codes: np.ndarray, ids: Optional[Sequence[int]]) -> np.ndarray:
-        n = x.shape[0]
-        if ids is None:
-            start = int(self.ids.max()) + 1 if self.ids.size else 0
-            new_ids = np.arange(start, start + n, dtype=np.int64)
-        else:
-            new_ids = _as_ids(ids, n)
-            clash = np.isin(new_ids, self.ids)
-            if clash.any():
-                raise InvalidInputError(
-                    f"{int(clash.sum())} id(s) are already in the index (e.g. "
-                    f"{int(new_ids[clash][0])}); remove them first or choose new ids"
-                )
-        table = pivot_table(codes, self.pivots)
-        vec, sc = _quantize(x, self.store)
-        cat = lambda a, b: b if a is None else np.concatenate([a, b])  # noqa: E731
-        self._relayout(
-            np.concatenate([self.codes, codes]), np.concatenate([self.table, table]),
-            np.concatenate([self.ids, new_ids]),
-            None if vec is None else cat(self.vectors, vec),
-            None if sc is None else cat(self.scales, sc),
-        )
-        return new_ids
+    def _append(self, x: Optional[np.ndarray], codes: np.ndarray,
+                ids: Optional[Sequence[int]]) -> np.ndarray:
+        with self._write_lock:
+            old = self._rows
+            n = codes.shape[0]
+            if ids is None:
+                start = int(old.ids.max()) + 1 if old.ids.size else 0
+                new_ids = np.arange(start, start + n, dtype=np.int64)
+            else:
+                new_ids = _as_ids(ids, n)
+                clash = np.isin(new_ids, old.ids)
+                if clash.any():
+                    raise DuplicateIdError(
+                        f"{int(clash.sum())} id(s) are already in the index (e.g. "
+                        f"{int(new_ids[clash][0])}); remove them first or choose new ids")
+            table = pivot_table(codes, self.pivots)
+            vec, sc = _quantize(x, self.store) if x is not None else (None, None)
+            cat = lambda a, b: None if b is None else (b if a is None else np.concatenate([a, b]))  # noqa: E731
+            self._rows = self._layout(
+                np.concatenate([old.codes, codes]), np.concatenate([old.table, table]),
+                np.concatenate([old.ids, new_ids]), cat(old.vectors, vec), cat(old.scales, sc))
+            return new_ids
+
+    def _require_itq(self) -> ITQ:
+        if self.itq is None:
+            raise InvalidInputError("this index was built from codes (no ITQ model): "
+                                    "use add_codes() and search_codes()")
+        return self.itq
 
     def add(self, embeddings: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """Adds rows; ``ids`` default to max(id) + 1, + 2, ... Returns the ids given."""
-        x = as_embeddings(embeddings, "embeddings", self.itq.dim)
+        itq = self._require_itq()
+        x = as_embeddings(embeddings, "embeddings", itq.dim)
         _check_rows(x, "embeddings")
-        return self._append(x, self.itq.encode(x), ids)
+        return self._append(x, itq.encode(x), ids)
+
+    def add_codes(self, codes: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Adds packed codes to an index made by :meth:`from_codes`."""
+        if self.itq is not None:
+            raise InvalidInputError("this index encodes embeddings itself: use add()")
+        codes = as_codes(codes)
+        if codes.shape[1] * 8 != self.n_bits:
+            raise DimensionError(f"codes have {codes.shape[1] * 8} bits; the index has {self.n_bits}")
+        return self._append(None, codes, ids)
 
     def remove(self, ids: Sequence[int]) -> int:
         """Removes the rows with these ids (every id must be present). Returns how many."""
         arr = np.unique(np.asarray(ids).reshape(-1))
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise InvalidTypeError(f"ids must be integers, got dtype {arr.dtype}")
-        missing = ~np.isin(arr, self.ids)
-        if missing.any():
-            raise InvalidInputError(
-                f"{int(missing.sum())} id(s) are not in the index (e.g. {int(arr[missing][0])})"
-            )
-        keep = ~np.isin(self.ids, arr)
-        self._relayout(self.codes[keep], self.table[keep], self.ids[keep],
-                       None if self.vectors is None else self.vectors[keep],
-                       None if self.scales is None else self.scales[keep])
+        with self._write_lock:
+            old = self._rows
+            missing = ~np.isin(arr, old.ids)
+            if missing.any():
+                raise UnknownIdError(
+                    f"{int(missing.sum())} id(s) are not in the index (e.g. {int(arr[missing][0])})")
+            keep = ~np.isin(old.ids, arr)
+            sel = lambda a: None if a is None else a[keep]  # noqa: E731
+            self._rows = self._layout(old.codes[keep], old.table[keep], old.ids[keep],
+                                      sel(old.vectors), sel(old.scales))
         return int(arr.size)
 
     def __len__(self) -> int:
-        return int(self.ids.shape[0])
+        return int(self._rows.ids.shape[0])
 
     @property
-    def n_bits(self) -> int:
-        return self.itq.n_bits
-
-    @property
-    def dim(self) -> int:
-        return self.itq.dim
+    def dim(self) -> Optional[int]:
+        return self.itq.dim if self.itq is not None else None
 
     # ---- search ----
     def encode_queries(self, queries: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        q = as_embeddings(queries, "queries", self.itq.dim)
+        itq = self._require_itq()
+        q = as_embeddings(queries, "queries", itq.dim)
         _check_rows(q, "queries")
-        return q, self.itq.encode(q)
+        return q, itq.encode(q)
 
     def candidates(self, query_codes: np.ndarray, n: int, threshold: Optional[int] = None,
-                   threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                   threads: Optional[int] = None, rows: Optional[Rows] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
         """The first ``n`` rows by Hamming distance (internal rows, -1 padded), pivot-filtered
         when ``threshold`` is given: ``(distances int32, rows int64)``."""
+        rows = rows or self._rows
         qc = as_codes(query_codes, "query codes", allow_1d=True)
+        if qc.shape[1] * 8 != self.n_bits:
+            raise DimensionError(f"query codes have {qc.shape[1] * 8} bits; the index has {self.n_bits}")
         th = _threads(threads)
+        n_rows = rows.ids.shape[0]
         if threshold is None:
-            self._last_scanned = (qc.shape[0] * len(self), qc.shape[0] * len(self))
-            return _core.knn(qc, self.codes, n, th)
+            self._last_scanned = (qc.shape[0] * n_rows, qc.shape[0] * n_rows)
+            return _core.knn(qc, rows.codes, n, th)
         t = _count(threshold, "threshold", 0)
         if t > self.n_bits:
             raise InvalidInputError(f"threshold must be from 0 to n_bits={self.n_bits}, got {t}")
         qd = hamming_distances(qc, self.pivots).astype(np.int64)
         lo = np.ascontiguousarray(qd - t, dtype=np.int32)
         hi = np.ascontiguousarray(qd + t, dtype=np.int32)
-        D, rows, scanned = _core.banded_knn(qc, self.codes, self.table, lo, hi, self.offsets,
-                                            self.levels, n, th)
-        self._last_scanned = (int(scanned), qc.shape[0] * len(self))
-        return D, rows
+        D, found, scanned = _core.banded_knn(qc, rows.codes, rows.table, lo, hi, rows.offsets,
+                                             self.levels, n, th)
+        self._last_scanned = (int(scanned), qc.shape[0] * n_rows)
+        return D, found
 
-    def _ids_of(self, rows: np.ndarray) -> np.ndarray:
-        if not len(self):
-            return np.full(rows.shape, -1, dtype=np.int64)
-        return np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1)
+    @staticmethod
+    def _ids_of(rows: Rows, found: np.ndarray) -> np.ndarray:
+        if not rows.ids.shape[0]:
+            return np.full(found.shape, -1, dtype=np.int64)
+        return np.where(found >= 0, rows.ids[np.maximum(found, 0)], -1)
 
     def search(self, queries: np.ndarray, k: int = 10, threshold: Optional[int] = None,
                candidates: int = 1000, rerank: bool = True,
@@ -235,15 +298,24 @@ class Index:
         float32 scores, descending. Otherwise int32 Hamming distances, ascending. Ids are -1
         (scores -inf, distances n_bits + 1) where fewer than k documents qualify.
         """
-        k = _count(k, "k", 0)
+        k = _count(k, "k", 1)
         candidates = _count(candidates, "candidates", 1)
         q, qc = self.encode_queries(queries)
-        exact = bool(rerank) and self.vectors is not None
-        D, rows = self.candidates(qc, max(k, candidates) if exact else k, threshold, threads)
+        rows = self._rows
+        exact = bool(rerank) and rows.vectors is not None
+        D, found = self.candidates(qc, max(k, candidates) if exact else k, threshold, threads, rows)
         if not exact:
-            return D, self._ids_of(rows)
-        S, R = _core.rerank(q, rows, self.vectors, self.scales, k, _threads(threads))
-        return S, self._ids_of(R)
+            return D, self._ids_of(rows, found)
+        S, R = _core.rerank(q, found, rows.vectors, rows.scales, k, _threads(threads))
+        return S, self._ids_of(rows, R)
+
+    def search_codes(self, query_codes: np.ndarray, k: int = 10, threshold: Optional[int] = None,
+                     threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Hamming search with packed query codes: ``(distances int32, ids int64)``."""
+        k = _count(k, "k", 1)
+        rows = self._rows
+        D, found = self.candidates(query_codes, k, threshold, threads, rows)
+        return D, self._ids_of(rows, found)
 
     def stats(self) -> Dict[str, Any]:
         n = len(self)
@@ -260,39 +332,39 @@ class Index:
         }
 
     # ---- persistence ----
-    def _arrays(self) -> Dict[str, np.ndarray]:
-        arrays = {"codes": self.codes, "table": self.table, "ids": self.ids,
-                  "offsets": self.offsets, "pivots": self.pivots}
-        if self.vectors is not None:
-            arrays["vectors"] = self.vectors
-        if self.scales is not None:
-            arrays["scales"] = self.scales
-        return arrays
-
     def save(self, path: PathLike) -> None:
         """Saves to a directory: raw .npy arrays plus header.json (format version, shapes, dtypes,
         sha256). Arrays of a new generation are written and fsynced first, then the header is
         replaced atomically, then the old generation is deleted: a crash at any point leaves
         either the old index or the new one."""
+        rows = self._rows
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         gen = uuid.uuid4().hex[:12]
+        arrays = {"codes": rows.codes, "table": rows.table, "ids": rows.ids,
+                  "offsets": rows.offsets, "pivots": self.pivots, "vectors": rows.vectors,
+                  "scales": rows.scales}
         entries = {}
-        for name, arr in self._arrays().items():
+        for name, arr in arrays.items():
+            if arr is None:
+                continue
+            arr = np.ascontiguousarray(arr)
             fname = f"{name}-{gen}.npy"
-            atomic_write(root / fname, lambda f, a=arr: np.save(f, np.ascontiguousarray(a),
-                                                                 allow_pickle=False))
+            atomic_write(root / fname, lambda f, a=arr: np.save(f, a, allow_pickle=False))
             entries[name] = {"file": fname, "dtype": str(arr.dtype), "shape": list(arr.shape),
-                             "sha256": sha256_array(np.ascontiguousarray(arr))}
-        itq_file = f"itq-{gen}.npz"
-        self.itq.save(root / itq_file)
-        header = {"format": FORMAT, "version": VERSION, "n": len(self), "n_bits": self.n_bits,
-                  "dim": self.dim, "n_pivots": int(self.pivots.shape[0]), "levels": self.levels,
-                  "store": self.store, "meta": self.meta, "itq": itq_file, "arrays": entries}
+                             "sha256": sha256_array(arr)}
+        itq_file = None
+        if self.itq is not None:
+            itq_file = f"itq-{gen}.npz"
+            self.itq.save(root / itq_file)
+        header = {"format": FORMAT, "version": VERSION, "n": int(rows.ids.shape[0]),
+                  "n_bits": self.n_bits, "dim": self.dim, "n_pivots": int(self.pivots.shape[0]),
+                  "levels": self.levels, "store": self.store, "meta": self.meta, "itq": itq_file,
+                  "arrays": entries}
         atomic_write(root / HEADER, lambda f: f.write(json.dumps(header, indent=1).encode()))
         keep = {HEADER, itq_file} | {e["file"] for e in entries.values()}
         for p in root.iterdir():  # the previous generation and leftovers of crashed saves
-            if p.name not in keep and (p.suffix in (".npy", ".npz", ".tmp")):
+            if p.name not in keep and p.suffix in (".npy", ".npz", ".tmp"):
                 try:
                     p.unlink()
                 except OSError:
@@ -307,62 +379,74 @@ class Index:
         root = Path(path)
         hp = root / HEADER
         if not hp.is_file():
-            raise IndexFormatError(f"{root} is not a hashpivot index (no {HEADER})")
+            raise CorruptFileError(f"{root} is not a hashpivot index (no {HEADER})")
         try:
             header = json.loads(hp.read_bytes().decode())
             fmt, version = header.get("format"), header.get("version")
         except Exception:
-            raise IndexFormatError(f"{hp} is corrupt (not JSON)") from None
+            raise CorruptFileError(f"{hp} is corrupt (not JSON)") from None
         if fmt != FORMAT:
-            raise IndexFormatError(f"{root} is not a hashpivot index (format {fmt!r})")
+            raise CorruptFileError(f"{root} is not a hashpivot index (format {fmt!r})")
         if version != VERSION:
-            raise IndexFormatError(
+            raise FormatVersionError(
                 f"{root} has index format version {version}; this hashpivot reads version "
                 f"{VERSION}: upgrade hashpivot or rebuild the index")
         try:
-            itq = ITQ.load(root / header["itq"])
-            arrays = {}
-            for name, e in header["arrays"].items():
-                arrays[name] = cls._load_array(root, name, e, mmap, verify)
+            itq = ITQ.load(cls._member(root, header["itq"], "itq")) if header["itq"] else None
+            arrays = {name: cls._load_array(root, name, e, mmap, verify)
+                      for name, e in header["arrays"].items()}
             index = cls(itq, np.ascontiguousarray(arrays["pivots"]), header["store"],
-                        int(header["levels"]), header.get("meta"))
+                        int(header["levels"]), header.get("meta"), n_bits=int(header["n_bits"]))
+            index._rows = Rows(arrays["codes"], arrays["table"], arrays["ids"], arrays["offsets"],
+                               arrays.get("vectors"), arrays.get("scales"))
+            index._validate(header)
         except IndexFormatError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
-            raise IndexFormatError(f"{hp} is inconsistent: {e}") from None
-        index.codes, index.table, index.ids = arrays["codes"], arrays["table"], arrays["ids"]
-        index.offsets = arrays["offsets"]
-        index.vectors, index.scales = arrays.get("vectors"), arrays.get("scales")
-        index._validate(header)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+            raise CorruptFileError(f"{hp} is inconsistent: {e!r}") from None
         return index
 
     @staticmethod
-    def _load_array(root: Path, name: str, e: dict, mmap: bool, verify: bool) -> np.ndarray:
-        f = root / e["file"]
-        if not f.is_file() or "/" in e["file"] or "\\" in e["file"]:
-            raise IndexFormatError(f"{root}: array file for '{name}' is missing")
+    def _member(root: Path, name: object, what: str) -> Path:
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            raise CorruptFileError(f"{root}: bad file name for '{what}' in the header")
+        f = root / name
+        if not f.is_file():
+            raise CorruptFileError(f"{root}: the file for '{what}' ({name}) is missing")
+        return f
+
+    @classmethod
+    def _load_array(cls, root: Path, name: str, e: dict, mmap: bool, verify: bool) -> np.ndarray:
+        f = cls._member(root, e["file"], name)
         try:
             a = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as err:
-            raise IndexFormatError(f"{f} is truncated or corrupt: {err}") from None
+            raise CorruptFileError(f"{f} is truncated or corrupt: {err}") from None
         if str(a.dtype) != e["dtype"] or list(a.shape) != list(e["shape"]):
-            raise IndexFormatError(f"{f}: dtype/shape {a.dtype}{a.shape} do not match the header")
+            raise CorruptFileError(f"{f}: dtype/shape {a.dtype}{a.shape} do not match the header")
         if verify and sha256_array(a) != e["sha256"]:
-            raise IndexFormatError(f"{f}: checksum mismatch (the file is corrupt)")
+            raise CorruptFileError(f"{f}: checksum mismatch (the file is corrupt)")
         return a
 
     def _validate(self, header: dict) -> None:
+        r = self._rows
         n, nb, P = int(header["n"]), self.n_bits // 8, self.pivots.shape[0]
-        ok = (self.codes.shape == (n, nb) and self.table.shape == (n, P) and
-              self.ids.shape == (n,) and self.offsets.shape == (self._cells() + 1,) and
-              self.pivots.shape[1] == nb and int(header["dim"]) == self.dim and
-              self.table.dtype == table_dtype(self.n_bits) and self.ids.dtype == np.int64 and
-              self.offsets.dtype == np.int64 and self.codes.dtype == np.uint8)
-        if self.vectors is not None:
-            ok &= self.vectors.shape == (n, self.dim)
+        ok = (r.codes.shape == (n, nb) and r.table.shape == (n, P) and
+              r.ids.shape == (n,) and r.offsets.shape == (self._cells() + 1,) and
+              self.pivots.shape[1] == nb and self.pivots.dtype == np.uint8 and
+              r.table.dtype == table_dtype(self.n_bits) and r.ids.dtype == np.int64 and
+              r.offsets.dtype == np.int64 and r.codes.dtype == np.uint8 and
+              1 <= P <= 16 and self.levels in (1, 2) and self.store in STORES)
+        if self.itq is not None:
+            ok &= header.get("dim") == self.itq.dim and self.itq.n_bits == self.n_bits
+        if r.vectors is not None:
+            ok &= r.vectors.ndim == 2 and r.vectors.shape[0] == n and \
+                (self.itq is None or r.vectors.shape[1] == self.itq.dim)
         if self.store == "int8":
-            ok &= self.scales is not None and self.scales.shape == (n,)
+            ok &= r.scales is not None and r.scales.shape == (n,)
         if not ok:
-            raise IndexFormatError("the index arrays do not agree with each other or the header")
-        if self.offsets[0] != 0 or self.offsets[-1] != n or (np.diff(self.offsets) < 0).any():
-            raise IndexFormatError("the index's row offsets are inconsistent")
+            raise CorruptFileError("the index arrays do not agree with each other or the header")
+        if r.offsets[0] != 0 or r.offsets[-1] != n or (np.diff(r.offsets) < 0).any():
+            raise CorruptFileError("the index's row offsets are inconsistent")
+        if n and int(r.table.max()) > self.n_bits:
+            raise CorruptFileError("the pivot table holds distances above n_bits")

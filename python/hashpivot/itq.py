@@ -15,7 +15,8 @@ import numpy as np
 
 from ._io import atomic_write, sha256_array
 from .codes import check_n_bits
-from .errors import IndexFormatError, InvalidInputError, InvalidTypeError
+from .errors import (CorruptFileError, DimensionError, FormatVersionError, InvalidInputError,
+                     InvalidTypeError, NonFiniteError)
 
 FORMAT = "hashpivot-itq"
 VERSION = 1
@@ -47,14 +48,14 @@ def as_embeddings(x: object, name: str = "embeddings", dim: Optional[int] = None
     if x.ndim != 2:
         raise InvalidInputError(f"{name} must be 2-D (n, dim), got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
-        raise InvalidInputError(
+        raise DimensionError(
             f"{name} have dimension {x.shape[1]}, but this model/index expects {dim}; "
             "embed them with the same model"
         )
     x = np.ascontiguousarray(x, dtype=np.float32)
     if check_finite and x.size and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise InvalidInputError(f"{name} contain NaN or inf in {bad} row(s); fix or drop them")
+        raise NonFiniteError(f"{name} contain NaN or inf in {bad} row(s); fix or drop them")
     return x
 
 
@@ -118,7 +119,7 @@ class ITQ:
 
         xt = torch.from_numpy(x).to(device)
         if not bool(torch.isfinite(xt).all()):
-            raise InvalidInputError("training embeddings contain NaN or inf; fix or drop them")
+            raise NonFiniteError("training embeddings contain NaN or inf; fix or drop them")
         mean = xt.double().mean(0)
         xc = xt - mean.float()
         xd = xc.double()
@@ -211,32 +212,41 @@ class ITQ:
         except FileNotFoundError:
             raise
         except Exception as e:  # zip/npy errors: corrupt or not ours
-            raise IndexFormatError(f"{path} is not a readable ITQ file: {e}") from None
+            raise CorruptFileError(f"{path} is not a readable ITQ file: {e}") from None
         return cls._from_arrays(data, str(path))
 
     @classmethod
     def _from_arrays(cls, data: dict, where: str) -> "ITQ":
         try:
+            return cls._from_arrays_unchecked(data, where)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, InvalidInputError):
+                raise
+            raise CorruptFileError(f"{where}: inconsistent ITQ file ({e!r})") from None
+
+    @classmethod
+    def _from_arrays_unchecked(cls, data: dict, where: str) -> "ITQ":
+        try:
             meta = json.loads(bytes(data["meta"]).decode())
         except Exception:
-            raise IndexFormatError(f"{where}: missing or corrupt ITQ header") from None
+            raise CorruptFileError(f"{where}: missing or corrupt ITQ header") from None
         if meta.get("format") != FORMAT:
-            raise IndexFormatError(f"{where} is not a hashpivot ITQ model")
+            raise CorruptFileError(f"{where} is not a hashpivot ITQ model")
         if meta.get("version") != VERSION:
-            raise IndexFormatError(
+            raise FormatVersionError(
                 f"{where} has ITQ format version {meta.get('version')}; this hashpivot reads "
                 f"version {VERSION}: upgrade hashpivot or rebuild the model"
             )
         for k, digest in meta["sha256"].items():
             if k not in data or sha256_array(data[k]) != digest:
-                raise IndexFormatError(f"{where}: checksum mismatch in '{k}' (file corrupt)")
+                raise CorruptFileError(f"{where}: checksum mismatch in '{k}' (file corrupt)")
         m = cls(n_bits=meta["n_bits"], n_iter=meta["n_iter"], seed=meta["seed"])
         m.mean = data["mean"].astype(np.float32)
         m.pca = data["pca"].astype(np.float32)
         m.rotation = data["rotation"].astype(np.float32)
         if m.mean.shape != (meta["dim"],) or m.pca.shape != (meta["dim"], m.n_bits) or \
                 m.rotation.shape != (m.n_bits, m.n_bits):
-            raise IndexFormatError(f"{where}: array shapes do not match the header")
+            raise CorruptFileError(f"{where}: array shapes do not match the header")
         m.projection = np.ascontiguousarray(m.pca @ m.rotation)
         m.errors = [float(e) for e in data["errors"]]
         return m
