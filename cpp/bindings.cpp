@@ -262,6 +262,58 @@ py::tuple rerank_py(const py::array& queries, const py::array& cand, const py::a
   return py::make_tuple(S, R);
 }
 
+// z: (nq, n_bits) float32 query projections, matching the codes' width.
+const float* as_projections(const py::array& z, const Codes& c) {
+  require_dtype(z, py::dtype::of<float>(), "projections", "float32");
+  require_c_contiguous(z, "projections");
+  if (z.ndim() != 2 || z.shape(1) != c.n_bits())
+    value_error("projections must have shape (nq, " + std::to_string(c.n_bits()) + ")");
+  return static_cast<const float*>(z.data());
+}
+
+py::tuple asym_knn_py(const py::array& z, const py::array& codes, int k, int threads) {
+  const Codes c = as_codes(codes, "codes");
+  const float* zp = as_projections(z, c);
+  if (k < 0) value_error("k must be >= 0");
+  as_threads(threads);
+  const int64_t nq = z.shape(0);
+  py::array_t<int32_t> D({nq, static_cast<int64_t>(k)});
+  py::array_t<int64_t> I({nq, static_cast<int64_t>(k)});
+  int32_t* d = D.mutable_data();
+  int64_t* i = I.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::vector<AsymQuery> qs(nq);
+    for (int64_t q = 0; q < nq; ++q) qs[q] = make_asym_query(zp + q * c.n_bits(), c.n_bits());
+    asym_knn(qs.data(), nq, c, k, threads, d, i);
+  }
+  return py::make_tuple(D, I);
+}
+
+py::tuple asym_rescore_py(const py::array& z, const py::array& codes, const py::array& cand,
+                          int k, int threads) {
+  const Codes c = as_codes(codes, "codes");
+  const float* zp = as_projections(z, c);
+  require_dtype(cand, py::dtype::of<int64_t>(), "candidates", "int64");
+  require_c_contiguous(cand, "candidates");
+  if (cand.ndim() != 2 || cand.shape(0) != z.shape(0)) value_error("one candidate row per query");
+  if (k < 0) value_error("k must be >= 0");
+  as_threads(threads);
+  const int64_t nq = z.shape(0), M = cand.shape(1);
+  const int64_t* cp = static_cast<const int64_t*>(cand.data());
+  for (int64_t j = 0; j < nq * M; ++j)
+    if (cp[j] >= c.n || cp[j] < -1) value_error("candidate row out of range");
+  py::array_t<float> S({nq, static_cast<int64_t>(k)});
+  py::array_t<int64_t> R({nq, static_cast<int64_t>(k)});
+  float* s = S.mutable_data();
+  int64_t* r = R.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    asym_rescore(zp, nq, c.n_bits(), c.data, cp, static_cast<int>(M), k, threads, s, r);
+  }
+  return py::make_tuple(S, R);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -295,6 +347,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("threads") = 0);
   m.def("rerank", &rerank_py, py::arg("queries"), py::arg("candidates"), py::arg("store"),
         py::arg("scales") = py::none(), py::arg("k"), py::arg("threads") = 0);
+  m.def("asym_knn", &asym_knn_py, py::arg("projections"), py::arg("codes"), py::arg("k"),
+        py::arg("threads") = 0);
+  m.def("asym_rescore", &asym_rescore_py, py::arg("projections"), py::arg("codes"),
+        py::arg("candidates"), py::arg("k"), py::arg("threads") = 0);
   m.def("pivot_filter", &pivot_filter_py, py::arg("table"), py::arg("lo"), py::arg("hi"),
         py::arg("begin") = 0, py::arg("end") = -1, py::arg("threads") = 0);
 }

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "asymmetric.h"
 #include "cpu.h"
 #include "topk.h"
 
@@ -45,6 +46,11 @@ struct KernelTable {
                              int64_t, const int32_t*, const int32_t*, HeapTopK*);
   void (*band_late_count_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
                               int64_t, const int32_t*, const int32_t*, CountingTopK*);
+  // Quantized asymmetric scores (asymmetric.h) of nq queries over rows [begin, end).
+  void (*asym_knn_heap)(const AsymQuery* qs, int64_t nq, const uint8_t* codes, int64_t begin,
+                        int64_t end, int nbytes, HeapTopK* cols);
+  void (*asym_knn_count)(const AsymQuery* qs, int64_t nq, const uint8_t* codes, int64_t begin,
+                         int64_t end, int nbytes, CountingTopK* cols);
 };
 
 const KernelTable& kernels();     // the table in use

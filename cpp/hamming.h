@@ -19,6 +19,7 @@ namespace HP_ISA {
 template <int W>
 struct Group8 {
   static constexpr bool kEnabled = false;
+  HP_INLINE explicit Group8(const uint8_t*) {}
 };
 
 #if HP_ISA_LEVEL == 2
@@ -101,22 +102,33 @@ struct AcceptAll {
   HP_INLINE bool operator()(int64_t) const { return true; }
 };
 
+// A metric gives an integer distance for one code (`one`) and, when kGroup, for 8 codes at once
+// as 8 x int32 (`group`). The Hamming distance to a query held in registers:
+template <int W>
+struct HammingMetric {
+  static constexpr bool kGroup = Group8<W>::kEnabled;
+  QueryWords<W> qw;
+  Group8<W> g;
+  HP_INLINE HammingMetric(const uint8_t* q, int nbytes) : qw(q, nbytes / 8), g(q) {}
+  HP_INLINE int one(const uint8_t* c) const { return hamming<HP_POP, W>(qw, c); }
+#if HP_ISA_LEVEL >= 2
+  HP_INLINE __m256i group(const uint8_t* c) const { return g.dist(c); }
+#endif
+};
+
 // ---- one query over rows [begin, end): feed every row with d < col.threshold() ----
 // Collectors: HeapTopK, CountingTopK, RangeCollector (all take rows in increasing order).
 // `accept(row)` is asked only for rows that beat the threshold, so a filter there is nearly free.
-template <int W, class C, class A = AcceptAll>
-HP_INLINE void scan(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end,
-                    int nbytes, C& col, const A& accept = A()) {
-  const int64_t nb = W > 0 ? 8 * W : nbytes;
-  const QueryWords<W> qw(q, nbytes / 8);
+template <class M, class C, class A = AcceptAll>
+HP_INLINE void scan_with(const M& m, const uint8_t* codes, int64_t begin, int64_t end, int64_t nb,
+                         C& col, const A& accept = A()) {
   int32_t thr = col.threshold();
   int64_t i = begin;
 #if HP_ISA_LEVEL >= 2
-  if constexpr (Group8<W>::kEnabled) {
-    const Group8<W> g(q);
+  if constexpr (M::kGroup) {
     __m256i thrv = _mm256_set1_epi32(thr);
     for (; i + 8 <= end; i += 8) {
-      const __m256i d = g.dist(codes + i * nb);
+      const __m256i d = m.group(codes + i * nb);
       unsigned mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thrv, d)));
       if (__builtin_expect(mask != 0, 0)) {
         alignas(32) int32_t tmp[8];
@@ -135,12 +147,19 @@ HP_INLINE void scan(const uint8_t* q, const uint8_t* codes, int64_t begin, int64
   }
 #endif
   for (; i < end; ++i) {
-    const int d = hamming<HP_POP, W>(qw, codes + i * nb);
+    const int d = m.one(codes + i * nb);
     if (d < thr && accept(i)) {
       col.push(d, i);
       thr = col.threshold();
     }
   }
+}
+
+template <int W, class C, class A = AcceptAll>
+HP_INLINE void scan(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end,
+                    int nbytes, C& col, const A& accept = A()) {
+  const HammingMetric<W> m(q, nbytes);
+  scan_with(m, codes, begin, end, W > 0 ? 8 * W : nbytes, col, accept);
 }
 
 // Many queries over rows [begin, end): a block of codes small enough for L2 is reused by every

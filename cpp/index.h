@@ -192,7 +192,17 @@ inline void rerank(const float* queries, int64_t nq, const int64_t* cand, int L,
     std::vector<std::pair<float, int64_t>> sc;
     sc.reserve(L);
     std::vector<float> tmp(st.dim);
+    const size_t elem = st.type == StoreType::kFloat32 ? 4 : st.type == StoreType::kFloat16 ? 2 : 1;
+    const size_t row_bytes = elem * st.dim;
+    auto prefetch_row = [&](int64_t r) {  // candidates are random rows: fetch ahead
+      const char* p = static_cast<const char*>(st.data) + r * row_bytes;
+      for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(p + o);
+    };
+    constexpr int kAhead = 4;
+    for (int j = 0; j < std::min(L, kAhead); ++j)
+      if (cand[q * L + j] >= 0) prefetch_row(cand[q * L + j]);
     for (int j = 0; j < L; ++j) {
+      if (j + kAhead < L && cand[q * L + j + kAhead] >= 0) prefetch_row(cand[q * L + j + kAhead]);
       const int64_t r = cand[q * L + j];
       if (r < 0) continue;
       float s;

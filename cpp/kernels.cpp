@@ -13,7 +13,7 @@
         &NS::band_filter_u8, &NS::band_filter_u16, &NS::band_knn_heap_u8,                  \
         &NS::band_knn_count_u8, &NS::band_knn_heap_u16, &NS::band_knn_count_u16,           \
         &NS::band_late_heap_u8, &NS::band_late_count_u8, &NS::band_late_heap_u16,          \
-        &NS::band_late_count_u16                                                           \
+        &NS::band_late_count_u16, &NS::asym_knn_heap, &NS::asym_knn_count                  \
   }
 
 #define HP_ISA isa_portable
@@ -21,6 +21,7 @@
 #define HP_POP PopcountSwar
 #include "hamming.h"
 #include "pivot_filter.h"
+#include "asymmetric_scan.h"
 #undef HP_ISA
 #undef HP_ISA_LEVEL
 #undef HP_POP
@@ -32,6 +33,7 @@
 #define HP_POP PopcountHw
 #include "hamming.h"
 #include "pivot_filter.h"
+#include "asymmetric_scan.h"
 #undef HP_ISA
 #undef HP_ISA_LEVEL
 #undef HP_POP
@@ -44,6 +46,7 @@
 #define HP_POP PopcountHw
 #include "hamming.h"
 #include "pivot_filter.h"
+#include "asymmetric_scan.h"
 #undef HP_ISA
 #undef HP_ISA_LEVEL
 #undef HP_POP
@@ -56,6 +59,7 @@
 #define HP_POP PopcountHw
 #include "hamming.h"
 #include "pivot_filter.h"
+#include "asymmetric_scan.h"
 #undef HP_ISA
 #undef HP_ISA_LEVEL
 #undef HP_POP

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -53,65 +54,65 @@ void scan_part(const KernelTable& kt, const uint8_t* q, const Codes& codes, cons
   }
 }
 
-template <class C>
-void knn_impl(const uint8_t* queries, int64_t nq, const Codes& codes, int k, int threads,
-              const Band& band, const Rows& rows, int32_t* D, int64_t* I) {
-  const KernelTable& kt = kernels();
-  const int nb = codes.nbytes;
-  const int kk = static_cast<int>(std::min<int64_t>(k, std::max<int64_t>(codes.n, 1)));
-  auto row_range = [&](int64_t q, int64_t* b, int64_t* e) {
-    *b = rows.begin ? std::max<int64_t>(0, rows.begin[q]) : 0;
-    *e = rows.end ? std::min<int64_t>(codes.n, rows.end[q]) : codes.n;
-  };
-  auto finish = [&](int64_t q, std::vector<Neighbor>&& items) {
-    write_padded(items, k, codes.n_bits() + 1, D + q * k, I + q * k);
-  };
+// The threading of every top-k search. scan(q0, q1, part, parts, cols) feeds queries [q0, q1)
+// over part `part` of `parts` of their rows into cols[0 .. q1 - q0). With at least as many
+// queries as threads, chunks of queries run in parallel (`chunk` queries share each block of
+// codes); with fewer, each query's rows are split into parts whose results are merged.
+template <class C, class Scan>
+void topk_driver(int64_t nq, int64_t n, int64_t work, int k, int max_d, int threads,
+                 int64_t chunk, const Scan& scan, int32_t* D, int64_t* I) {
+  const int kk = static_cast<int>(std::min<int64_t>(k, std::max<int64_t>(n, 1)));
   ThreadPool& pool = ThreadPool::get();
-  threads = threads_for(threads, nq * codes.n);
-
+  threads = threads_for(threads, work);
   if (nq >= threads) {
-    // Chunks of queries; without band or windows a chunk shares each block of codes.
-    const bool batched = !band.active() && !rows.begin;
-    const int64_t chunk = batched ? std::max<int64_t>(1, std::min<int64_t>(64, nq / (4 * threads)))
-                                  : 1;
-    const int64_t n_tasks = (nq + chunk - 1) / chunk;
-    pool.parallel_for(n_tasks, threads, [&](int64_t t) {
+    chunk = std::max<int64_t>(1, std::min<int64_t>(chunk, nq / (4 * threads)));
+    pool.parallel_for((nq + chunk - 1) / chunk, threads, [&](int64_t t) {
       const int64_t q0 = t * chunk, q1 = std::min(nq, q0 + chunk);
       std::vector<C> cols(q1 - q0);
-      for (auto& c : cols) c.reset(kk, codes.n_bits());
-      if (batched) {
-        knn_rows(kt, queries + q0 * nb, q1 - q0, codes.data, 0, codes.n, nb, cols.data());
-      } else {
-        for (int64_t q = q0; q < q1; ++q) {
-          int64_t b, e;
-          row_range(q, &b, &e);
-          scan_part(kt, queries + q * nb, codes, band, q, b, e, &cols[q - q0]);
-        }
-      }
-      for (int64_t q = q0; q < q1; ++q) finish(q, cols[q - q0].take());
+      for (auto& c : cols) c.reset(kk, max_d);
+      scan(q0, q1, 0, 1, cols.data());
+      for (int64_t q = q0; q < q1; ++q)
+        write_padded(cols[q - q0].take(), k, max_d + 1, D + q * k, I + q * k);
     });
     return;
   }
-
-  // Few queries, many threads: split each query's rows into parts.
   const int parts = threads;
   std::vector<std::vector<Neighbor>> partial(nq * parts);
   pool.parallel_for(nq * parts, threads, [&](int64_t t) {
-    const int64_t q = t / parts, p = t % parts;
-    int64_t b, e;
-    row_range(q, &b, &e);
-    const int64_t len = std::max<int64_t>(0, e - b);
-    const int64_t pb = b + len * p / parts, pe = b + len * (p + 1) / parts;
+    const int64_t q = t / parts;
     C col;
-    col.reset(kk, codes.n_bits());
-    scan_part(kt, queries + q * nb, codes, band, q, pb, pe, &col);
+    col.reset(kk, max_d);
+    scan(q, q + 1, t % parts, parts, &col);
     partial[t] = col.take();
   });
   for (int64_t q = 0; q < nq; ++q) {
     std::vector<std::vector<Neighbor>> mine(std::make_move_iterator(partial.begin() + q * parts),
                                             std::make_move_iterator(partial.begin() + (q + 1) * parts));
-    finish(q, merge_topk(mine, kk));
+    write_padded(merge_topk(mine, kk), k, max_d + 1, D + q * k, I + q * k);
   }
+}
+
+template <class C>
+void knn_impl(const uint8_t* queries, int64_t nq, const Codes& codes, int k, int threads,
+              const Band& band, const Rows& rows, int32_t* D, int64_t* I) {
+  const KernelTable& kt = kernels();
+  const int nb = codes.nbytes;
+  const bool batched = !band.active() && !rows.begin;
+  auto scan = [&](int64_t q0, int64_t q1, int part, int parts, C* cols) {
+    if (batched && parts == 1) {
+      knn_rows(kt, queries + q0 * nb, q1 - q0, codes.data, 0, codes.n, nb, cols);
+      return;
+    }
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t b = rows.begin ? std::max<int64_t>(0, rows.begin[q]) : 0;
+      const int64_t e = rows.end ? std::min<int64_t>(codes.n, rows.end[q]) : codes.n;
+      const int64_t len = std::max<int64_t>(0, e - b);
+      scan_part(kt, queries + q * nb, codes, band, q, b + len * part / parts,
+                b + len * (part + 1) / parts, &cols[q - q0]);
+    }
+  };
+  topk_driver<C>(nq, codes.n, nq * codes.n, k, codes.n_bits(), threads, batched ? 64 : 1, scan,
+                 D, I);
 }
 
 }  // namespace detail
@@ -125,6 +126,31 @@ inline void knn(const uint8_t* queries, int64_t nq, const Codes& codes, int k, i
     detail::knn_impl<HeapTopK>(queries, nq, codes, k, threads, band, rows, D, I);
   else
     detail::knn_impl<CountingTopK>(queries, nq, codes, k, threads, band, rows, D, I);
+}
+
+// Top-k rows of each query by the quantized asymmetric score (asymmetric.h): D holds the
+// integer distances (smaller = better), I the rows.
+inline void asym_knn(const AsymQuery* qs, int64_t nq, const Codes& codes, int k, int threads,
+                     int32_t* D, int64_t* I) {
+  if (nq <= 0 || k <= 0) return;
+  const KernelTable& kt = kernels();
+  const int max_d = asym_max_distance(codes.n_bits());
+  auto run = [&](auto* tag) {
+    using C = std::remove_pointer_t<decltype(tag)>;
+    auto scan = [&](int64_t q0, int64_t q1, int part, int parts, C* cols) {
+      const int64_t b = codes.n * part / parts, e = codes.n * (part + 1) / parts;
+      if constexpr (std::is_same_v<C, HeapTopK>)
+        kt.asym_knn_heap(qs + q0, q1 - q0, codes.data, b, e, codes.nbytes, cols);
+      else
+        kt.asym_knn_count(qs + q0, q1 - q0, codes.data, b, e, codes.nbytes, cols);
+    };
+    // an asymmetric score costs ~4 Hamming distances: split the work sooner
+    detail::topk_driver<C>(nq, codes.n, 4 * nq * codes.n, k, max_d, threads, 64, scan, D, I);
+  };
+  if (k <= kHeapMaxK)
+    run(static_cast<HeapTopK*>(nullptr));
+  else
+    run(static_cast<CountingTopK*>(nullptr));
 }
 
 // Every row within `radius` (inclusive) of each query, sorted by (distance, row).

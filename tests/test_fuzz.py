@@ -68,7 +68,7 @@ class IndexModel(RuleBasedStateMachine):
 
     @rule(q=st.integers(0, len(POOL) - 1), t=st.sampled_from([None, 6, 12]))
     def hamming_search(self, q, t):
-        d, got = self.index.search(POOL[q], k=8, threshold=t, rerank=False)
+        d, got = self.index.search(POOL[q], k=8, threshold=t, rerank=False, scoring="hamming")
         codes = {int(i): c for i, c in zip(self.index.ids, self.index.codes)}
         qc = self.index.itq.encode(POOL[q])[0]
         for dist, i in zip(d[0], got[0]):

@@ -44,7 +44,7 @@ def ids_of(index, rows):
 def test_hamming_search_equals_brute_force(built, threshold):
     x, index = built
     q = data(30, seed=5)
-    D, I = index.search(q, k=15, threshold=threshold, rerank=False)
+    D, I = index.search(q, k=15, threshold=threshold, rerank=False, scoring="hamming")
     Dr, Rr = ref_hamming(index, q, 15, threshold)
     np.testing.assert_array_equal(D, Dr)
     np.testing.assert_array_equal(I, ids_of(index, Rr))
@@ -54,7 +54,7 @@ def test_hamming_search_equals_brute_force(built, threshold):
 def test_rerank_equals_brute_force(built, threshold):
     x, index = built
     q = data(20, seed=6)
-    S, I = index.search(q, k=10, threshold=threshold, candidates=200)
+    S, I = index.search(q, k=10, threshold=threshold, candidates=200, scoring="hamming")
     _, cand = ref_hamming(index, q, 200, threshold)
     for j in range(len(q)):
         rows = cand[j][cand[j] >= 0]
@@ -88,8 +88,10 @@ def test_compressed_stores_rank_close_to_float32(store):
 def test_store_none_returns_hamming(built):
     x = data(500)
     index = Index.build(x, n_bits=64, store=None)
-    D, I = index.search(x[:3], k=4)
+    D, I = index.search(x[:3], k=4, scoring="hamming")
     assert D.dtype == np.int32 and (D[:, 0] == 0).all()
+    S, I = index.search(x[:3], k=4)  # asymmetric: float scores, the row itself first
+    assert S.dtype == np.float32 and list(I[:, 0]) == [0, 1, 2]
 
 
 def test_add_and_remove_match_a_fresh_brute_force():
@@ -104,7 +106,7 @@ def test_add_and_remove_match_a_fresh_brute_force():
     assert len(index) == 1200 - len(removed)
     assert not np.isin(removed, index.ids).any()
     q = data(10, seed=9)
-    D, I = index.search(q, k=20, threshold=6, rerank=False)
+    D, I = index.search(q, k=20, threshold=6, rerank=False, scoring="hamming")
     Dr, Rr = ref_hamming(index, q, 20, 6)
     np.testing.assert_array_equal(I, ids_of(index, Rr))
     # the exact rerank over everything is exact search over the remaining vectors

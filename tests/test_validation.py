@@ -95,5 +95,5 @@ def test_not_errors(index):
     empty.remove(np.arange(len(X)))
     S, I = empty.search(X[:3], k=4)
     assert (I == -1).all() and np.isneginf(S).all()
-    D, I = empty.search(X[:1], k=2, rerank=False)
+    D, I = empty.search(X[:1], k=2, rerank=False, scoring="hamming")
     assert (I == -1).all() and (D == 65).all()

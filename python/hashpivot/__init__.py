@@ -11,6 +11,8 @@ from .index import Index
 from .itq import ITQ
 from .pivots import pivot_table, select_pivots
 from .hamming import (
+    asymmetric_knn,
+    asymmetric_rescore,
     cpu_features,
     hamming_distances,
     hamming_knn,
@@ -22,6 +24,8 @@ from .hamming import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "asymmetric_knn",
+    "asymmetric_rescore",
     "ITQ",
     "Index",
     "HashpivotError",

@@ -120,13 +120,15 @@ def cmd_search(a) -> None:
     index, enc = _open(a.index, a.model, a.device)
     docs = _load_docs(Path(a.index))
     q = enc.encode_queries(a.query)
-    scores, ids = index.search(q, k=a.k, threshold=a.threshold, candidates=a.candidates)
+    scores, ids = index.search(q, k=a.k, threshold=a.threshold, candidates=a.candidates,
+                               scoring=a.scoring,
+                               shortlist="auto" if a.shortlist is None else a.shortlist)
     print_results(index, docs, scores[0], ids[0], a.json, a.query)
 
 
 def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
                     report: Optional[Path]) -> str:
-    from .evaluate import known_item, notebook_protocol, plot, to_markdown
+    from .evaluate import known_item, notebook_protocol, plot, real_queries, to_markdown
 
     results = {"notebook": notebook_protocol(index, x, n_queries=n_queries,
                                              thresholds=thresholds, limits=limits)}
@@ -138,10 +140,14 @@ def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
         keep = [i for i, r in enumerate(rel) if r]
         if keep:
             qe = enc.encode_queries([queries[i]["text"] for i in keep], progress=len(keep) > 200)
-            rows = known_item(index, qe, [rel[i] for i in keep], doc_embeddings=x,
-                              candidates=max(limits))
+            rows = known_item(index, qe, [rel[i] for i in keep], doc_embeddings=x)
             results["known_item"] = rows
             parts += [f"\n### Known-item retrieval ({len(keep)} text queries)\n", to_markdown(rows)]
+            real = real_queries(index, qe, x, [rel[i] for i in keep],
+                                limits=[L for L in (30, 100, 300, 1000) if L < len(x)] or [len(x)])
+            results["real_queries"] = real
+            parts += ["\n### Real text queries: top-10 against exact float search, by scoring "
+                      "and L candidates reranked\n", to_markdown(real)]
     text = "\n".join(parts)
     if report:
         report.mkdir(parents=True, exist_ok=True)
@@ -228,7 +234,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("query")
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--threshold", type=int, default=None, help="pivot band threshold t")
-    s.add_argument("--candidates", type=int, default=1000, help="L candidates to rerank")
+    s.add_argument("--candidates", type=int, default=300, help="L candidates to rerank")
+    s.add_argument("--scoring", default="asymmetric", choices=["asymmetric", "hamming"])
+    s.add_argument("--shortlist", type=int, default=None,
+                   help="Hamming shortlist before asymmetric scoring (default: auto)")
     s.add_argument("--model", default=None, help="must match the index's model")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default="auto")

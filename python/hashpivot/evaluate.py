@@ -87,18 +87,21 @@ def notebook_protocol(index: Index, embeddings: np.ndarray, n_queries: int = 100
             row[f"R@{k} L={L}"] = float(np.mean(rec))
         if index.vectors is not None:
             for L in limits:
-                _, ids = index.search(q, k=k + 1, threshold=t, candidates=L + 1)
+                _, ids = index.search(q, k=k + 1, threshold=t, candidates=L + 1,
+                                      scoring="hamming")
                 rec = [np.isin(gt[j], ids[j][ids[j] != qi[j]][:k]).mean() for j in range(len(qi))]
                 row[f"rerank R@{k} L={L}"] = float(np.mean(rec))
         if timing:
-            row.update(_latency(index, q, k=k, threshold=t, candidates=max(limits)))
+            row.update(_latency(index, q, k=k, threshold=t, candidates=max(limits),
+                                scoring="hamming"))
         rows_out.append(row)
     return rows_out
 
 
 def known_item(index: Index, query_embeddings: np.ndarray, relevant: Sequence[Sequence[int]],
-               doc_embeddings: Optional[np.ndarray] = None, candidates: int = 1000,
-               threshold: Optional[int] = None) -> List[Dict[str, object]]:
+               doc_embeddings: Optional[np.ndarray] = None, candidates: int = 300,
+               threshold: Optional[int] = None, scoring: str = "asymmetric"
+               ) -> List[Dict[str, object]]:
     """Recall@1/10/100 and MRR@10 of the judged relevant ids, for hashed search with rerank
     (and exact float search when ``doc_embeddings`` are given, ids = rows)."""
     def score(ranked: np.ndarray) -> Dict[str, float]:
@@ -117,8 +120,8 @@ def known_item(index: Index, query_embeddings: np.ndarray, relevant: Sequence[Se
     if doc_embeddings is not None:
         rows.append({"method": "exact float", **score(exact_topk(query_embeddings, doc_embeddings, 100))})
     _, ids = index.search(query_embeddings, k=100, candidates=max(candidates, 100),
-                          threshold=threshold)
-    name = f"hashpivot {index.n_bits} bits + rerank L={candidates}"
+                          threshold=threshold, scoring=scoring)
+    name = f"hashpivot {index.n_bits} bits, {scoring}, rerank L={candidates}"
     rows.append({"method": name if threshold is None else f"{name} t={threshold}", **score(ids)})
     return rows
 
@@ -159,3 +162,43 @@ def plot(rows: List[Dict[str, object]], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def real_queries(index: Index, query_embeddings: np.ndarray, doc_embeddings: np.ndarray,
+                 relevant: Optional[Sequence[Sequence[int]]] = None,
+                 limits: Sequence[int] = (30, 100, 300, 1000),
+                 modes: Sequence[Dict[str, object]] = ({"scoring": "hamming"},
+                                                       {"scoring": "asymmetric"}),
+                 k: int = 10) -> List[Dict[str, object]]:
+    """Real text queries against the index, per scoring mode and candidate count L (exact
+    rerank of L candidates): overlap of the top-10 with exact float search, hit@10 and MRR@10
+    of the judged relevant ids (when given), and batched QPS."""
+    exact = exact_topk(query_embeddings, doc_embeddings, k)
+    rel = [set(int(r) for r in rs) for rs in relevant] if relevant is not None else None
+    rows = []
+    if rel is not None:
+        rows.append({"method": "exact float", "L": None, "overlap@10": 1.0,
+                     **_hits(exact, rel), "QPS": None})
+    for mode in modes:
+        for L in limits:
+            t0 = time.perf_counter()
+            _, ids = index.search(query_embeddings, k=k, candidates=L, **mode)
+            qps = len(query_embeddings) / (time.perf_counter() - t0)
+            row = {"method": " ".join(f"{v}" if key == "scoring" else f"{key}={v}"
+                                      for key, v in mode.items()), "L": L,
+                   "overlap@10": float(np.mean([np.isin(ids[j], exact[j]).sum() / k
+                                                for j in range(len(ids))]))}
+            if rel is not None:
+                row.update(_hits(ids, rel))
+            row["QPS"] = qps
+            rows.append(row)
+    return rows
+
+
+def _hits(ranked: np.ndarray, rel: Sequence[set]) -> Dict[str, float]:
+    first = []
+    for j, ids in enumerate(ranked):
+        pos = [i for i, x in enumerate(ids[:10]) if int(x) in rel[j]]
+        first.append(pos[0] if pos else None)
+    return {"hit@10": float(np.mean([p is not None for p in first])),
+            "MRR@10": float(np.mean([1.0 / (p + 1) if p is not None else 0.0 for p in first]))}

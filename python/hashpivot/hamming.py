@@ -143,3 +143,39 @@ def pivot_knn(
             f"pivot table has {table.shape[0]} rows but there are {c.shape[0]} codes"
         )
     return _core.knn(q, c, _count(k, "k", 0), _threads(threads), table, lo, hi)
+
+
+def _projections(z: np.ndarray, n_bits: int) -> np.ndarray:
+    if not isinstance(z, np.ndarray) or not np.issubdtype(z.dtype, np.floating):
+        raise InvalidTypeError("query projections must be a float numpy array (nq, n_bits)")
+    z = np.ascontiguousarray(z.reshape(1, -1) if z.ndim == 1 else z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[1] != n_bits:
+        raise InvalidInputError(f"query projections must have {n_bits} columns (one per bit), "
+                                f"got shape {z.shape}")
+    if not np.isfinite(z).all():
+        raise InvalidInputError("query projections contain NaN or inf")
+    return z
+
+
+def asymmetric_knn(projections: np.ndarray, codes: np.ndarray, k: int,
+                   threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Full scan by the asymmetric score z . (2 b - 1) of a float query projection z (for ITQ,
+    ``ITQ.project(query)``) against each code's +-1 bits, z quantized to 16 levels for speed:
+    ``(scores float32 (nq, k) descending, ids int64)``. The quantized scan keeps
+    max(2k, k + 64) rows, whose exact float scores choose the k returned."""
+    c = as_codes(codes)
+    z = _projections(projections, c.shape[1] * 8)
+    k = _count(k, "k", 0)
+    # the quantized scan over-fetches; exact float scores then pick the k best
+    _, rows = _core.asym_knn(z, c, max(2 * k, k + 64), _threads(threads))
+    return _core.asym_rescore(z, c, rows, k, _threads(threads))
+
+
+def asymmetric_rescore(projections: np.ndarray, codes: np.ndarray, candidates: np.ndarray, k: int,
+                       threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact asymmetric scores of candidate rows (nq, M; -1 = none): the k best per query,
+    ``(scores float32 descending, rows int64)``, -inf / -1 where fewer exist."""
+    c = as_codes(codes)
+    z = _projections(projections, c.shape[1] * 8)
+    cand = np.ascontiguousarray(np.asarray(candidates, dtype=np.int64).reshape(z.shape[0], -1))
+    return _core.asym_rescore(z, c, cand, _count(k, "k", 0), _threads(threads))

@@ -154,7 +154,8 @@ class ITQ:
         self.mean = mean.float().cpu().numpy()
         self.pca = pca.float().cpu().numpy()
         self.rotation = rot.float().cpu().numpy()
-        self.projection = np.ascontiguousarray((pca @ rot.double()).float().cpu().numpy())
+        # computed exactly as load() does, so a saved and reloaded model encodes identically
+        self.projection = np.ascontiguousarray(self.pca @ self.rotation)
         self.errors = [float(e) for e in torch.stack(errors).cpu()]
         return self
 
