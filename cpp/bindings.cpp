@@ -8,6 +8,7 @@
 #include "cpu.h"
 #include "dispatch.h"
 #include "index.h"
+#include "partition.h"
 #include "search.h"
 
 namespace py = pybind11;
@@ -314,6 +315,40 @@ py::tuple asym_rescore_py(const py::array& z, const py::array& codes, const py::
   return py::make_tuple(S, R);
 }
 
+py::tuple partition_knn_py(const py::array& queries, const py::array& codes,
+                           const py::array& centres, const py::array& offsets,
+                           const py::array& radius, int k, int nprobe, int threads) {
+  const Codes q = as_codes(queries, "queries");
+  const Codes c = as_codes(codes, "codes");
+  const Codes cen = as_codes(centres, "centres");
+  require_same_width(q, c);
+  require_same_width(cen, c);
+  if (k < 0 || nprobe < 0) value_error("k and nprobe must be >= 0");
+  as_threads(threads);
+  require_dtype(offsets, py::dtype::of<int64_t>(), "offsets", "int64");
+  require_dtype(radius, py::dtype::of<int32_t>(), "radius", "int32");
+  require_c_contiguous(offsets, "offsets");
+  require_c_contiguous(radius, "radius");
+  if (offsets.ndim() != 1 || offsets.shape(0) != cen.n + 1 || radius.ndim() != 1 ||
+      radius.shape(0) != cen.n)
+    value_error("partition offsets need C + 1 entries and radii C");
+  const int64_t* off = static_cast<const int64_t*>(offsets.data());
+  if (off[0] != 0 || off[cen.n] != c.n) value_error("partition offsets do not cover the codes");
+  for (int64_t j = 0; j < cen.n; ++j)
+    if (off[j + 1] < off[j]) value_error("partition offsets must not decrease");
+  Partitions P{cen.data, cen.n, off, static_cast<const int32_t*>(radius.data())};
+  py::array_t<int32_t> D({q.n, static_cast<int64_t>(k)});
+  py::array_t<int64_t> I({q.n, static_cast<int64_t>(k)});
+  int32_t* d = D.mutable_data();
+  int64_t* i = I.mutable_data();
+  int64_t scanned = 0;
+  {
+    py::gil_scoped_release nogil;
+    partition_knn(q.data, q.n, c, P, k, nprobe, threads, d, i, &scanned);
+  }
+  return py::make_tuple(D, I, scanned);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -351,6 +386,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("threads") = 0);
   m.def("asym_rescore", &asym_rescore_py, py::arg("projections"), py::arg("codes"),
         py::arg("candidates"), py::arg("k"), py::arg("threads") = 0);
+  m.def("partition_knn", &partition_knn_py, py::arg("queries"), py::arg("codes"),
+        py::arg("centres"), py::arg("offsets"), py::arg("radius"), py::arg("k"),
+        py::arg("nprobe") = 0, py::arg("threads") = 0);
   m.def("pivot_filter", &pivot_filter_py, py::arg("table"), py::arg("lo"), py::arg("hi"),
         py::arg("begin") = 0, py::arg("end") = -1, py::arg("threads") = 0);
 }

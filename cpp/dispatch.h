@@ -46,6 +46,9 @@ struct KernelTable {
                              int64_t, const int32_t*, const int32_t*, HeapTopK*);
   void (*band_late_count_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
                               int64_t, const int32_t*, const int32_t*, CountingTopK*);
+  // One query over rows [begin, end) fed to a tie-aware heap (rows in any order).
+  void (*knn_tie)(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end, int nbytes,
+                  TieHeap* col);
   // Quantized asymmetric scores (asymmetric.h) of nq queries over rows [begin, end).
   void (*asym_knn_heap)(const AsymQuery* qs, int64_t nq, const uint8_t* codes, int64_t begin,
                         int64_t end, int nbytes, HeapTopK* cols);

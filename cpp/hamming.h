@@ -227,6 +227,10 @@ inline void knn_count(const uint8_t* queries, int64_t nq, const uint8_t* codes, 
                       int64_t end, int nbytes, CountingTopK* cols) {
   HP_DISPATCH_WIDTH(nbytes, scan_batch<W>(queries, nq, codes, begin, end, nbytes, cols));
 }
+inline void knn_tie(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end,
+                    int nbytes, TieHeap* col) {
+  HP_DISPATCH_WIDTH(nbytes, scan<W>(q, codes, begin, end, nbytes, *col));
+}
 inline void range(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end, int nbytes,
                   RangeCollector* col) {
   HP_DISPATCH_WIDTH(nbytes, scan<W>(q, codes, begin, end, nbytes, *col));

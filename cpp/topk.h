@@ -141,6 +141,44 @@ inline std::vector<Neighbor> merge_topk(std::vector<std::vector<Neighbor>>& part
   return all;
 }
 
+// Like HeapTopK, but rows may arrive in any order (partitions visited nearest first): rows at
+// the current k-th distance are let through the threshold and the smaller (d, row) wins.
+class TieHeap {
+ public:
+  void reset(int k, int n_bits) {
+    k_ = k;
+    heap_.clear();
+    heap_.reserve(std::min(k, 1 << 20));
+    none_ = n_bits + 1;
+    thr_ = none_;
+  }
+  HP_INLINE int32_t threshold() const { return thr_; }
+  HP_INLINE void push(int32_t d, int64_t id) {
+    const Neighbor nb{d, id};
+    if (static_cast<int>(heap_.size()) < k_) {
+      heap_.push_back(nb);
+      std::push_heap(heap_.begin(), heap_.end());
+    } else {
+      if (!(nb < heap_.front())) return;
+      std::pop_heap(heap_.begin(), heap_.end());
+      heap_.back() = nb;
+      std::push_heap(heap_.begin(), heap_.end());
+    }
+    if (static_cast<int>(heap_.size()) == k_) thr_ = heap_.front().d + 1;  // ties still enter
+  }
+  bool full() const { return static_cast<int>(heap_.size()) == k_; }
+  int32_t kth() const { return heap_.front().d; }  // valid when full()
+  std::vector<Neighbor> take() {
+    std::sort(heap_.begin(), heap_.end());
+    return std::move(heap_);
+  }
+
+ private:
+  int k_ = 0;
+  int32_t thr_ = 0, none_ = 0;
+  std::vector<Neighbor> heap_;
+};
+
 // Every row with d <= radius, in row order (range search: the radius is inclusive).
 class RangeCollector {
  public:

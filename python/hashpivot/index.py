@@ -27,6 +27,7 @@ from .errors import (CorruptFileError, DimensionError, DuplicateIdError, FormatV
                      ZeroVectorError)
 from .hamming import _count, _threads, hamming_distances
 from .itq import ITQ, as_embeddings
+from .partition import assign, train_centres
 from .pivots import pivot_table, select_pivots, table_dtype
 
 FORMAT = "hashpivot-index"
@@ -45,6 +46,11 @@ def _check_rows(x: np.ndarray, name: str) -> None:
             f"{name} contain {bad} zero vector(s): an all-zero embedding has no direction "
             "(did the encoder fail?); drop those rows"
         )
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in ("flat", "partitioned"):
+        raise InvalidInputError(f"layout must be 'flat' or 'partitioned', got {layout!r}")
 
 
 def _as_ids(ids: object, n: int) -> np.ndarray:
@@ -85,9 +91,11 @@ class Rows:
     codes: np.ndarray
     table: np.ndarray
     ids: np.ndarray
-    offsets: np.ndarray
+    offsets: np.ndarray  # flat: pivot-cell starts; partitioned: partition starts
     vectors: Optional[np.ndarray] = None
     scales: Optional[np.ndarray] = None
+    parts: Optional[np.ndarray] = None   # partitioned: each row's partition (int32)
+    radius: Optional[np.ndarray] = None  # partitioned: each partition's covering radius (int32)
 
 
 class Index:
@@ -98,17 +106,23 @@ class Index:
     the index as it was when it started. add/remove calls are serialised by a lock."""
 
     def __init__(self, itq: Optional[ITQ], pivots: np.ndarray, store: Optional[str], levels: int,
-                 meta: Optional[Dict[str, Any]] = None, n_bits: Optional[int] = None) -> None:
+                 meta: Optional[Dict[str, Any]] = None, n_bits: Optional[int] = None,
+                 centres: Optional[np.ndarray] = None) -> None:
         self.itq = itq
+        self.centres = centres  # partitioned layout when set
+        self.layout = "flat" if centres is None else "partitioned"
         self.n_bits = int(itq.n_bits if itq is not None else n_bits)
         self.pivots = pivots
         self.store = store
         self.levels = levels
         self.meta: Dict[str, Any] = dict(meta or {})
         nb = self.n_bits // 8
+        empty_parts = None if centres is None else np.zeros(0, np.int32)
+        empty_radius = None if centres is None else np.zeros(len(centres), np.int32)
         self._rows = Rows(np.zeros((0, nb), dtype=np.uint8),
                           np.zeros((0, pivots.shape[0]), dtype=table_dtype(self.n_bits)),
-                          np.zeros(0, dtype=np.int64), np.zeros(self._cells() + 1, dtype=np.int64))
+                          np.zeros(0, dtype=np.int64), np.zeros(self._cells() + 1, dtype=np.int64),
+                          parts=empty_parts, radius=empty_radius)
         self._write_lock = threading.Lock()
         self._last_scanned = (0, 0)  # rows read, rows that a full scan would have read
 
@@ -126,13 +140,16 @@ class Index:
               store: Optional[str] = "float32", seed: int = 42, device: str = "auto",
               ids: Optional[Sequence[int]] = None, pivot_method: str = "furthest_first",
               pivot_sample: int = 10000, n_iter: int = 50, max_train: Optional[int] = None,
-              meta: Optional[Dict[str, Any]] = None, progress: Optional[bool] = None) -> "Index":
+              meta: Optional[Dict[str, Any]] = None, progress: Optional[bool] = None,
+              layout: str = "flat", n_partitions: Optional[int] = None) -> "Index":
         """Trains ITQ on the embeddings, chooses pivots, and adds every row.
 
         ``store``: how vectors are kept for the exact rerank ("float32", "float16", "int8" with
         a scale per row, or None for codes only). Embeddings should be L2-normalised: scores
-        are inner products (= cosine similarity).
+        are inner products (= cosine similarity). ``layout="partitioned"`` groups rows by the
+        nearest of ``n_partitions`` centre codes (default about 4 sqrt(N)) for sub-linear search.
         """
+        _check_layout(layout)
         if store not in STORES:
             raise InvalidInputError(f"store must be one of {STORES}, got {store!r}")
         x = as_embeddings(embeddings)
@@ -141,21 +158,27 @@ class Index:
                   max_train=max_train).fit(x, progress=progress)
         codes = itq.encode(x, progress=progress)
         pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
-        index = cls(itq, pivots, store, cls._levels_for(itq.n_bits, pivots), meta)
+        centres = train_centres(codes, n_partitions, seed) if layout == "partitioned" else None
+        index = cls(itq, pivots, store, cls._levels_for(itq.n_bits, pivots), meta,
+                    centres=centres)
         index._append(x, codes, ids)
         return index
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, ids: Optional[Sequence[int]] = None,
                    n_pivots: int = 8, seed: int = 42, pivot_method: str = "furthest_first",
-                   pivot_sample: int = 10000, meta: Optional[Dict[str, Any]] = None) -> "Index":
+                   pivot_sample: int = 10000, meta: Optional[Dict[str, Any]] = None,
+                   layout: str = "flat", n_partitions: Optional[int] = None) -> "Index":
         """An index of packed codes you already have (sentence-transformers "ubinary", or
         faiss codes through :func:`hashpivot.from_faiss_codes`): no vectors, no ITQ. Search
         it with :meth:`search_codes`."""
+        _check_layout(layout)
         codes = as_codes(codes)
         pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
         n_bits = codes.shape[1] * 8
-        index = cls(None, pivots, None, cls._levels_for(n_bits, pivots), meta, n_bits=n_bits)
+        centres = train_centres(codes, n_partitions, seed) if layout == "partitioned" else None
+        index = cls(None, pivots, None, cls._levels_for(n_bits, pivots), meta, n_bits=n_bits,
+                    centres=centres)
         index._append(None, codes, ids)
         return index
 
@@ -172,15 +195,19 @@ class Index:
             key = key * (self.n_bits + 1) + table[:, 1]
         return key
 
-    def _layout(self, codes, table, ids, vectors, scales) -> Rows:
-        """Sorts rows by their cell (stable, so insertion order breaks ties) with offsets."""
-        key = self._keys(table)
+    def _layout(self, codes, table, ids, vectors, scales, parts=None, radius=None) -> Rows:
+        """Sorts rows by their pivot cell (flat) or partition (stable, so insertion order breaks
+        ties) and sets the offsets."""
+        if self.centres is None:
+            key, cells = self._keys(table), self._cells()
+        else:
+            key, cells = parts.astype(np.int64), len(self.centres)
         order = np.argsort(key, kind="stable")
-        counts = np.bincount(key, minlength=self._cells())
+        counts = np.bincount(key, minlength=cells)
         take = lambda a: None if a is None else np.ascontiguousarray(a[order])  # noqa: E731
         return Rows(take(codes), take(table), take(ids),
                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                    take(vectors), take(scales))
+                    take(vectors), take(scales), take(parts), radius)
 
     def _append(self, x: Optional[np.ndarray], codes: np.ndarray,
                 ids: Optional[Sequence[int]]) -> np.ndarray:
@@ -200,9 +227,16 @@ class Index:
             table = pivot_table(codes, self.pivots)
             vec, sc = _quantize(x, self.store) if x is not None else (None, None)
             cat = lambda a, b: None if b is None else (b if a is None else np.concatenate([a, b]))  # noqa: E731
+            parts = radius = None
+            if self.centres is not None:  # new rows join their nearest centre; radii only grow
+                new_parts, dist = assign(codes, self.centres)
+                parts = np.concatenate([old.parts, new_parts])
+                radius = old.radius.copy()
+                np.maximum.at(radius, new_parts, dist)
             self._rows = self._layout(
                 np.concatenate([old.codes, codes]), np.concatenate([old.table, table]),
-                np.concatenate([old.ids, new_ids]), cat(old.vectors, vec), cat(old.scales, sc))
+                np.concatenate([old.ids, new_ids]), cat(old.vectors, vec), cat(old.scales, sc),
+                parts, radius)
             return new_ids
 
     def _require_itq(self) -> ITQ:
@@ -241,7 +275,8 @@ class Index:
             keep = ~np.isin(old.ids, arr)
             sel = lambda a: None if a is None else a[keep]  # noqa: E731
             self._rows = self._layout(old.codes[keep], old.table[keep], old.ids[keep],
-                                      sel(old.vectors), sel(old.scales))
+                                      sel(old.vectors), sel(old.scales), sel(old.parts),
+                                      old.radius)  # radii stay valid upper bounds
         return int(arr.size)
 
     def __len__(self) -> int:
@@ -259,16 +294,29 @@ class Index:
         return q, itq.encode(q)
 
     def candidates(self, query_codes: np.ndarray, n: int, threshold: Optional[int] = None,
-                   threads: Optional[int] = None, rows: Optional[Rows] = None
-                   ) -> Tuple[np.ndarray, np.ndarray]:
+                   threads: Optional[int] = None, rows: Optional[Rows] = None,
+                   nprobe: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """The first ``n`` rows by Hamming distance (internal rows, -1 padded), pivot-filtered
-        when ``threshold`` is given: ``(distances int32, rows int64)``."""
+        when ``threshold`` is given (flat layout), from the ``nprobe`` nearest partitions or all
+        that can hold a result (partitioned layout): ``(distances int32, rows int64)``."""
         rows = rows or self._rows
         qc = as_codes(query_codes, "query codes", allow_1d=True)
         if qc.shape[1] * 8 != self.n_bits:
             raise DimensionError(f"query codes have {qc.shape[1] * 8} bits; the index has {self.n_bits}")
         th = _threads(threads)
         n_rows = rows.ids.shape[0]
+        if nprobe is not None:
+            nprobe = _count(nprobe, "nprobe", 1)
+            if self.centres is None:
+                raise InvalidInputError("nprobe needs layout='partitioned'")
+        if self.centres is not None:
+            if threshold is not None:
+                raise InvalidInputError("the pivot band filter needs layout='flat'; a partitioned "
+                                        "index prunes with its partitions (nprobe)")
+            D, found, scanned = _core.partition_knn(qc, rows.codes, self.centres, rows.offsets,
+                                                    rows.radius, n, nprobe or 0, th)
+            self._last_scanned = (int(scanned), qc.shape[0] * n_rows)
+            return D, found
         if threshold is None:
             self._last_scanned = (qc.shape[0] * n_rows, qc.shape[0] * n_rows)
             return _core.knn(qc, rows.codes, n, th)
@@ -291,8 +339,8 @@ class Index:
 
     def search(self, queries: np.ndarray, k: int = 10, threshold: Optional[int] = None,
                candidates: int = 300, rerank: bool = True, threads: Optional[int] = None,
-               scoring: str = "asymmetric", shortlist: Union[int, str, None] = "auto"
-               ) -> Tuple[np.ndarray, np.ndarray]:
+               scoring: str = "asymmetric", shortlist: Union[int, str, None] = "auto",
+               nprobe: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """The k best documents for each query: ``(scores, ids)``, each (nq, k).
 
         ``scoring="hamming"``: Hamming ranking of the binarized query over the rows
@@ -307,7 +355,9 @@ class Index:
         Defaults (see the README's benchmark): asymmetric scoring with 300 candidates keeps
         the quality of Hamming ranking with 1000; ``shortlist="auto"`` is a full asymmetric
         scan up to 200,000 rows (or no pivot filter), beyond that a Hamming shortlist of
-        3 x candidates, since a full asymmetric scan costs about 2.3 Hamming scans.
+        3 x candidates, since a full asymmetric scan costs about 2.3 Hamming scans. A
+        partitioned index always ranks by Hamming first (``nprobe`` partitions, None = exact),
+        so asymmetric scoring there re-scores that shortlist.
         """
         k = _count(k, "k", 1)
         candidates = _count(candidates, "candidates", 1)
@@ -315,12 +365,15 @@ class Index:
             raise InvalidInputError(f"scoring must be 'hamming' or 'asymmetric', got {scoring!r}")
         if shortlist == "auto":
             shortlist = None
-            if scoring == "asymmetric" and (threshold is not None or len(self) > AUTO_FULL_SCAN):
+            if scoring == "asymmetric" and (threshold is not None or len(self) > AUTO_FULL_SCAN
+                                            or self.centres is not None):
                 shortlist = 3 * max(k, candidates)
         elif shortlist is not None:
             shortlist = _count(shortlist, "shortlist", 1)
             if scoring != "asymmetric":
                 raise InvalidInputError("shortlist is the Hamming stage of scoring='asymmetric'")
+        if scoring == "asymmetric" and shortlist is None and self.centres is not None:
+            shortlist = 3 * max(k, candidates)
         if scoring == "asymmetric" and threshold is not None and shortlist is None:
             raise InvalidInputError("the pivot filter works on the Hamming ranking: with "
                                     "scoring='asymmetric' give a shortlist=M as well")
@@ -333,13 +386,13 @@ class Index:
         exact = bool(rerank) and rows.vectors is not None
         L = max(k, candidates) if exact else k
         if scoring == "hamming":
-            D, found = self.candidates(qc, L, threshold, threads, rows)
+            D, found = self.candidates(qc, L, threshold, threads, rows, nprobe)
             if not exact:
                 return D, self._ids_of(rows, found)
         else:
             z = self.itq.project(q)
             if shortlist is not None:
-                _, pool = self.candidates(qc, max(shortlist, L), threshold, threads, rows)
+                _, pool = self.candidates(qc, max(shortlist, L), threshold, threads, rows, nprobe)
             else:  # quantized full scan, then exact float scores of twice as many as needed
                 _, pool = _core.asym_knn(z, rows.codes, max(2 * L, L + 64), th)
                 self._last_scanned = (q.shape[0] * len(rows.ids), q.shape[0] * len(rows.ids))
@@ -350,11 +403,12 @@ class Index:
         return S, self._ids_of(rows, R)
 
     def search_codes(self, query_codes: np.ndarray, k: int = 10, threshold: Optional[int] = None,
-                     threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                     threads: Optional[int] = None, nprobe: Optional[int] = None
+                     ) -> Tuple[np.ndarray, np.ndarray]:
         """Hamming search with packed query codes: ``(distances int32, ids int64)``."""
         k = _count(k, "k", 1)
         rows = self._rows
-        D, found = self.candidates(query_codes, k, threshold, threads, rows)
+        D, found = self.candidates(query_codes, k, threshold, threads, rows, nprobe)
         return D, self._ids_of(rows, found)
 
     def stats(self) -> Dict[str, Any]:
@@ -369,6 +423,11 @@ class Index:
             "bytes_per_doc": (nbytes + store) / n if n else 0.0,
             "code_bytes_per_doc": self.n_bits // 8,
             "last_search_scanned_share": scanned / full if full else None,
+            "layout": self.layout,
+            **({} if self.centres is None else {
+                "n_partitions": len(self.centres),
+                "partition_size_min_median_max": [int(v) for v in np.percentile(
+                    np.diff(self.offsets), [0, 50, 100])]}),
         }
 
     # ---- persistence ----
@@ -383,7 +442,8 @@ class Index:
         gen = uuid.uuid4().hex[:12]
         arrays = {"codes": rows.codes, "table": rows.table, "ids": rows.ids,
                   "offsets": rows.offsets, "pivots": self.pivots, "vectors": rows.vectors,
-                  "scales": rows.scales}
+                  "scales": rows.scales, "parts": rows.parts, "radius": rows.radius,
+                  "centres": self.centres}
         entries = {}
         for name, arr in arrays.items():
             if arr is None:
@@ -400,6 +460,7 @@ class Index:
         header = {"format": FORMAT, "version": VERSION, "n": int(rows.ids.shape[0]),
                   "n_bits": self.n_bits, "dim": self.dim, "n_pivots": int(self.pivots.shape[0]),
                   "levels": self.levels, "store": self.store, "meta": self.meta, "itq": itq_file,
+                  "layout": self.layout,
                   "arrays": entries}
         atomic_write(root / HEADER, lambda f: f.write(json.dumps(header, indent=1).encode()))
         keep = {HEADER, itq_file} | {e["file"] for e in entries.values()}
@@ -435,10 +496,15 @@ class Index:
             itq = ITQ.load(cls._member(root, header["itq"], "itq")) if header["itq"] else None
             arrays = {name: cls._load_array(root, name, e, mmap, verify)
                       for name, e in header["arrays"].items()}
+            centres = arrays.get("centres")
+            if (header.get("layout", "flat") == "partitioned") != (centres is not None):
+                raise CorruptFileError(f"{hp}: the layout does not match the arrays")
             index = cls(itq, np.ascontiguousarray(arrays["pivots"]), header["store"],
-                        int(header["levels"]), header.get("meta"), n_bits=int(header["n_bits"]))
+                        int(header["levels"]), header.get("meta"), n_bits=int(header["n_bits"]),
+                        centres=None if centres is None else np.ascontiguousarray(centres))
             index._rows = Rows(arrays["codes"], arrays["table"], arrays["ids"], arrays["offsets"],
-                               arrays.get("vectors"), arrays.get("scales"))
+                               arrays.get("vectors"), arrays.get("scales"), arrays.get("parts"),
+                               arrays.get("radius"))
             index._validate(header)
         except IndexFormatError:
             raise
@@ -471,8 +537,9 @@ class Index:
     def _validate(self, header: dict) -> None:
         r = self._rows
         n, nb, P = int(header["n"]), self.n_bits // 8, self.pivots.shape[0]
+        n_off = self._cells() + 1 if self.centres is None else len(self.centres) + 1
         ok = (r.codes.shape == (n, nb) and r.table.shape == (n, P) and
-              r.ids.shape == (n,) and r.offsets.shape == (self._cells() + 1,) and
+              r.ids.shape == (n,) and r.offsets.shape == (n_off,) and
               self.pivots.shape[1] == nb and self.pivots.dtype == np.uint8 and
               r.table.dtype == table_dtype(self.n_bits) and r.ids.dtype == np.int64 and
               r.offsets.dtype == np.int64 and r.codes.dtype == np.uint8 and
@@ -484,6 +551,15 @@ class Index:
                 (self.itq is None or r.vectors.shape[1] == self.itq.dim)
         if self.store == "int8":
             ok &= r.scales is not None and r.scales.shape == (n,)
+        if self.centres is not None:
+            C = len(self.centres)
+            ok &= (self.centres.ndim == 2 and self.centres.shape[1] == nb and
+                   self.centres.dtype == np.uint8 and r.parts is not None and
+                   r.parts.shape == (n,) and r.parts.dtype == np.int32 and
+                   r.radius is not None and r.radius.shape == (C,) and r.radius.dtype == np.int32)
+            if ok and n:
+                ok &= bool(((r.parts >= 0) & (r.parts < C)).all())
+                ok &= bool((np.diff(r.parts) >= 0).all())
         if not ok:
             raise CorruptFileError("the index arrays do not agree with each other or the header")
         if r.offsets[0] != 0 or r.offsets[-1] != n or (np.diff(r.offsets) < 0).any():
