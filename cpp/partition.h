@@ -35,18 +35,41 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
                                        : codes.n / 2;
   ThreadPool::get().parallel_for(nq, threads_for(threads, nq * (per_query + P.C)), [&](int64_t q) {
     const uint8_t* qc = queries + q * nb;
-    std::vector<int32_t> dc(P.C);
-    if (P.C) kt.distance_row(qc, P.centres, 0, P.C, nb, dc.data());
-    // partitions by increasing distance to the query: a counting sort over 0..n_bits
-    std::vector<int64_t> start(n_bits + 2, 0), order(P.C);
-    for (int64_t c = 0; c < P.C; ++c) ++start[dc[c] + 1];
-    for (int d = 0; d <= n_bits; ++d) start[d + 1] += start[d];
-    for (int64_t c = 0; c < P.C; ++c) order[start[dc[c]]++] = c;
-    TieHeap col;
+    thread_local std::vector<int32_t> dc;  // reused: a query costs microseconds at small nprobe
+    thread_local std::vector<int64_t> start, order;
+    thread_local TieHeap col;
+    const int64_t limit = nprobe > 0 ? std::min<int64_t>(nprobe, P.C) : P.C;
+    if (nprobe > 0) {  // the nprobe nearest centres by the top-k scan (ties by partition)
+      std::vector<Neighbor> near;
+      if (limit <= kHeapMaxK) {
+        HeapTopK h;
+        h.reset(static_cast<int>(limit), n_bits);
+        knn_rows(kt, qc, 1, P.centres, 0, P.C, nb, &h);
+        near = h.take();
+      } else {
+        CountingTopK h;
+        h.reset(static_cast<int>(limit), n_bits);
+        knn_rows(kt, qc, 1, P.centres, 0, P.C, nb, &h);
+        near = h.take();
+      }
+      order.resize(near.size());
+      dc.resize(P.C);
+      for (size_t j = 0; j < near.size(); ++j) {
+        order[j] = near[j].id;
+        dc[near[j].id] = near[j].d;
+      }
+    } else {  // every partition by increasing distance: a counting sort over 0..n_bits
+      dc.resize(P.C);
+      if (P.C) kt.distance_row(qc, P.centres, 0, P.C, nb, dc.data());
+      start.assign(n_bits + 2, 0);
+      for (int64_t c = 0; c < P.C; ++c) ++start[dc[c] + 1];
+      for (int d = 0; d <= n_bits; ++d) start[d + 1] += start[d];
+      order.resize(P.C);
+      for (int64_t c = 0; c < P.C; ++c) order[start[dc[c]]++] = c;
+    }
     col.reset(kk, n_bits);
     int64_t rows = 0;
-    const int64_t limit = nprobe > 0 ? std::min<int64_t>(nprobe, P.C) : P.C;
-    for (int64_t j = 0; j < limit; ++j) {
+    for (size_t j = 0; j < order.size(); ++j) {
       const int64_t c = order[j];
       if (nprobe == 0 && col.full() && dc[c] - P.radius[c] > col.kth()) continue;
       const int64_t b = P.offsets[c], e = P.offsets[c + 1];

@@ -1,0 +1,117 @@
+"""Partitioned layout: exact mode equals the flat scan (ties by row included), nprobe prunes,
+add/remove/save/load keep it exact."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hashpivot as hp
+from hashpivot import Index
+from hashpivot.partition import train_centres
+from conftest import ref_knn
+from test_index import data
+
+
+def clustered_codes(rng, n, nbytes=16, clusters=30, noise=0.05, alphabet=None):
+    cent = rng.integers(0, 256, (clusters, nbytes), dtype=np.uint8)
+    flips = (rng.random((n, nbytes * 8)) < noise).astype(np.uint8)
+    codes = cent[rng.integers(0, clusters, n)] ^ np.packbits(flips, axis=1)
+    if alphabet:  # few distinct bytes: many ties by distance
+        codes = (codes % alphabet) * (255 // max(alphabet - 1, 1))
+    return np.ascontiguousarray(codes.astype(np.uint8))
+
+
+def flat_answer(index, q, k):
+    """The flat scan over the index's own rows: ties by smaller row, mapped to ids."""
+    D, R = ref_knn(q, np.asarray(index.codes), k)
+    return D, np.where(R >= 0, index.ids[np.maximum(R, 0)], -1)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 1500), k=st.sampled_from([1, 5, 10, 70]), kind=st.sampled_from(
+    ["random", "clustered", "ties"]), nbytes=st.sampled_from([8, 16, 32]),
+    seed=st.integers(0, 2**32 - 1))
+def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
+    else:
+        codes = clustered_codes(rng, n, nbytes, alphabet=3 if kind == "ties" else None)
+    index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000)
+    q = np.ascontiguousarray(np.concatenate([codes[:3], clustered_codes(rng, 3, nbytes)]))
+    D, I = index.search_codes(q, k)
+    Dr, Ir = flat_answer(index, q, k)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+    D, I = index.search_codes(q, k, nprobe=len(index.centres))  # every partition = exact
+    np.testing.assert_array_equal(I, Ir)
+
+
+def test_exact_mode_prunes_on_clustered_data():
+    rng = np.random.default_rng(1)
+    codes = clustered_codes(rng, 50_000, clusters=100, noise=0.04)
+    index = Index.from_codes(codes, layout="partitioned")
+    q = np.ascontiguousarray(codes[rng.integers(0, len(codes), 20)])
+    D, I = index.search_codes(q, 10)
+    assert index.stats()["last_search_scanned_share"] < 0.5
+    np.testing.assert_array_equal(D, flat_answer(index, q, 10)[0])
+    D1, _ = index.search_codes(q, 10, nprobe=1)
+    assert index.stats()["last_search_scanned_share"] < 0.05
+    assert (D1 >= D).all()  # fewer partitions can only find worse or equal neighbours
+
+
+def test_add_remove_save_load_stay_exact(tmp_path):
+    rng = np.random.default_rng(2)
+    codes = clustered_codes(rng, 6000)
+    index = Index.from_codes(codes[:4000], layout="partitioned", n_partitions=40)
+    index.add_codes(codes[4000:], ids=np.arange(10_000, 12_000))
+    index.remove(np.arange(0, 4000, 3))
+    q = np.ascontiguousarray(codes[rng.integers(0, 6000, 10)] ^ np.uint8(1))
+    want = flat_answer(index, q, 15)
+    np.testing.assert_array_equal(index.search_codes(q, 15)[1], want[1])
+    index.save(tmp_path / "p")
+    for mmap in (True, False):
+        loaded = Index.load(tmp_path / "p", mmap=mmap)
+        assert loaded.layout == "partitioned" and len(loaded.centres) == 40
+        np.testing.assert_array_equal(loaded.search_codes(q, 15)[1], want[1])
+    st = index.stats()
+    assert st["n_partitions"] == 40 and len(st["partition_size_min_median_max"]) == 3
+
+
+def test_partitioned_embedding_index_search():
+    x = data(3000, seed=61)
+    flat = Index.build(x, n_bits=64)
+    part = Index.build(x, n_bits=64, layout="partitioned")
+    q = data(8, seed=62)
+    Df, _ = flat.search(q, k=10, scoring="hamming", rerank=False)
+    Dp, _ = part.search(q, k=10, scoring="hamming", rerank=False)
+    np.testing.assert_array_equal(Df, Dp)  # same ITQ codes, exact mode: same distances
+    S, I = part.search(q, k=10, candidates=3000)  # asymmetric over an exact shortlist, rerank
+    want = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    np.testing.assert_array_equal(I, want)
+
+
+def test_centres_training():
+    rng = np.random.default_rng(3)
+    codes = clustered_codes(rng, 5000, clusters=20, noise=0.02)
+    c = train_centres(codes, 20)
+    d, _ = hp.hamming_knn(codes, c, 1)
+    assert d.mean() < 0.05 * 128 * 1.5  # centres sit on the clusters
+    with pytest.raises(ValueError, match="n_partitions"):
+        train_centres(codes, 0)
+
+
+def test_partition_bad_input():
+    rng = np.random.default_rng(4)
+    codes = clustered_codes(rng, 500)
+    part = Index.from_codes(codes, layout="partitioned")
+    flat = Index.from_codes(codes)
+    with pytest.raises(ValueError, match="layout='flat'"):
+        part.search_codes(codes[:1], threshold=5)
+    with pytest.raises(ValueError, match="partitioned"):
+        flat.search_codes(codes[:1], nprobe=3)
+    with pytest.raises(ValueError, match="nprobe"):
+        part.search_codes(codes[:1], nprobe=0)
+    with pytest.raises(ValueError, match="layout"):
+        Index.from_codes(codes, layout="ivf")
