@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "partition.h"
 #include "search.h"
 
 using namespace hashpivot;
@@ -126,6 +127,66 @@ static void test_band(std::mt19937_64& rng, int P, int64_t n, int nbytes, int t,
   }
 }
 
+// Partitioned exact search equals the flat scan; nprobe = C too.
+static void test_partition(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
+  auto codes = make_codes(rng, n, nbytes, true);
+  auto q = make_codes(rng, 3, nbytes, true);
+  // partitions: rows i % C, stored contiguously
+  std::vector<uint8_t> sorted(n * nbytes), centres(C * nbytes);
+  std::vector<int64_t> off(C + 1, 0);
+  std::vector<int32_t> radius(C, 0);
+  int64_t r = 0;
+  for (int c = 0; c < C; ++c) {
+    off[c] = r;
+    std::copy(codes.begin() + (c % n) * nbytes, codes.begin() + (c % n + 1) * nbytes,
+              centres.begin() + c * nbytes);
+    for (int64_t i = c; i < n; i += C, ++r) {
+      std::copy(codes.begin() + i * nbytes, codes.begin() + (i + 1) * nbytes, sorted.begin() + r * nbytes);
+      radius[c] = std::max(radius[c], ref_dist(sorted.data() + r * nbytes, centres.data() + c * nbytes, nbytes));
+    }
+  }
+  off[C] = r;
+  Codes cs{sorted.data(), n, nbytes};
+  Partitions P{centres.data(), C, off.data(), radius.data()};
+  std::vector<int32_t> D(3 * k), Df(3 * k);
+  std::vector<int64_t> I(3 * k), If(3 * k);
+  knn(q.data(), 3, cs, k, 1, Df.data(), If.data());
+  for (int nprobe : {0, C}) {
+    partition_knn(q.data(), 3, cs, P, k, nprobe, 2, D.data(), I.data(), nullptr);
+    CHECK(D == Df && I == If, "partition nprobe=%d nbytes=%d k=%d", nprobe, nbytes, k);
+  }
+}
+
+// The quantized asymmetric scan against its definition, computed here byte by byte.
+static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
+  auto codes = make_codes(rng, n, nbytes, false);
+  const int n_bits = nbytes * 8;
+  std::normal_distribution<float> g;
+  std::vector<float> z(n_bits);
+  for (auto& v : z) v = g(rng);
+  const AsymQuery a = make_asym_query(z.data(), n_bits);
+  std::vector<Neighbor> all;
+  for (int64_t i = 0; i < n; ++i) {
+    int s = 7 * n_bits;
+    for (int j = 0; j < n_bits; ++j) {
+      const int bit = (codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1;
+      const int w = j / 64, b = 8 * (j / 8 % 8) + 7 - j % 8;
+      int v = 0;
+      for (int p = 0; p < 4; ++p) v |= static_cast<int>((a.planes[p][w] >> b) & 1) << p;
+      s -= bit * (v - 8);
+    }
+    all.push_back({s, i});
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<int32_t> D(k);
+  std::vector<int64_t> I(k);
+  Codes c{codes.data(), n, nbytes};
+  asym_knn(&a, 1, c, k, 2, D.data(), I.data());
+  for (int j = 0; j < k && j < n; ++j)
+    CHECK(D[j] == all[j].d && I[j] == all[j].id, "asym isa=%s nbytes=%d j=%d got (%d,%ld) want (%d,%ld)",
+          isa_name(kernels().isa), nbytes, j, D[j], (long)I[j], all[j].d, (long)all[j].id);
+}
+
 int main() {
   std::mt19937_64 rng(12345);
   int tested = 0;
@@ -141,6 +202,12 @@ int main() {
       test_knn(rng, nbytes, 70000, 1, 10, true, 2);   // split across threads, ties
       test_knn(rng, nbytes, 70000, 1, 200, true, 2);  // counting select, split
       test_distances_and_range(rng, nbytes, 1031);
+    }
+    for (int nbytes : {8, 16, 32, 128}) {
+      test_partition(rng, nbytes, 3000, 37, 10);
+      test_partition(rng, nbytes, 500, 7, 70);
+      test_asym(rng, nbytes, 777, 20);
+      test_asym(rng, nbytes, 777, 100);
     }
     for (int P : {1, 3, 8, 16}) {
       test_band<uint8_t>(rng, P, 3001, 16, 12, 10);
