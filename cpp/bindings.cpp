@@ -186,6 +186,34 @@ py::array_t<int64_t> pivot_filter_py(const py::array& table, const py::array& lo
   return out;
 }
 
+// Allocates (D, I), runs `search(d, i, &scanned)` without the GIL: (D, I, scanned).
+template <class F>
+py::tuple run_topk(int64_t nq, int k, F&& search) {
+  py::array_t<int32_t> D({nq, static_cast<int64_t>(k)});
+  py::array_t<int64_t> I({nq, static_cast<int64_t>(k)});
+  int32_t* d = D.mutable_data();
+  int64_t* i = I.mutable_data();
+  int64_t scanned = 0;
+  {
+    py::gil_scoped_release nogil;
+    search(d, i, &scanned);
+  }
+  return py::make_tuple(D, I, scanned);
+}
+
+// Row offsets: n_cells + 1 non-decreasing entries from 0 to n.
+const int64_t* as_offsets(const py::array& offsets, int64_t cells, int64_t n, const char* what) {
+  require_dtype(offsets, py::dtype::of<int64_t>(), what, "int64");
+  require_c_contiguous(offsets, what);
+  if (offsets.ndim() != 1 || offsets.shape(0) != cells + 1)
+    value_error(std::string(what) + " must have " + std::to_string(cells + 1) + " entries");
+  const int64_t* off = static_cast<const int64_t*>(offsets.data());
+  if (off[0] != 0 || off[cells] != n) value_error(std::string(what) + " do not cover the codes");
+  for (int64_t j = 0; j < cells; ++j)
+    if (off[j + 1] < off[j]) value_error(std::string(what) + " must not decrease");
+  return off;
+}
+
 py::tuple banded_knn_py(const py::array& queries, const py::array& codes, const py::array& table,
                         const py::array& lo, const py::array& hi, const py::array& offsets,
                         int levels, int k, int threads) {
@@ -200,25 +228,12 @@ py::tuple banded_knn_py(const py::array& queries, const py::array& codes, const 
   band.lo = lo_a.data();
   band.hi = hi_a.data();
   if (levels < 1 || levels > 2 || levels > band.P) value_error("levels must be 1 or 2 (<= n_pivots)");
-  require_dtype(offsets, py::dtype::of<int64_t>(), "offsets", "int64");
-  require_c_contiguous(offsets, "offsets");
   int64_t cells = 1;
   for (int l = 0; l < levels; ++l) cells *= c.n_bits() + 1;
-  if (offsets.ndim() != 1 || offsets.shape(0) != cells + 1)
-    value_error("offsets must have (n_bits + 1)^levels + 1 entries");
-  const int64_t* off = static_cast<const int64_t*>(offsets.data());
-  if (off[0] != 0 || off[cells] != c.n) value_error("offsets do not cover the codes");
-  PivotLayout layout{off, levels, c.n_bits()};
-  py::array_t<int32_t> D({q.n, static_cast<int64_t>(k)});
-  py::array_t<int64_t> I({q.n, static_cast<int64_t>(k)});
-  int32_t* d = D.mutable_data();
-  int64_t* i = I.mutable_data();
-  int64_t scanned = 0;
-  {
-    py::gil_scoped_release nogil;
-    banded_knn(q.data, q.n, c, band, layout, k, threads, d, i, &scanned);
-  }
-  return py::make_tuple(D, I, scanned);
+  PivotLayout layout{as_offsets(offsets, cells, c.n, "offsets"), levels, c.n_bits()};
+  return run_topk(q.n, k, [&](int32_t* d, int64_t* i, int64_t* scanned) {
+    banded_knn(q.data, q.n, c, band, layout, k, threads, d, i, scanned);
+  });
 }
 
 py::tuple rerank_py(const py::array& queries, const py::array& cand, const py::array& store,
@@ -325,28 +340,14 @@ py::tuple partition_knn_py(const py::array& queries, const py::array& codes,
   require_same_width(cen, c);
   if (k < 0 || nprobe < 0) value_error("k and nprobe must be >= 0");
   as_threads(threads);
-  require_dtype(offsets, py::dtype::of<int64_t>(), "offsets", "int64");
   require_dtype(radius, py::dtype::of<int32_t>(), "radius", "int32");
-  require_c_contiguous(offsets, "offsets");
   require_c_contiguous(radius, "radius");
-  if (offsets.ndim() != 1 || offsets.shape(0) != cen.n + 1 || radius.ndim() != 1 ||
-      radius.shape(0) != cen.n)
-    value_error("partition offsets need C + 1 entries and radii C");
-  const int64_t* off = static_cast<const int64_t*>(offsets.data());
-  if (off[0] != 0 || off[cen.n] != c.n) value_error("partition offsets do not cover the codes");
-  for (int64_t j = 0; j < cen.n; ++j)
-    if (off[j + 1] < off[j]) value_error("partition offsets must not decrease");
-  Partitions P{cen.data, cen.n, off, static_cast<const int32_t*>(radius.data())};
-  py::array_t<int32_t> D({q.n, static_cast<int64_t>(k)});
-  py::array_t<int64_t> I({q.n, static_cast<int64_t>(k)});
-  int32_t* d = D.mutable_data();
-  int64_t* i = I.mutable_data();
-  int64_t scanned = 0;
-  {
-    py::gil_scoped_release nogil;
-    partition_knn(q.data, q.n, c, P, k, nprobe, threads, d, i, &scanned);
-  }
-  return py::make_tuple(D, I, scanned);
+  if (radius.ndim() != 1 || radius.shape(0) != cen.n) value_error("one radius per partition");
+  Partitions P{cen.data, cen.n, as_offsets(offsets, cen.n, c.n, "partition offsets"),
+               static_cast<const int32_t*>(radius.data())};
+  return run_topk(q.n, k, [&](int32_t* d, int64_t* i, int64_t* scanned) {
+    partition_knn(q.data, q.n, c, P, k, nprobe, threads, d, i, scanned);
+  });
 }
 
 }  // namespace
