@@ -128,7 +128,8 @@ def cmd_search(a) -> None:
 
 def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
                     report: Optional[Path]) -> str:
-    from .evaluate import known_item, notebook_protocol, plot, real_queries, to_markdown
+    from .evaluate import (known_item, notebook_protocol, plot, real_queries, threshold_sweep,
+                           to_markdown)
 
     results = {"notebook": notebook_protocol(index, x, n_queries=n_queries,
                                              thresholds=thresholds, limits=limits)}
@@ -148,6 +149,16 @@ def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
             results["real_queries"] = real
             parts += ["\n### Real text queries: top-10 against exact float search, by scoring "
                       "and L candidates reranked\n", to_markdown(real)]
+    st = index.stats()
+    parts += [f"\nBytes per document: {st['bytes_per_doc']:.0f} in all ({st['code_bytes_per_doc']} "
+              f"of code, {st['n_pivots']} pivot distances, 8 of id, the rest the stored vector)"]
+    results["stats"] = st
+    sweep = threshold_sweep(index, x, target=0.97, limits=[L for L in limits if L < len(x)] or
+                            [len(x) - 1], n_queries=n_queries)
+    results["threshold_sweep"] = sweep
+    best = sweep["best"]
+    parts += ["\n### Threshold sweep: the cheapest configuration reaching recall@10 >= 0.97\n",
+              "none reaches it" if best is None else to_markdown([best])]
     text = "\n".join(parts)
     if report:
         report.mkdir(parents=True, exist_ok=True)

@@ -202,3 +202,30 @@ def _hits(ranked: np.ndarray, rel: Sequence[set]) -> Dict[str, float]:
         first.append(pos[0] if pos else None)
     return {"hit@10": float(np.mean([p is not None for p in first])),
             "MRR@10": float(np.mean([1.0 / (p + 1) if p is not None else 0.0 for p in first]))}
+
+
+def threshold_sweep(index: Index, embeddings: np.ndarray, target: float = 0.97,
+                    limits: Sequence[int] = (100, 300, 1000), thresholds: Optional[Sequence[int]] = None,
+                    n_queries: int = 100, seed: int = 42, k: int = 10) -> Dict[str, object]:
+    """The cheapest configuration (median latency of one query, rerank on) whose recall@10 of
+    the notebook protocol reaches ``target``, over pivot thresholds (None = no filter) and
+    candidate counts L. Returns {"best": row or None, "rows": every configuration tried}."""
+    n = len(embeddings)
+    rng = np.random.default_rng(seed)
+    qi = np.sort(rng.choice(n, min(n_queries, n), replace=False))
+    q = embeddings[qi]
+    gt = exact_topk(q, embeddings, k, exclude=qi)
+    if thresholds is None:
+        thresholds = list(range(8, index.n_bits // 4 + 1, 2))
+    rows = []
+    for t in [None, *thresholds]:
+        for L in limits:
+            kw = dict(k=k + 1, threshold=t, candidates=L + 1, scoring="hamming")
+            _, ids = index.search(q, **kw)
+            rec = float(np.mean([np.isin(gt[j], ids[j][ids[j] != qi[j]][:k]).mean()
+                                 for j in range(len(qi))]))
+            rows.append({"threshold": t, "L": L, f"recall@{k}": rec,
+                         **_latency(index, q[: min(50, len(q))], **kw)})
+    ok = [r for r in rows if r[f"recall@{k}"] >= target]
+    best = min(ok, key=lambda r: r["latency_ms_median"]) if ok else None
+    return {"best": best, "rows": rows}

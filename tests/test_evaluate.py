@@ -1,0 +1,42 @@
+"""The evaluation on the shared precomputed embeddings reproduces the notebook's no-filter row
+(independent numpy reference: R@10 0.877 / 0.979 / 0.989 at L = 100 / 500 / 1000)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hashpivot import Index
+from hashpivot.evaluate import notebook_protocol, threshold_sweep, to_markdown
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "manpages-ja"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    if not (SHARED / "embeddings.npy").is_file():
+        pytest.skip("the shared corpus is not beside the project")
+    x = np.load(SHARED / "embeddings.npy")
+    return x, Index.build(x, n_bits=128, n_pivots=8, seed=42)
+
+
+def test_notebook_protocol_reproduces_reference(corpus):
+    x, index = corpus
+    rows = notebook_protocol(index, x, n_queries=100, seed=42, timing=False)
+    base = rows[0]
+    assert base["method"] == "no filter" and base["cut"] == 0.0
+    for L, ref in ((100, 0.877), (500, 0.979), (1000, 0.989)):
+        assert abs(base[f"R@10 L={L}"] - ref) <= 0.02, (L, base[f"R@10 L={L}"])
+    t15, t20 = rows[1], rows[2]
+    assert t15["cut"] > t20["cut"] > 0 and t15["filter_recall"] < t20["filter_recall"] <= 1
+    assert "pivot t=20" in to_markdown(rows)
+
+
+def test_threshold_sweep_finds_cheapest_reaching_target(corpus):
+    x, index = corpus
+    res = threshold_sweep(index, x, target=0.95, limits=(300, 1000), thresholds=[16, 20],
+                          n_queries=30)
+    best = res["best"]
+    assert best is not None and best["recall@10"] >= 0.95
+    ok = [r for r in res["rows"] if r["recall@10"] >= 0.95]
+    assert best["latency_ms_median"] == min(r["latency_ms_median"] for r in ok)
