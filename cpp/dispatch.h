@@ -19,7 +19,6 @@ struct KernelTable {
                 RangeCollector* col);
   void (*distance_row)(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end,
                        int nbytes, int32_t* out);
-  int (*hamming_pair)(const uint8_t* a, const uint8_t* b, int nbytes);
   // Pivot band over rows [begin, end): lo/hi are the query's per-pivot bounds (d_q -/+ t).
   int64_t (*band_filter_u8)(const uint8_t* table, int P, int64_t begin, int64_t end,
                             const int32_t* lo, const int32_t* hi, int64_t* out);

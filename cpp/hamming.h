@@ -239,9 +239,6 @@ inline void distance_row(const uint8_t* q, const uint8_t* codes, int64_t begin, 
                          int nbytes, int32_t* out) {
   HP_DISPATCH_WIDTH(nbytes, distances<W>(q, codes, begin, end, nbytes, out));
 }
-inline int hamming_pair(const uint8_t* a, const uint8_t* b, int nbytes) {
-  return hamming_bytes<HP_POP>(a, b, nbytes);
-}
 
 }  // namespace HP_ISA
 }  // namespace hashpivot

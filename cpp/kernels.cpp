@@ -9,7 +9,7 @@
 
 #define HP_TABLE_FOR(NS, ISA)                                                              \
   KernelTable {                                                                            \
-    ISA, &NS::knn_heap, &NS::knn_count, &NS::range, &NS::distance_row, &NS::hamming_pair,  \
+    ISA, &NS::knn_heap, &NS::knn_count, &NS::range, &NS::distance_row,                \
         &NS::band_filter_u8, &NS::band_filter_u16, &NS::band_knn_heap_u8,                  \
         &NS::band_knn_count_u8, &NS::band_knn_heap_u16, &NS::band_knn_count_u16,           \
         &NS::band_late_heap_u8, &NS::band_late_count_u8, &NS::band_late_heap_u16,          \
