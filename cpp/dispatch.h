@@ -1,6 +1,7 @@
 // One table of kernel entry points per instruction set, chosen once at import (cpu.h).
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "asymmetric.h"
 #include "cpu.h"
@@ -68,45 +69,35 @@ inline void knn_rows(const KernelTable& t, const uint8_t* q, int64_t nq, const u
                      int64_t b, int64_t e, int nb, CountingTopK* cols) {
   t.knn_count(q, nq, c, b, e, nb, cols);
 }
-inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                     const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                     const int32_t* hi, HeapTopK* col) {
-  t.band_knn_heap_u8(q, c, nb, tab, P, b, e, lo, hi, col);
+// Picks the table entry for a pivot table type T (uint8/uint16) and collector C.
+template <bool kLate, class T, class C>
+inline void band_entry(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
+                       const T* tab, int P, int64_t b, int64_t e, const int32_t* lo,
+                       const int32_t* hi, C* col) {
+  constexpr bool u8 = std::is_same_v<T, uint8_t>, heap = std::is_same_v<C, HeapTopK>;
+  auto pick = [&] {  // the members differ in type, so the choice is made at compile time
+    if constexpr (kLate && u8 && heap) return t.band_late_heap_u8;
+    else if constexpr (kLate && u8) return t.band_late_count_u8;
+    else if constexpr (kLate && heap) return t.band_late_heap_u16;
+    else if constexpr (kLate) return t.band_late_count_u16;
+    else if constexpr (u8 && heap) return t.band_knn_heap_u8;
+    else if constexpr (u8) return t.band_knn_count_u8;
+    else if constexpr (heap) return t.band_knn_heap_u16;
+    else return t.band_knn_count_u16;
+  };
+  pick()(q, c, nb, tab, P, b, e, lo, hi, col);
 }
-inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                     const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                     const int32_t* hi, CountingTopK* col) {
-  t.band_knn_count_u8(q, c, nb, tab, P, b, e, lo, hi, col);
+// Band first (read a code only for a row in the band) or distance first (check the band only
+// for a row that beats the threshold): the same result.
+template <class T, class C>
+inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb, const T* tab,
+                     int P, int64_t b, int64_t e, const int32_t* lo, const int32_t* hi, C* col) {
+  band_entry<false>(t, q, c, nb, tab, P, b, e, lo, hi, col);
 }
-inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                     const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                     const int32_t* hi, HeapTopK* col) {
-  t.band_knn_heap_u16(q, c, nb, tab, P, b, e, lo, hi, col);
-}
-inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                     const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                     const int32_t* hi, CountingTopK* col) {
-  t.band_knn_count_u16(q, c, nb, tab, P, b, e, lo, hi, col);
-}
-inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                      const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                      const int32_t* hi, HeapTopK* col) {
-  t.band_late_heap_u8(q, c, nb, tab, P, b, e, lo, hi, col);
-}
-inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                      const uint8_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                      const int32_t* hi, CountingTopK* col) {
-  t.band_late_count_u8(q, c, nb, tab, P, b, e, lo, hi, col);
-}
-inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                      const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                      const int32_t* hi, HeapTopK* col) {
-  t.band_late_heap_u16(q, c, nb, tab, P, b, e, lo, hi, col);
-}
-inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                      const uint16_t* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                      const int32_t* hi, CountingTopK* col) {
-  t.band_late_count_u16(q, c, nb, tab, P, b, e, lo, hi, col);
+template <class T, class C>
+inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb, const T* tab,
+                      int P, int64_t b, int64_t e, const int32_t* lo, const int32_t* hi, C* col) {
+  band_entry<true>(t, q, c, nb, tab, P, b, e, lo, hi, col);
 }
 inline int64_t band_filter(const KernelTable& t, const uint8_t* tab, int P, int64_t b, int64_t e,
                            const int32_t* lo, const int32_t* hi, int64_t* out) {

@@ -136,26 +136,20 @@ HP_INLINE void band_late(const uint8_t* q, const uint8_t* codes, int nbytes, con
 }
 
 // Concrete entry points (defined inside this ISA's target region, so they carry its flags).
-#define HP_BAND_ENTRY(T, C, NAME)                                                              \
+#define HP_BAND_ENTRY(FN, T, C, NAME)                                                          \
   inline void NAME(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,  \
                    int64_t begin, int64_t end, const int32_t* lo, const int32_t* hi, C* col) { \
-    band_knn(q, codes, nbytes, table, P, begin, end, lo, hi, col);                             \
+    FN(q, codes, nbytes, table, P, begin, end, lo, hi, col);                                   \
   }
-HP_BAND_ENTRY(uint8_t, HeapTopK, band_knn_heap_u8)
-HP_BAND_ENTRY(uint8_t, CountingTopK, band_knn_count_u8)
-HP_BAND_ENTRY(uint16_t, HeapTopK, band_knn_heap_u16)
-HP_BAND_ENTRY(uint16_t, CountingTopK, band_knn_count_u16)
+HP_BAND_ENTRY(band_knn, uint8_t, HeapTopK, band_knn_heap_u8)
+HP_BAND_ENTRY(band_knn, uint8_t, CountingTopK, band_knn_count_u8)
+HP_BAND_ENTRY(band_knn, uint16_t, HeapTopK, band_knn_heap_u16)
+HP_BAND_ENTRY(band_knn, uint16_t, CountingTopK, band_knn_count_u16)
+HP_BAND_ENTRY(band_late, uint8_t, HeapTopK, band_late_heap_u8)
+HP_BAND_ENTRY(band_late, uint8_t, CountingTopK, band_late_count_u8)
+HP_BAND_ENTRY(band_late, uint16_t, HeapTopK, band_late_heap_u16)
+HP_BAND_ENTRY(band_late, uint16_t, CountingTopK, band_late_count_u16)
 #undef HP_BAND_ENTRY
-#define HP_LATE_ENTRY(T, C, NAME)                                                              \
-  inline void NAME(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,  \
-                   int64_t begin, int64_t end, const int32_t* lo, const int32_t* hi, C* col) { \
-    band_late(q, codes, nbytes, table, P, begin, end, lo, hi, col);                            \
-  }
-HP_LATE_ENTRY(uint8_t, HeapTopK, band_late_heap_u8)
-HP_LATE_ENTRY(uint8_t, CountingTopK, band_late_count_u8)
-HP_LATE_ENTRY(uint16_t, HeapTopK, band_late_heap_u16)
-HP_LATE_ENTRY(uint16_t, CountingTopK, band_late_count_u16)
-#undef HP_LATE_ENTRY
 inline int64_t band_filter_u8(const uint8_t* table, int P, int64_t begin, int64_t end,
                               const int32_t* lo, const int32_t* hi, int64_t* out) {
   return band_filter(table, P, begin, end, lo, hi, out);
