@@ -330,9 +330,31 @@ py::tuple asym_rescore_py(const py::array& z, const py::array& codes, const py::
   return py::make_tuple(S, R);
 }
 
+template <class T>
+py::tuple partition_knn_typed(const Codes& q, const Codes& c, const Partitions<T>& P,
+                              const py::object& table, const py::object& lo,
+                              const py::object& hi, int k, int nprobe, int threads) {
+  PartitionBand<T> pb;
+  py::array_t<int32_t> lo_a, hi_a;
+  if (!table.is_none()) {
+    const py::array tab = table.cast<py::array>();
+    const Band band = as_band(tab, c.n);
+    if (band.wide != std::is_same_v<T, uint16_t>) type_error("pivot table and cdist differ in dtype");
+    if (lo.is_none() || hi.is_none()) value_error("a pivot table needs lo and hi");
+    lo_a = as_bounds(lo.cast<py::array>(), q.n, band.P, "lo");
+    hi_a = as_bounds(hi.cast<py::array>(), q.n, band.P, "hi");
+    pb = {static_cast<const T*>(band.table), band.P, lo_a.data(), hi_a.data()};
+  }
+  return run_topk(q.n, k, [&](int32_t* d, int64_t* i, int64_t* scanned) {
+    partition_knn(q.data, q.n, c, P, pb, k, nprobe, threads, d, i, scanned);
+  });
+}
+
 py::tuple partition_knn_py(const py::array& queries, const py::array& codes,
                            const py::array& centres, const py::array& offsets,
-                           const py::array& radius, int k, int nprobe, int threads) {
+                           const py::array& radius, const py::array& cdist, int k, int nprobe,
+                           int threads, const py::object& table, const py::object& lo,
+                           const py::object& hi) {
   const Codes q = as_codes(queries, "queries");
   const Codes c = as_codes(codes, "codes");
   const Codes cen = as_codes(centres, "centres");
@@ -343,10 +365,36 @@ py::tuple partition_knn_py(const py::array& queries, const py::array& codes,
   require_dtype(radius, py::dtype::of<int32_t>(), "radius", "int32");
   require_c_contiguous(radius, "radius");
   if (radius.ndim() != 1 || radius.shape(0) != cen.n) value_error("one radius per partition");
-  Partitions P{cen.data, cen.n, as_offsets(offsets, cen.n, c.n, "partition offsets"),
-               static_cast<const int32_t*>(radius.data())};
-  return run_topk(q.n, k, [&](int32_t* d, int64_t* i, int64_t* scanned) {
-    partition_knn(q.data, q.n, c, P, k, nprobe, threads, d, i, scanned);
+  require_c_contiguous(cdist, "cdist");
+  if (cdist.ndim() != 1 || cdist.shape(0) != c.n) value_error("one centre distance per row");
+  const int64_t* offs = as_offsets(offsets, cen.n, c.n, "partition offsets");
+  const int32_t* rad = static_cast<const int32_t*>(radius.data());
+  if (cdist.dtype().equal(py::dtype::of<uint8_t>()))
+    return partition_knn_typed(
+        q, c, Partitions<uint8_t>{cen.data, cen.n, offs, rad, static_cast<const uint8_t*>(cdist.data())},
+        table, lo, hi, k, nprobe, threads);
+  if (cdist.dtype().equal(py::dtype::of<uint16_t>()))
+    return partition_knn_typed(
+        q, c, Partitions<uint16_t>{cen.data, cen.n, offs, rad, static_cast<const uint16_t*>(cdist.data())},
+        table, lo, hi, k, nprobe, threads);
+  type_error("cdist must have dtype uint8 or uint16");
+}
+
+py::tuple asym_partition_knn_py(const py::array& z, const py::array& codes,
+                                const py::array& centres, const py::array& offsets, int nprobe,
+                                int M, int threads) {
+  const Codes c = as_codes(codes, "codes");
+  const Codes cen = as_codes(centres, "centres");
+  require_same_width(cen, c);
+  const float* zp = as_projections(z, c);
+  if (M < 0 || nprobe < 1) value_error("M must be >= 0 and nprobe >= 1");
+  as_threads(threads);
+  const int64_t* offs = as_offsets(offsets, cen.n, c.n, "partition offsets");
+  const int64_t nq = z.shape(0);
+  return run_topk(nq, M, [&](int32_t* d, int64_t* i, int64_t* scanned) {
+    std::vector<AsymQuery> qs(nq);
+    for (int64_t q = 0; q < nq; ++q) qs[q] = make_asym_query(zp + q * c.n_bits(), c.n_bits());
+    asym_partition_knn(qs.data(), nq, c, cen.data, cen.n, offs, nprobe, M, threads, d, i, scanned);
   });
 }
 
@@ -388,8 +436,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("asym_rescore", &asym_rescore_py, py::arg("projections"), py::arg("codes"),
         py::arg("candidates"), py::arg("k"), py::arg("threads") = 0);
   m.def("partition_knn", &partition_knn_py, py::arg("queries"), py::arg("codes"),
-        py::arg("centres"), py::arg("offsets"), py::arg("radius"), py::arg("k"),
-        py::arg("nprobe") = 0, py::arg("threads") = 0);
+        py::arg("centres"), py::arg("offsets"), py::arg("radius"), py::arg("cdist"), py::arg("k"),
+        py::arg("nprobe") = 0, py::arg("threads") = 0, py::arg("table") = py::none(),
+        py::arg("lo") = py::none(), py::arg("hi") = py::none());
+  m.def("asym_partition_knn", &asym_partition_knn_py, py::arg("projections"), py::arg("codes"),
+        py::arg("centres"), py::arg("offsets"), py::arg("nprobe"), py::arg("M"),
+        py::arg("threads") = 0);
   m.def("pivot_filter", &pivot_filter_py, py::arg("table"), py::arg("lo"), py::arg("hi"),
         py::arg("begin") = 0, py::arg("end") = -1, py::arg("threads") = 0);
 }

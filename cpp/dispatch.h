@@ -46,6 +46,10 @@ struct KernelTable {
                              int64_t, const int32_t*, const int32_t*, HeapTopK*);
   void (*band_late_count_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
                               int64_t, const int32_t*, const int32_t*, CountingTopK*);
+  void (*band_late_tie_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int, int64_t,
+                           int64_t, const int32_t*, const int32_t*, TieHeap*);
+  void (*band_late_tie_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
+                            int64_t, const int32_t*, const int32_t*, TieHeap*);
   // One query over rows [begin, end) fed to a tie-aware heap (rows in any order).
   void (*knn_tie)(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end, int nbytes,
                   TieHeap* col);
@@ -75,8 +79,12 @@ inline void band_entry(const KernelTable& t, const uint8_t* q, const uint8_t* c,
                        const T* tab, int P, int64_t b, int64_t e, const int32_t* lo,
                        const int32_t* hi, C* col) {
   constexpr bool u8 = std::is_same_v<T, uint8_t>, heap = std::is_same_v<C, HeapTopK>;
+  constexpr bool tie = std::is_same_v<C, TieHeap>;
+  static_assert(kLate || !tie, "partitions use the distance-first band check");
   auto pick = [&] {  // the members differ in type, so the choice is made at compile time
-    if constexpr (kLate && u8 && heap) return t.band_late_heap_u8;
+    if constexpr (tie && u8) return t.band_late_tie_u8;
+    else if constexpr (tie) return t.band_late_tie_u16;
+    else if constexpr (kLate && u8 && heap) return t.band_late_heap_u8;
     else if constexpr (kLate && u8) return t.band_late_count_u8;
     else if constexpr (kLate && heap) return t.band_late_heap_u16;
     else if constexpr (kLate) return t.band_late_count_u16;

@@ -13,7 +13,8 @@
         &NS::band_filter_u8, &NS::band_filter_u16, &NS::band_knn_heap_u8,                  \
         &NS::band_knn_count_u8, &NS::band_knn_heap_u16, &NS::band_knn_count_u16,           \
         &NS::band_late_heap_u8, &NS::band_late_count_u8, &NS::band_late_heap_u16,          \
-        &NS::band_late_count_u16, &NS::knn_tie, &NS::asym_knn_heap, &NS::asym_knn_count    \
+        &NS::band_late_count_u16, &NS::band_late_tie_u8, &NS::band_late_tie_u16,           \
+        &NS::knn_tie, &NS::asym_knn_heap, &NS::asym_knn_count                              \
   }
 
 #define HP_ISA isa_portable

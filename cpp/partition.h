@@ -1,11 +1,14 @@
 // Partitioned layout: rows stored contiguously per partition (the nearest of C centre codes),
-// each partition with its covering radius r_p = max d(x, c_p). A query visits partitions by
-// increasing d(q, c_p): `nprobe` of them (approximate), or, exact, until the lower bound
-// d(q, c_p) - r_p of every remaining one exceeds the k-th distance found (triangle inequality),
-// which gives exactly the flat scan's result, ties by smaller row included (TieHeap).
+// each partition with its covering radius r_p = max d(x, c_p) and its rows ordered by their
+// distance to the centre. A query visits partitions by increasing d(q, c_p): `nprobe` of them
+// (approximate), or, exact, every one whose lower bound d(q, c_p) - r_p does not exceed the
+// k-th distance found (triangle inequality). Inside a partition only the ring of rows with
+// |d(q, c_p) - d(x, c_p)| <= k-th distance can do better, and it is one contiguous window.
+// Ties go to the smaller row (TieHeap), so exact mode equals the flat scan, ties included.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -15,17 +18,29 @@
 
 namespace hashpivot {
 
+template <class T>  // uint8_t or uint16_t: the pivot table's type (n_bits <= 255 or not)
 struct Partitions {
   const uint8_t* centres;  // (C, nbytes)
   int64_t C;
   const int64_t* offsets;  // C + 1 row starts
   const int32_t* radius;   // C covering radii
+  const T* cdist;          // each row's distance to its centre, ascending inside a partition
+};
+
+// The optional pivot band inside partitions: rows of `table` (n, P); lo/hi are (nq, P).
+template <class T>
+struct PartitionBand {
+  const T* table = nullptr;  // null: no band
+  int P = 0;
+  const int32_t* lo = nullptr;
+  const int32_t* hi = nullptr;
 };
 
 // nprobe > 0: the nprobe nearest partitions; nprobe == 0: exact. `scanned`: rows read in all.
+template <class T>
 inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes,
-                          const Partitions& P, int k, int nprobe, int threads, int32_t* D,
-                          int64_t* I, int64_t* scanned) {
+                          const Partitions<T>& P, const PartitionBand<T>& band, int k, int nprobe,
+                          int threads, int32_t* D, int64_t* I, int64_t* scanned) {
   if (nq <= 0 || k <= 0) return;
   const KernelTable& kt = kernels();
   const int nb = codes.nbytes, n_bits = codes.n_bits();
@@ -71,15 +86,83 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
     int64_t rows = 0;
     for (size_t j = 0; j < order.size(); ++j) {
       const int64_t c = order[j];
-      if (nprobe == 0 && col.full() && dc[c] - P.radius[c] > col.kth()) continue;
-      const int64_t b = P.offsets[c], e = P.offsets[c + 1];
+      int64_t b = P.offsets[c], e = P.offsets[c + 1];
+      if (col.full()) {  // bounds from the k-th distance so far (it only shrinks: exact)
+        const int32_t kth = col.kth(), dq = dc[c];
+        if (dq - P.radius[c] > kth) continue;
+        const T* cd = P.cdist;
+        b = std::lower_bound(cd + b, cd + e, dq - kth,
+                             [](T x, int32_t v) { return static_cast<int32_t>(x) < v; }) - cd;
+        e = std::upper_bound(cd + b, cd + e, dq + kth,
+                             [](int32_t v, T x) { return v < static_cast<int32_t>(x); }) - cd;
+      }
       if (b >= e) continue;
-      kt.knn_tie(qc, codes.data, b, e, nb, &col);
+      if (band.table)
+        band_late(kt, qc, codes.data, nb, band.table, band.P, b, e, band.lo + q * band.P,
+                  band.hi + q * band.P, &col);
+      else
+        kt.knn_tie(qc, codes.data, b, e, nb, &col);
       rows += e - b;
     }
     read[q] = rows;
     write_padded(col.take(), k, n_bits + 1, D + q * k, I + q * k);
   });
+  if (scanned) {
+    *scanned = 0;
+    for (int64_t r : read) *scanned += r;
+  }
+}
+
+// Asymmetric scoring over partitions (nprobe > 0 only: a score is not a metric, so no bound
+// prunes): the nprobe partitions whose centres score best for the query's float projection,
+// then the quantized asymmetric scan of their rows, visited in row order, top-M per query.
+inline void asym_partition_knn(const AsymQuery* qs, int64_t nq, const Codes& codes,
+                               const uint8_t* centres, int64_t C, const int64_t* offsets,
+                               int nprobe, int M, int threads, int32_t* D, int64_t* I,
+                               int64_t* scanned) {
+  if (nq <= 0 || M <= 0) return;
+  const KernelTable& kt = kernels();
+  const int nb = codes.nbytes, max_d = asym_max_distance(codes.n_bits());
+  const int64_t limit = std::min<int64_t>(std::max(nprobe, 1), C);
+  const int mm = static_cast<int>(std::min<int64_t>(M, std::max<int64_t>(codes.n, 1)));
+  std::vector<int64_t> read(nq, 0);
+  const int64_t per_query = 4 * (C + codes.n / std::max<int64_t>(C, 1) * limit);
+  auto run = [&](auto* tag) {
+    using Col = std::remove_pointer_t<decltype(tag)>;
+    ThreadPool::get().parallel_for(nq, threads_for(threads, nq * per_query), [&](int64_t q) {
+      std::vector<Neighbor> near;
+      if (limit <= kHeapMaxK) {
+        HeapTopK h;
+        h.reset(static_cast<int>(limit), max_d);
+        kt.asym_knn_heap(qs + q, 1, centres, 0, C, nb, &h);
+        near = h.take();
+      } else {
+        CountingTopK h;
+        h.reset(static_cast<int>(limit), max_d);
+        kt.asym_knn_count(qs + q, 1, centres, 0, C, nb, &h);
+        near = h.take();
+      }
+      std::sort(near.begin(), near.end(), [](const Neighbor& a, const Neighbor& b) { return a.id < b.id; });
+      Col col;
+      col.reset(mm, max_d);
+      int64_t rows = 0;
+      for (const Neighbor& p : near) {
+        const int64_t b = offsets[p.id], e = offsets[p.id + 1];
+        if (b >= e) continue;
+        if constexpr (std::is_same_v<Col, HeapTopK>)
+          kt.asym_knn_heap(qs + q, 1, codes.data, b, e, nb, &col);
+        else
+          kt.asym_knn_count(qs + q, 1, codes.data, b, e, nb, &col);
+        rows += e - b;
+      }
+      read[q] = rows;
+      write_padded(col.take(), M, max_d + 1, D + q * M, I + q * M);
+    });
+  };
+  if (mm <= kHeapMaxK)
+    run(static_cast<HeapTopK*>(nullptr));
+  else
+    run(static_cast<CountingTopK*>(nullptr));
   if (scanned) {
     *scanned = 0;
     for (int64_t r : read) *scanned += r;

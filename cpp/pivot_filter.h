@@ -149,6 +149,8 @@ HP_BAND_ENTRY(band_late, uint8_t, HeapTopK, band_late_heap_u8)
 HP_BAND_ENTRY(band_late, uint8_t, CountingTopK, band_late_count_u8)
 HP_BAND_ENTRY(band_late, uint16_t, HeapTopK, band_late_heap_u16)
 HP_BAND_ENTRY(band_late, uint16_t, CountingTopK, band_late_count_u16)
+HP_BAND_ENTRY(band_late, uint8_t, TieHeap, band_late_tie_u8)
+HP_BAND_ENTRY(band_late, uint16_t, TieHeap, band_late_tie_u16)
 #undef HP_BAND_ENTRY
 inline int64_t band_filter_u8(const uint8_t* table, int P, int64_t begin, int64_t end,
                               const int32_t* lo, const int32_t* hi, int64_t* out) {

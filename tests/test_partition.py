@@ -1,6 +1,8 @@
 """Partitioned layout: exact mode equals the flat scan (ties by row included), nprobe prunes,
 add/remove/save/load keep it exact."""
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,8 +10,11 @@ from hypothesis import strategies as st
 
 import hashpivot as hp
 from hashpivot import Index
+from hashpivot._io import sha256_array
+from hashpivot.errors import IndexFormatError
 from hashpivot.partition import train_centres
 from conftest import ref_knn
+from test_asymmetric import quantized_distances
 from test_index import data
 
 
@@ -46,6 +51,20 @@ def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
     np.testing.assert_array_equal(I, Ir)
     D, I = index.search_codes(q, k, nprobe=len(index.centres))  # every partition = exact
     np.testing.assert_array_equal(I, Ir)
+    t = nbytes  # the pivot band inside partitions: the flat scan over the rows it keeps
+    D, I = index.search_codes(q, k, threshold=t)
+    Dr, Ir = banded_answer(index, q, k, t)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, Ir)
+
+
+def banded_answer(index, q, k, t):
+    """Brute force over the rows whose pivot distances lie within t of the query's, every pivot."""
+    qd = hp.hamming_distances(q, index.pivots).astype(np.int64)
+    table = np.asarray(index.table).astype(np.int64)
+    keep = [np.flatnonzero((np.abs(table - qd[j]) <= t).all(axis=1)) for j in range(len(q))]
+    D, R = ref_knn(q, np.asarray(index.codes), k, rows=keep)
+    return D, np.where(R >= 0, index.ids[np.maximum(R, 0)], -1)
 
 
 def test_exact_mode_prunes_on_clustered_data():
@@ -75,6 +94,21 @@ def test_add_remove_save_load_stay_exact(tmp_path):
         loaded = Index.load(tmp_path / "p", mmap=mmap)
         assert loaded.layout == "partitioned" and len(loaded.centres) == 40
         np.testing.assert_array_equal(loaded.search_codes(q, 15)[1], want[1])
+    # the search trusts each row's stored distance to its centre: a wrong one is refused
+    h = json.loads((tmp_path / "p" / "header.json").read_text())
+    e = h["arrays"]["cdist"]
+    f = tmp_path / "p" / e["file"]
+    cd = np.load(f)
+    cd[cd > 0] -= 1  # still sorted, still within the radii, but wrong
+    np.save(f, cd)
+    e["sha256"] = sha256_array(cd)
+    (tmp_path / "p" / "header.json").write_text(json.dumps(h))
+    with pytest.raises(IndexFormatError, match="agree"):
+        Index.load(tmp_path / "p")
+    h["version"] = 1  # format 1 stored partitions without these distances
+    (tmp_path / "p" / "header.json").write_text(json.dumps(h))
+    with pytest.raises(IndexFormatError, match="version 1"):
+        Index.load(tmp_path / "p")
     st = index.stats()
     assert st["n_partitions"] == 40 and len(st["partition_size_min_median_max"]) == 3
 
@@ -107,11 +141,54 @@ def test_partition_bad_input():
     codes = clustered_codes(rng, 500)
     part = Index.from_codes(codes, layout="partitioned")
     flat = Index.from_codes(codes)
-    with pytest.raises(ValueError, match="layout='flat'"):
-        part.search_codes(codes[:1], threshold=5)
+    with pytest.raises(ValueError, match="threshold"):
+        part.search_codes(codes[:1], threshold=-1)
     with pytest.raises(ValueError, match="partitioned"):
         flat.search_codes(codes[:1], nprobe=3)
     with pytest.raises(ValueError, match="nprobe"):
         part.search_codes(codes[:1], nprobe=0)
     with pytest.raises(ValueError, match="layout"):
         Index.from_codes(codes, layout="ivf")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 800), nprobe=st.integers(1, 12), M=st.sampled_from([1, 7, 64, 300]),
+       n_bits=st.sampled_from([64, 128, 256]), seed=st.integers(0, 2**32 - 1))
+def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed):
+    """The nprobe partitions whose centres have the best quantized asymmetric score, then the
+    best M rows of those partitions by the same score (ties by smaller partition / row)."""
+    rng = np.random.default_rng(seed)
+    codes = clustered_codes(rng, n, n_bits // 8)
+    index = Index.from_codes(codes, layout="partitioned", n_partitions=max(1, min(n, 10)))
+    z = rng.standard_normal((3, n_bits)).astype(np.float32)
+    rows = index._rows
+    D, I, scanned = hp._core.asym_partition_knn(z, rows.codes, index.centres, rows.offsets,
+                                                nprobe, M)
+    dc = quantized_distances(z, index.centres)
+    dr = quantized_distances(z, np.asarray(rows.codes))
+    parts = np.asarray(rows.parts)
+    read = 0
+    for j in range(3):
+        C = len(index.centres)
+        best = np.lexsort((np.arange(C), dc[j]))[:nprobe]
+        cand = np.flatnonzero(np.isin(parts, best))
+        read += cand.size
+        want = cand[np.lexsort((cand, dr[j, cand]))][:M]
+        np.testing.assert_array_equal(I[j, :want.size], want)
+        np.testing.assert_array_equal(D[j, :want.size], dr[j, want])
+        assert (I[j, want.size:] == -1).all()
+    assert scanned == read
+
+
+def test_partitioned_asymmetric_search_with_nprobe():
+    x = data(4000, seed=71)
+    index = Index.build(x, n_bits=64, layout="partitioned", n_partitions=40)
+    q = data(10, seed=72)
+    want = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    S, I = index.search(q, k=10, candidates=4000, nprobe=40)  # every partition: exact rerank
+    np.testing.assert_array_equal(I, want)
+    S, I = index.search(q, k=10, nprobe=4)
+    assert index.stats()["last_search_scanned_share"] < 0.3
+    assert (np.diff(S, axis=1) <= 0).all()
+    with pytest.raises(ValueError, match="partitioned"):
+        Index.build(x[:500], n_bits=64).search(q, nprobe=2)

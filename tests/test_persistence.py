@@ -83,7 +83,7 @@ def test_header_damage(saved, damage):
         (path / "header.json").write_text("{not json")
     else:
         if damage == "version":
-            h["version"] = 2
+            h["version"] = 99
         elif damage == "format":
             h["format"] = "something-else"
         elif damage == "missing":
@@ -105,3 +105,12 @@ def test_loaded_index_checks_query_dimension(saved):
     loaded = Index.load(path)
     with pytest.raises(ValueError, match="dimension"):
         loaded.search(np.ones((1, 10), np.float32))
+
+
+def test_flat_index_of_format_1_still_loads(saved):
+    _, index, path = saved  # version 2 changed only the partitioned layout
+    h = header(path)
+    h["version"] = 1
+    (path / "header.json").write_text(json.dumps(h))
+    loaded = Index.load(path)
+    np.testing.assert_array_equal(np.asarray(loaded.codes), np.asarray(index.codes))

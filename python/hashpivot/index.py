@@ -31,7 +31,7 @@ from .partition import assign, train_centres
 from .pivots import pivot_table, select_pivots, table_dtype
 
 FORMAT = "hashpivot-index"
-VERSION = 1
+VERSION = 2
 STORES = ("float32", "float16", "int8", None)
 HEADER = "header.json"
 AUTO_FULL_SCAN = 200_000  # rows up to which shortlist="auto" means a full asymmetric scan
@@ -96,6 +96,17 @@ class Rows:
     scales: Optional[np.ndarray] = None
     parts: Optional[np.ndarray] = None   # partitioned: each row's partition (int32)
     radius: Optional[np.ndarray] = None  # partitioned: each partition's covering radius (int32)
+    cdist: Optional[np.ndarray] = None   # partitioned: each row's distance to its centre
+
+
+def _centre_distances_match(codes: np.ndarray, centres: np.ndarray, parts: np.ndarray,
+                            cdist: np.ndarray, chunk: int = 1 << 20) -> bool:
+    """Whether cdist holds every row's Hamming distance to its centre (checked in chunks)."""
+    for s in range(0, codes.shape[0], chunk):
+        x = np.bitwise_xor(codes[s:s + chunk], centres[parts[s:s + chunk]])
+        if not (np.bitwise_count(x).sum(axis=1, dtype=np.int64) == cdist[s:s + chunk]).all():
+            return False
+    return True
 
 
 class Index:
@@ -119,10 +130,11 @@ class Index:
         nb = self.n_bits // 8
         empty_parts = None if centres is None else np.zeros(0, np.int32)
         empty_radius = None if centres is None else np.zeros(len(centres), np.int32)
+        empty_cdist = None if centres is None else np.zeros(0, table_dtype(self.n_bits))
         self._rows = Rows(np.zeros((0, nb), dtype=np.uint8),
                           np.zeros((0, pivots.shape[0]), dtype=table_dtype(self.n_bits)),
                           np.zeros(0, dtype=np.int64), np.zeros(self._cells() + 1, dtype=np.int64),
-                          parts=empty_parts, radius=empty_radius)
+                          parts=empty_parts, radius=empty_radius, cdist=empty_cdist)
         self._write_lock = threading.Lock()
         self._last_scanned = (0, 0)  # rows read, rows that a full scan would have read
 
@@ -195,19 +207,21 @@ class Index:
             key = key * (self.n_bits + 1) + table[:, 1]
         return key
 
-    def _layout(self, codes, table, ids, vectors, scales, parts=None, radius=None) -> Rows:
-        """Sorts rows by their pivot cell (flat) or partition (stable, so insertion order breaks
-        ties) and sets the offsets."""
+    def _layout(self, codes, table, ids, vectors, scales, parts=None, radius=None,
+                cdist=None) -> Rows:
+        """Sorts rows by their pivot cell (flat) or by partition, then distance to its centre
+        (partitioned); the sort is stable, so insertion order breaks ties. Sets the offsets."""
         if self.centres is None:
             key, cells = self._keys(table), self._cells()
+            counts = np.bincount(key, minlength=cells)
         else:
-            key, cells = parts.astype(np.int64), len(self.centres)
+            key = parts.astype(np.int64) * (self.n_bits + 1) + cdist
+            counts = np.bincount(parts, minlength=len(self.centres))
         order = np.argsort(key, kind="stable")
-        counts = np.bincount(key, minlength=cells)
         take = lambda a: None if a is None else np.ascontiguousarray(a[order])  # noqa: E731
         return Rows(take(codes), take(table), take(ids),
                     np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                    take(vectors), take(scales), take(parts), radius)
+                    take(vectors), take(scales), take(parts), radius, take(cdist))
 
     def _append(self, x: Optional[np.ndarray], codes: np.ndarray,
                 ids: Optional[Sequence[int]]) -> np.ndarray:
@@ -227,16 +241,17 @@ class Index:
             table = pivot_table(codes, self.pivots)
             vec, sc = _quantize(x, self.store) if x is not None else (None, None)
             cat = lambda a, b: None if b is None else (b if a is None else np.concatenate([a, b]))  # noqa: E731
-            parts = radius = None
+            parts = radius = cdist = None
             if self.centres is not None:  # new rows join their nearest centre; radii only grow
                 new_parts, dist = assign(codes, self.centres)
                 parts = np.concatenate([old.parts, new_parts])
+                cdist = np.concatenate([old.cdist, dist.astype(old.cdist.dtype)])
                 radius = old.radius.copy()
                 np.maximum.at(radius, new_parts, dist)
             self._rows = self._layout(
                 np.concatenate([old.codes, codes]), np.concatenate([old.table, table]),
                 np.concatenate([old.ids, new_ids]), cat(old.vectors, vec), cat(old.scales, sc),
-                parts, radius)
+                parts, radius, cdist)
             return new_ids
 
     def _require_itq(self) -> ITQ:
@@ -276,7 +291,7 @@ class Index:
             sel = lambda a: None if a is None else a[keep]  # noqa: E731
             self._rows = self._layout(old.codes[keep], old.table[keep], old.ids[keep],
                                       sel(old.vectors), sel(old.scales), sel(old.parts),
-                                      old.radius)  # radii stay valid upper bounds
+                                      old.radius, sel(old.cdist))  # radii stay upper bounds
         return int(arr.size)
 
     def __len__(self) -> int:
@@ -309,23 +324,23 @@ class Index:
             nprobe = _count(nprobe, "nprobe", 1)
             if self.centres is None:
                 raise InvalidInputError("nprobe needs layout='partitioned'")
+        lo = hi = None
+        if threshold is not None:
+            t = _count(threshold, "threshold", 0)
+            if t > self.n_bits:
+                raise InvalidInputError(f"threshold must be from 0 to n_bits={self.n_bits}, got {t}")
+            qd = hamming_distances(qc, self.pivots).astype(np.int64)
+            lo = np.ascontiguousarray(qd - t, dtype=np.int32)
+            hi = np.ascontiguousarray(qd + t, dtype=np.int32)
         if self.centres is not None:
-            if threshold is not None:
-                raise InvalidInputError("the pivot band filter needs layout='flat'; a partitioned "
-                                        "index prunes with its partitions (nprobe)")
-            D, found, scanned = _core.partition_knn(qc, rows.codes, self.centres, rows.offsets,
-                                                    rows.radius, n, nprobe or 0, th)
+            D, found, scanned = _core.partition_knn(
+                qc, rows.codes, self.centres, rows.offsets, rows.radius, rows.cdist, n,
+                nprobe or 0, th, None if lo is None else rows.table, lo, hi)
             self._last_scanned = (int(scanned), qc.shape[0] * n_rows)
             return D, found
         if threshold is None:
             self._last_scanned = (qc.shape[0] * n_rows, qc.shape[0] * n_rows)
             return _core.knn(qc, rows.codes, n, th)
-        t = _count(threshold, "threshold", 0)
-        if t > self.n_bits:
-            raise InvalidInputError(f"threshold must be from 0 to n_bits={self.n_bits}, got {t}")
-        qd = hamming_distances(qc, self.pivots).astype(np.int64)
-        lo = np.ascontiguousarray(qd - t, dtype=np.int32)
-        hi = np.ascontiguousarray(qd + t, dtype=np.int32)
         D, found, scanned = _core.banded_knn(qc, rows.codes, rows.table, lo, hi, rows.offsets,
                                              self.levels, n, th)
         self._last_scanned = (int(scanned), qc.shape[0] * n_rows)
@@ -355,24 +370,34 @@ class Index:
         Defaults (see the README's benchmark): asymmetric scoring with 300 candidates keeps
         the quality of Hamming ranking with 1000; ``shortlist="auto"`` is a full asymmetric
         scan up to 200,000 rows (or no pivot filter), beyond that a Hamming shortlist of
-        3 x candidates, since a full asymmetric scan costs about 2.3 Hamming scans. A
-        partitioned index always ranks by Hamming first (``nprobe`` partitions, None = exact),
-        so asymmetric scoring there re-scores that shortlist.
+        3 x candidates, since a full asymmetric scan costs about 2.3 Hamming scans.
+
+        A partitioned index with ``nprobe=K`` and asymmetric scoring (shortlist "auto") picks
+        the K partitions whose centres score best for the float projection and scans them
+        asymmetrically; in exact mode (``nprobe=None``) it ranks by Hamming first, with the
+        triangle-inequality bounds, and re-scores that shortlist of 3 x candidates.
         """
         k = _count(k, "k", 1)
         candidates = _count(candidates, "candidates", 1)
         if scoring not in ("hamming", "asymmetric"):
             raise InvalidInputError(f"scoring must be 'hamming' or 'asymmetric', got {scoring!r}")
+        if nprobe is not None:
+            nprobe = _count(nprobe, "nprobe", 1)
+            if self.centres is None:
+                raise InvalidInputError("nprobe needs layout='partitioned'")
+        partition_scan = (scoring == "asymmetric" and self.centres is not None and
+                          nprobe is not None and threshold is None and shortlist == "auto")
         if shortlist == "auto":
             shortlist = None
-            if scoring == "asymmetric" and (threshold is not None or len(self) > AUTO_FULL_SCAN
-                                            or self.centres is not None):
+            if scoring == "asymmetric" and not partition_scan and (
+                    threshold is not None or len(self) > AUTO_FULL_SCAN or self.centres is not None):
                 shortlist = 3 * max(k, candidates)
         elif shortlist is not None:
             shortlist = _count(shortlist, "shortlist", 1)
             if scoring != "asymmetric":
                 raise InvalidInputError("shortlist is the Hamming stage of scoring='asymmetric'")
-        if scoring == "asymmetric" and shortlist is None and self.centres is not None:
+        if scoring == "asymmetric" and shortlist is None and self.centres is not None \
+                and not partition_scan:
             shortlist = 3 * max(k, candidates)
         if scoring == "asymmetric" and threshold is not None and shortlist is None:
             raise InvalidInputError("the pivot filter works on the Hamming ranking: with "
@@ -391,7 +416,11 @@ class Index:
                 return D, self._ids_of(rows, found)
         else:
             z = self.itq.project(q)
-            if shortlist is not None:
+            if partition_scan:  # asymmetric choice of partitions and scan of their rows
+                _, pool, scanned = _core.asym_partition_knn(
+                    z, rows.codes, self.centres, rows.offsets, nprobe, max(2 * L, L + 64), th)
+                self._last_scanned = (int(scanned), q.shape[0] * len(rows.ids))
+            elif shortlist is not None:
                 _, pool = self.candidates(qc, max(shortlist, L), threshold, threads, rows, nprobe)
             else:  # quantized full scan, then exact float scores of twice as many as needed
                 _, pool = _core.asym_knn(z, rows.codes, max(2 * L, L + 64), th)
@@ -443,7 +472,7 @@ class Index:
         arrays = {"codes": rows.codes, "table": rows.table, "ids": rows.ids,
                   "offsets": rows.offsets, "pivots": self.pivots, "vectors": rows.vectors,
                   "scales": rows.scales, "parts": rows.parts, "radius": rows.radius,
-                  "centres": self.centres}
+                  "cdist": rows.cdist, "centres": self.centres}
         entries = {}
         for name, arr in arrays.items():
             if arr is None:
@@ -488,10 +517,11 @@ class Index:
             raise CorruptFileError(f"{hp} is corrupt (not JSON)") from None
         if fmt != FORMAT:
             raise CorruptFileError(f"{root} is not a hashpivot index (format {fmt!r})")
-        if version != VERSION:
+        # version 1 differs only for the partitioned layout (no centre distances, other order)
+        if version != VERSION and not (version == 1 and header.get("layout", "flat") == "flat"):
             raise FormatVersionError(
                 f"{root} has index format version {version}; this hashpivot reads version "
-                f"{VERSION}: upgrade hashpivot or rebuild the index")
+                f"{VERSION} (and flat indexes of version 1): upgrade hashpivot or rebuild the index")
         try:
             itq = ITQ.load(cls._member(root, header["itq"], "itq")) if header["itq"] else None
             arrays = {name: cls._load_array(root, name, e, mmap, verify)
@@ -504,8 +534,8 @@ class Index:
                         centres=None if centres is None else np.ascontiguousarray(centres))
             index._rows = Rows(arrays["codes"], arrays["table"], arrays["ids"], arrays["offsets"],
                                arrays.get("vectors"), arrays.get("scales"), arrays.get("parts"),
-                               arrays.get("radius"))
-            index._validate(header)
+                               arrays.get("radius"), arrays.get("cdist"))
+            index._validate(header, verify)
         except IndexFormatError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
@@ -534,7 +564,7 @@ class Index:
             raise CorruptFileError(f"{f}: checksum mismatch (the file is corrupt)")
         return a
 
-    def _validate(self, header: dict) -> None:
+    def _validate(self, header: dict, verify: bool) -> None:
         r = self._rows
         n, nb, P = int(header["n"]), self.n_bits // 8, self.pivots.shape[0]
         n_off = self._cells() + 1 if self.centres is None else len(self.centres) + 1
@@ -556,10 +586,17 @@ class Index:
             ok &= (self.centres.ndim == 2 and self.centres.shape[1] == nb and
                    self.centres.dtype == np.uint8 and r.parts is not None and
                    r.parts.shape == (n,) and r.parts.dtype == np.int32 and
-                   r.radius is not None and r.radius.shape == (C,) and r.radius.dtype == np.int32)
-            if ok and n:
+                   r.radius is not None and r.radius.shape == (C,) and r.radius.dtype == np.int32 and
+                   r.cdist is not None and r.cdist.shape == (n,) and
+                   r.cdist.dtype == table_dtype(self.n_bits))
+            if ok and n:  # the search's bounds trust these: order, radii, distances
                 ok &= bool(((r.parts >= 0) & (r.parts < C)).all())
-                ok &= bool((np.diff(r.parts) >= 0).all())
+                key = r.parts.astype(np.int64) * (self.n_bits + 1) + r.cdist
+                ok &= bool((np.diff(key) >= 0).all())
+                ok &= bool((r.cdist <= r.radius[r.parts]).all())
+                ok &= bool((np.bincount(r.parts, minlength=C) == np.diff(r.offsets)).all())
+                if ok and verify:
+                    ok &= _centre_distances_match(r.codes, self.centres, r.parts, r.cdist)
         if not ok:
             raise CorruptFileError("the index arrays do not agree with each other or the header")
         if r.offsets[0] != 0 or r.offsets[-1] != n or (np.diff(r.offsets) < 0).any():

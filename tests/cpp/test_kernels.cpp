@@ -127,34 +127,81 @@ static void test_band(std::mt19937_64& rng, int P, int64_t n, int nbytes, int t,
   }
 }
 
-// Partitioned exact search equals the flat scan; nprobe = C too.
-static void test_partition(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
+// Partitioned exact search equals the flat scan; nprobe = C too; with a pivot band as well.
+template <class T>
+static void test_partition_typed(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
   auto codes = make_codes(rng, n, nbytes, true);
   auto q = make_codes(rng, 3, nbytes, true);
-  // partitions: rows i % C, stored contiguously
+  // partitions: rows i % C, stored contiguously, ordered by distance to the centre (stable)
   std::vector<uint8_t> sorted(n * nbytes), centres(C * nbytes);
   std::vector<int64_t> off(C + 1, 0);
   std::vector<int32_t> radius(C, 0);
+  std::vector<T> cdist(n);
   int64_t r = 0;
   for (int c = 0; c < C; ++c) {
     off[c] = r;
     std::copy(codes.begin() + (c % n) * nbytes, codes.begin() + (c % n + 1) * nbytes,
               centres.begin() + c * nbytes);
-    for (int64_t i = c; i < n; i += C, ++r) {
+    std::vector<std::pair<int32_t, int64_t>> members;
+    for (int64_t i = c; i < n; i += C)
+      members.push_back({ref_dist(codes.data() + i * nbytes, centres.data() + c * nbytes, nbytes), i});
+    std::stable_sort(members.begin(), members.end(),
+                     [](auto a, auto b) { return a.first < b.first; });
+    for (auto [d, i] : members) {
       std::copy(codes.begin() + i * nbytes, codes.begin() + (i + 1) * nbytes, sorted.begin() + r * nbytes);
-      radius[c] = std::max(radius[c], ref_dist(sorted.data() + r * nbytes, centres.data() + c * nbytes, nbytes));
+      cdist[r++] = static_cast<T>(d);
+      radius[c] = std::max(radius[c], d);
     }
   }
   off[C] = r;
   Codes cs{sorted.data(), n, nbytes};
-  Partitions P{centres.data(), C, off.data(), radius.data()};
+  Partitions<T> P{centres.data(), C, off.data(), radius.data(), cdist.data()};
   std::vector<int32_t> D(3 * k), Df(3 * k);
   std::vector<int64_t> I(3 * k), If(3 * k);
   knn(q.data(), 3, cs, k, 1, Df.data(), If.data());
   for (int nprobe : {0, C}) {
-    partition_knn(q.data(), 3, cs, P, k, nprobe, 2, D.data(), I.data(), nullptr);
+    partition_knn(q.data(), 3, cs, P, PartitionBand<T>{}, k, nprobe, 2, D.data(), I.data(), nullptr);
     CHECK(D == Df && I == If, "partition nprobe=%d nbytes=%d k=%d", nprobe, nbytes, k);
   }
+  // a pivot band (two pivots: the first and last code) inside partitions
+  const int Pv = 2, t = nbytes * 2;
+  std::vector<T> table(n * Pv);
+  std::vector<int32_t> lo(3 * Pv), hi(3 * Pv);
+  for (int64_t i = 0; i < n; ++i)
+    for (int p = 0; p < Pv; ++p)
+      table[i * Pv + p] = static_cast<T>(ref_dist(sorted.data() + i * nbytes, codes.data() + p * (n - 1) * nbytes, nbytes));
+  for (int j = 0; j < 3; ++j)
+    for (int p = 0; p < Pv; ++p) {
+      const int32_t dq = ref_dist(q.data() + j * nbytes, codes.data() + p * (n - 1) * nbytes, nbytes);
+      lo[j * Pv + p] = dq - t;
+      hi[j * Pv + p] = dq + t;
+    }
+  Band band;
+  band.table = table.data();
+  band.wide = sizeof(T) == 2;
+  band.P = Pv;
+  band.lo = lo.data();
+  band.hi = hi.data();
+  knn(q.data(), 3, cs, k, 1, Df.data(), If.data(), band);
+  partition_knn(q.data(), 3, cs, P, PartitionBand<T>{table.data(), Pv, lo.data(), hi.data()}, k, 0,
+                2, D.data(), I.data(), nullptr);
+  CHECK(D == Df && I == If, "banded partition nbytes=%d k=%d", nbytes, k);
+  // asymmetric scan over every partition = the flat asymmetric scan (rows visited in order)
+  std::normal_distribution<float> g;
+  std::vector<float> z(nbytes * 8);
+  for (auto& v : z) v = g(rng);
+  const AsymQuery a = make_asym_query(z.data(), nbytes * 8);
+  asym_knn(&a, 1, cs, k, 1, Df.data(), If.data());
+  int64_t scanned = 0;
+  asym_partition_knn(&a, 1, cs, centres.data(), C, off.data(), C, k, 2, D.data(), I.data(), &scanned);
+  CHECK(std::equal(D.begin(), D.begin() + k, Df.begin()) && std::equal(I.begin(), I.begin() + k, If.begin()) &&
+            scanned == n, "asymmetric partition scan nbytes=%d k=%d", nbytes, k);
+}
+
+static void test_partition(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
+  if (nbytes * 8 <= 255)
+    test_partition_typed<uint8_t>(rng, nbytes, n, C, k);
+  test_partition_typed<uint16_t>(rng, nbytes, n, C, k);
 }
 
 // The quantized asymmetric scan against its definition, computed here byte by byte.
