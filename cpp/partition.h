@@ -36,6 +36,30 @@ struct PartitionBand {
   const int32_t* hi = nullptr;
 };
 
+constexpr size_t kWarmPartitions = 8;
+
+// First row r of [b, e) with a[r] >= v (a ascending), e if none: branch-free binary search
+// (conditional moves; an ordinary one mispredicts about half its steps).
+template <class T>
+inline int64_t first_at_least(const T* a, int64_t b, int64_t e, int32_t v) {
+  int64_t len = e - b;
+  if (len <= 0) return e;
+  const T* base = a + b;
+  while (len > 1) {
+    const int64_t half = len / 2;
+    base = static_cast<int32_t>(base[half - 1]) < v ? base + half : base;
+    len -= half;
+  }
+  return (base - a) + (static_cast<int32_t>(*base) < v);
+}
+
+struct PartitionScratch {
+  std::vector<int32_t> dc;
+  std::vector<int64_t> start, order;
+  std::vector<uint8_t> todo;
+  TieHeap col;
+};  // visited nearest first, before the memory-order pass
+
 // nprobe > 0: the nprobe nearest partitions; nprobe == 0: exact. `scanned`: rows read in all.
 template <class T>
 inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes,
@@ -50,9 +74,9 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
                                        : codes.n / 2;
   ThreadPool::get().parallel_for(nq, threads_for(threads, nq * (per_query + P.C)), [&](int64_t q) {
     const uint8_t* qc = queries + q * nb;
-    thread_local std::vector<int32_t> dc;  // reused: a query costs microseconds at small nprobe
-    thread_local std::vector<int64_t> start, order;
-    thread_local TieHeap col;
+    thread_local PartitionScratch tls;  // reused: a query costs microseconds at small nprobe
+    PartitionScratch& scratch = tls;    // one TLS lookup (each costs a call in a shared library)
+    auto& [dc, start, order, todo, col] = scratch;
     const int64_t limit = nprobe > 0 ? std::min<int64_t>(nprobe, P.C) : P.C;
     if (nprobe > 0) {  // the nprobe nearest centres by the top-k scan (ties by partition)
       std::vector<Neighbor> near;
@@ -83,26 +107,66 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
       for (int64_t c = 0; c < P.C; ++c) order[start[dc[c]]++] = c;
     }
     col.reset(kk, n_bits);
+    const T* cd = P.cdist;
     int64_t rows = 0;
-    for (size_t j = 0; j < order.size(); ++j) {
-      const int64_t c = order[j];
-      int64_t b = P.offsets[c], e = P.offsets[c + 1];
-      if (col.full()) {  // bounds from the k-th distance so far (it only shrinks: exact)
-        const int32_t kth = col.kth(), dq = dc[c];
-        if (dq - P.radius[c] > kth) continue;
-        const T* cd = P.cdist;
-        b = std::lower_bound(cd + b, cd + e, dq - kth,
-                             [](T x, int32_t v) { return static_cast<int32_t>(x) < v; }) - cd;
-        e = std::upper_bound(cd + b, cd + e, dq + kth,
-                             [](int32_t v, T x) { return v < static_cast<int32_t>(x); }) - cd;
+    // The rows of partition c that can still enter under the k-th distance so far (it only
+    // shrinks, so a window found with an earlier value is a superset: still exact).
+    auto window = [&](int64_t c, int64_t* b, int64_t* e) {
+      *b = P.offsets[c];
+      *e = P.offsets[c + 1];
+      if (!col.full() || *b >= *e) return;
+      const int32_t kth = col.kth(), dq = dc[c];
+      if (dq - P.radius[c] > kth) {
+        *e = *b;
+        return;
       }
-      if (b >= e) continue;
+      if (cd[*b] < dq - kth) *b = first_at_least(cd, *b, *e, dq - kth);
+      if (cd[*e - 1] > dq + kth) *e = first_at_least(cd, *b, *e, dq + kth + 1);
+    };
+    auto scan_rows = [&](int64_t b, int64_t e) {
       if (band.table)
         band_late(kt, qc, codes.data, nb, band.table, band.P, b, e, band.lo + q * band.P,
                   band.hi + q * band.P, &col);
       else
         kt.knn_tie(qc, codes.data, b, e, nb, &col);
       rows += e - b;
+    };
+    // The nearest partitions first, until the k-th distance is a good bound; then every other
+    // partition that can still hold a result, in memory order, the next window prefetched
+    // while one is scanned: short windows in distance order jump around memory (measured:
+    // several times the cost per row).
+    size_t j = 0;
+    int64_t b, e;
+    for (; j < order.size() && (nprobe > 0 || j < kWarmPartitions || !col.full()); ++j) {
+      window(order[j], &b, &e);
+      if (b < e) scan_rows(b, e);
+    }
+    if (j < order.size()) {
+      todo.assign(P.C, 0);
+      for (size_t i = j; i < order.size(); ++i)
+        todo[order[i]] = dc[order[i]] - P.radius[order[i]] <= col.kth();
+      auto next = [&](int64_t c, int64_t* b, int64_t* e) {  // first non-empty window from c
+        for (; c < P.C; ++c) {
+          if (!todo[c]) continue;
+          window(c, b, e);
+          if (*b < *e) break;
+        }
+        return c;
+      };
+      int64_t c = next(0, &b, &e), b2, e2;
+      int32_t kth = col.kth();
+      while (c < P.C) {
+        if (col.kth() != kth) window(c, &b, &e);  // narrow it to the new bound
+        const int64_t c2 = next(c + 1, &b2, &e2);
+        kth = col.kth();
+        if (c2 < P.C)
+          for (int64_t r = b2; r < std::min(e2, b2 + 32); r += std::max(1, 64 / nb))
+            __builtin_prefetch(codes.data + r * nb);
+        if (b < e) scan_rows(b, e);
+        c = c2;
+        b = b2;
+        e = e2;
+      }
     }
     read[q] = rows;
     write_padded(col.take(), k, n_bits + 1, D + q * k, I + q * k);
