@@ -40,3 +40,37 @@ def test_threshold_sweep_finds_cheapest_reaching_target(corpus):
     assert best is not None and best["recall@10"] >= 0.95
     ok = [r for r in res["rows"] if r["recall@10"] >= 0.95]
     assert best["latency_ms_median"] == min(r["latency_ms_median"] for r in ok)
+
+
+def test_pivot_histograms_match_numpy_band_filter():
+    """Cumulative histograms of the pivot-space distance give, for every threshold, the same
+    cut and filter recall as applying the band filter |d(q,p) - d(x,p)| <= t row by row."""
+    from hashpivot.evaluate import pivot_linf_histograms
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (700, 16), dtype=np.uint8)
+    pivots = codes[:5].copy()
+    qc = rng.integers(0, 256, (9, 16), dtype=np.uint8)
+    truth = rng.integers(0, 700, (9, 4))
+    truth[0, 0] = -1  # ignored
+    h = pivot_linf_histograms(codes, pivots, qc, truth)
+    bits = lambda a: np.unpackbits(a, axis=1).astype(np.int32)  # noqa: E731
+    dist = lambda a, b: (bits(a)[:, None, :] != bits(b)[None, :, :]).sum(2)  # noqa: E731
+    table, qd = dist(codes, pivots), dist(qc, pivots)
+    for t in (0, 20, 40, 64, 128):
+        keep = (np.abs(qd[:, None, :] - table[None, :, :]) <= t).all(2)  # (9, 700)
+        assert np.cumsum(h["all"])[t] == keep.sum()
+        passed = sum(int(keep[j, r]) for j in range(9) for r in truth[j] if r >= 0)
+        assert np.cumsum(h["truth"])[t] == passed
+    assert h["all"].sum() == 9 * 700 and h["truth"].sum() == truth.size - 1
+
+
+def test_pivot_methods_report_thresholds_reaching_target(corpus):
+    from hashpivot.evaluate import pivot_methods
+
+    x, index = corpus
+    rows = pivot_methods(index, x, n_queries=50, targets=(0.9, 0.97))
+    assert [r["pivots"] for r in rows] == ["furthest_first", "incremental"]
+    for r in rows:
+        assert r["t (filter recall >= 0.90)"] <= r["t (filter recall >= 0.97)"]
+        assert 0 <= r["cut at 0.97"] <= r["cut at 0.90"] < 1

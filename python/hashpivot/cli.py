@@ -128,13 +128,14 @@ def cmd_search(a) -> None:
 
 def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
                     report: Optional[Path]) -> str:
-    from .evaluate import (known_item, notebook_protocol, plot, real_queries, threshold_sweep,
-                           to_markdown)
+    from .evaluate import (known_item, notebook_protocol, pivot_methods, plot, real_queries,
+                           threshold_sweep, to_markdown)
 
     results = {"notebook": notebook_protocol(index, x, n_queries=n_queries,
                                              thresholds=thresholds, limits=limits)}
     parts = ["### Notebook protocol (documents as queries, exact cosine top-10)\n",
              to_markdown(results["notebook"])]
+    qe = None  # the text queries' embeddings, when there are judged queries
     if queries:
         row_of = {d["id"]: i for i, d in enumerate(docs)}
         rel = [[row_of[r] for r in q["relevant"] if r in row_of] for q in queries]
@@ -149,6 +150,11 @@ def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
             results["real_queries"] = real
             parts += ["\n### Real text queries: top-10 against exact float search, by scoring "
                       "and L candidates reranked\n", to_markdown(real)]
+    pm = pivot_methods(index, x, n_queries=n_queries, seed=42)
+    if qe is not None:
+        pm += pivot_methods(index, x, qe, seed=42)
+    results["pivot_methods"] = pm
+    parts += ["\n### Pivot selection: threshold and cut at equal filter recall\n", to_markdown(pm)]
     st = index.stats()
     parts += [f"\nBytes per document: {st['bytes_per_doc']:.0f} in all ({st['code_bytes_per_doc']} "
               f"of code, {st['n_pivots']} pivot distances, 8 of id, the rest the stored vector)"]

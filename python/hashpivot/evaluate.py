@@ -204,6 +204,66 @@ def _hits(ranked: np.ndarray, rel: Sequence[set]) -> Dict[str, float]:
             "MRR@10": float(np.mean([1.0 / (p + 1) if p is not None else 0.0 for p in first]))}
 
 
+def pivot_linf_histograms(codes: np.ndarray, pivots: np.ndarray, query_codes: np.ndarray,
+                          truth: np.ndarray) -> Dict[str, np.ndarray]:
+    """Histograms (over 0..n_bits) of the pivot-space distance max_i |d(q, p_i) - d(x, p_i)|
+    from each query to every document (``all``) and to its true neighbours (``truth``: rows of
+    ``codes``, -1 ignored). The band filter with threshold t keeps exactly the documents at
+    pivot-space distance <= t, so cumulative sums give the cut and the filter recall of every t."""
+    n_bits = codes.shape[1] * 8
+    table = hamming_distances(codes, pivots).astype(np.int16)        # (n, P)
+    qd = hamming_distances(query_codes, pivots).astype(np.int16)      # (nq, P)
+    h_all = np.zeros(n_bits + 1, dtype=np.int64)
+    h_true = np.zeros(n_bits + 1, dtype=np.int64)
+    chunk = max(1, (1 << 24) // max(1, table.size))  # about 32 MB of int16 at a time
+    for s in range(0, len(qd), chunk):
+        linf = np.abs(qd[s:s + chunk, None, :] - table[None, :, :]).max(axis=2)  # (c, n)
+        h_all += np.bincount(linf.ravel(), minlength=n_bits + 1)
+        t = truth[s:s + chunk]
+        picked = np.take_along_axis(linf, np.maximum(t, 0), axis=1)[t >= 0]
+        h_true += np.bincount(picked.ravel(), minlength=n_bits + 1)
+    return {"all": h_all, "truth": h_true}
+
+
+def pivot_methods(index: Index, embeddings: np.ndarray,
+                  query_embeddings: Optional[np.ndarray] = None,
+                  methods: Sequence[str] = ("furthest_first", "incremental"),
+                  targets: Sequence[float] = (0.90, 0.95, 0.97), n_queries: int = 100,
+                  seed: int = 42, k: int = 10, sample: int = 10000) -> List[Dict[str, object]]:
+    """Which pivot selection prunes more at equal filter recall. For each method, as many
+    pivots as the index has are chosen from the documents' codes (same seed and sample size as
+    :meth:`Index.build`); for each target filter recall (share of the exact cosine top-k that
+    passes the filter), the smallest threshold t reaching it and the share of documents it
+    cuts. Queries: ``query_embeddings`` (real text queries) when given, else the notebook's
+    ``n_queries`` documents drawn with ``seed``, themselves excluded."""
+    from .pivots import select_pivots
+
+    codes = index.itq.encode(embeddings)
+    n_piv = int(index.pivots.shape[0])
+    if query_embeddings is None:
+        rng = np.random.default_rng(seed)
+        qi = np.sort(rng.choice(len(embeddings), min(n_queries, len(embeddings)), replace=False))
+        q, truth, kind = embeddings[qi], exact_topk(embeddings[qi], embeddings, k, exclude=qi), \
+            f"{len(qi)} documents"
+    else:
+        q = query_embeddings
+        truth, kind = exact_topk(q, embeddings, k), f"{len(q)} text queries"
+    qc = index.itq.encode(q)
+    rows = []
+    for method in methods:
+        pivots = select_pivots(codes, n_piv, method, sample, seed)
+        h = pivot_linf_histograms(codes, pivots, qc, truth)
+        kept = np.cumsum(h["all"]) / h["all"].sum()       # share kept by threshold t
+        frec = np.cumsum(h["truth"]) / h["truth"].sum()   # filter recall of threshold t
+        row: Dict[str, object] = {"pivots": method, "queries": kind}
+        for target in targets:
+            t = int(np.argmax(frec >= target - 1e-12))
+            row[f"t (filter recall >= {target:.2f})"] = t
+            row[f"cut at {target:.2f}"] = float(1.0 - kept[t])
+        rows.append(row)
+    return rows
+
+
 def threshold_sweep(index: Index, embeddings: np.ndarray, target: float = 0.97,
                     limits: Sequence[int] = (100, 300, 1000), thresholds: Optional[Sequence[int]] = None,
                     n_queries: int = 100, seed: int = 42, k: int = 10) -> Dict[str, object]:
