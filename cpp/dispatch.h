@@ -73,6 +73,10 @@ inline void knn_rows(const KernelTable& t, const uint8_t* q, int64_t nq, const u
                      int64_t b, int64_t e, int nb, CountingTopK* cols) {
   t.knn_count(q, nq, c, b, e, nb, cols);
 }
+inline void knn_rows(const KernelTable& t, const uint8_t* q, int64_t, const uint8_t* c, int64_t b,
+                     int64_t e, int nb, TieHeap* col) {  // one query
+  t.knn_tie(q, c, b, e, nb, col);
+}
 // Picks the table entry for a pivot table type T (uint8/uint16) and collector C.
 template <bool kLate, class T, class C>
 inline void band_entry(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,

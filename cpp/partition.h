@@ -53,12 +53,40 @@ inline int64_t first_at_least(const T* a, int64_t b, int64_t e, int32_t v) {
   return (base - a) + (static_cast<int32_t>(*base) < v);
 }
 
+// The rows of partition c that can still enter a collector whose threshold is thr (a row needs
+// d(q, x) < thr, and d(q, x) >= |d(q, c) - d(x, c)|): one contiguous window of the ring, empty
+// when d(q, c) - radius_c cannot beat it. The threshold only shrinks, so a window found with an
+// earlier value is a superset: still exact.
+template <class T>
+inline void ring_window(const Partitions<T>& P, int64_t c, int32_t dq, int32_t thr, int n_bits,
+                        int64_t* b, int64_t* e) {
+  *b = P.offsets[c];
+  *e = P.offsets[c + 1];
+  if (thr > n_bits || *b >= *e) return;  // not full yet: every row may enter
+  const int32_t bound = thr - 1;
+  if (dq - P.radius[c] > bound) {
+    *e = *b;
+    return;
+  }
+  if (P.cdist[*b] < dq - bound) *b = first_at_least(P.cdist, *b, *e, dq - bound);
+  if (P.cdist[*e - 1] > dq + bound) *e = first_at_least(P.cdist, *b, *e, dq + bound + 1);
+}
+
+// Asks for the cache lines of rows [b, e) ahead of their scan (at most 8 KB).
+inline void prefetch_rows(const uint8_t* codes, int64_t b, int64_t e, int nb) {
+  const uint8_t* p = codes + b * nb;
+  const int64_t bytes = std::min<int64_t>((e - b) * nb, 8192);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+}
+
 struct PartitionScratch {
   std::vector<int32_t> dc;
   std::vector<int64_t> start, order;
   std::vector<uint8_t> todo;
-  TieHeap col;
-};  // visited nearest first, before the memory-order pass
+  TieHeap tie;
+  HeapTopK heap;
+  CountingTopK count;
+};
 
 // nprobe > 0: the nprobe nearest partitions; nprobe == 0: exact. `scanned`: rows read in all.
 template <class T>
@@ -76,60 +104,71 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
     const uint8_t* qc = queries + q * nb;
     thread_local PartitionScratch tls;  // reused: a query costs microseconds at small nprobe
     PartitionScratch& scratch = tls;    // one TLS lookup (each costs a call in a shared library)
-    auto& [dc, start, order, todo, col] = scratch;
-    const int64_t limit = nprobe > 0 ? std::min<int64_t>(nprobe, P.C) : P.C;
-    if (nprobe > 0) {  // the nprobe nearest centres by the top-k scan (ties by partition)
-      std::vector<Neighbor> near;
-      if (limit <= kHeapMaxK) {
-        HeapTopK h;
-        h.reset(static_cast<int>(limit), n_bits);
-        knn_rows(kt, qc, 1, P.centres, 0, P.C, nb, &h);
-        near = h.take();
-      } else {
-        CountingTopK h;
-        h.reset(static_cast<int>(limit), n_bits);
-        knn_rows(kt, qc, 1, P.centres, 0, P.C, nb, &h);
-        near = h.take();
-      }
-      order.resize(near.size());
-      dc.resize(P.C);
-      for (size_t j = 0; j < near.size(); ++j) {
-        order[j] = near[j].id;
-        dc[near[j].id] = near[j].d;
-      }
-    } else {  // every partition by increasing distance: a counting sort over 0..n_bits
-      dc.resize(P.C);
-      if (P.C) kt.distance_row(qc, P.centres, 0, P.C, nb, dc.data());
-      start.assign(n_bits + 2, 0);
-      for (int64_t c = 0; c < P.C; ++c) ++start[dc[c] + 1];
-      for (int d = 0; d <= n_bits; ++d) start[d + 1] += start[d];
-      order.resize(P.C);
-      for (int64_t c = 0; c < P.C; ++c) order[start[dc[c]]++] = c;
-    }
-    col.reset(kk, n_bits);
-    const T* cd = P.cdist;
+    auto& [dc, start, order, todo, tie, heap, count] = scratch;
     int64_t rows = 0;
-    // The rows of partition c that can still enter under the k-th distance so far (it only
-    // shrinks, so a window found with an earlier value is a superset: still exact).
-    auto window = [&](int64_t c, int64_t* b, int64_t* e) {
-      *b = P.offsets[c];
-      *e = P.offsets[c + 1];
-      if (!col.full() || *b >= *e) return;
-      const int32_t kth = col.kth(), dq = dc[c];
-      if (dq - P.radius[c] > kth) {
-        *e = *b;
-        return;
-      }
-      if (cd[*b] < dq - kth) *b = first_at_least(cd, *b, *e, dq - kth);
-      if (cd[*e - 1] > dq + kth) *e = first_at_least(cd, *b, *e, dq + kth + 1);
-    };
-    auto scan_rows = [&](int64_t b, int64_t e) {
+    auto scan_rows = [&](auto& col, int64_t b, int64_t e) {
       if (band.table)
         band_late(kt, qc, codes.data, nb, band.table, band.P, b, e, band.lo + q * band.P,
                   band.hi + q * band.P, &col);
       else
-        kt.knn_tie(qc, codes.data, b, e, nb, &col);
+        knn_rows(kt, qc, 1, codes.data, b, e, nb, &col);
       rows += e - b;
+    };
+    auto finish = [&](auto& col) {
+      read[q] = rows;
+      write_padded(col.take(), k, n_bits + 1, D + q * k, I + q * k);
+    };
+    dc.resize(P.C);
+    if (nprobe > 0) {
+      // The nprobe nearest centres by the top-k scan (ties by partition), then their rows in
+      // memory order: the result is the top-k by (distance, row) over those rows whatever the
+      // order, and in row order the plain heap keeps ties right while the next partition is
+      // prefetched (nearest first jumps around memory: measured 1.3x slower).
+      const int limit = static_cast<int>(std::min<int64_t>(nprobe, P.C));
+      std::vector<Neighbor> near;
+      if (limit <= kHeapMaxK) {
+        heap.reset(limit, n_bits);
+        knn_rows(kt, qc, 1, P.centres, 0, P.C, nb, &heap);
+        near = heap.take();
+      } else {
+        count.reset(limit, n_bits);
+        knn_rows(kt, qc, 1, P.centres, 0, P.C, nb, &count);
+        near = count.take();
+      }
+      order.resize(near.size());
+      for (size_t j = 0; j < near.size(); ++j) {
+        order[j] = near[j].id;
+        dc[near[j].id] = near[j].d;
+      }
+      std::sort(order.begin(), order.end());
+      auto probe = [&](auto& col) {
+        col.reset(kk, n_bits);
+        for (size_t j = 0; j < order.size(); ++j) {
+          if (j + 1 < order.size())
+            prefetch_rows(codes.data, P.offsets[order[j + 1]], P.offsets[order[j + 1] + 1], nb);
+          int64_t b, e;
+          ring_window(P, order[j], dc[order[j]], col.threshold(), n_bits, &b, &e);
+          if (b < e) scan_rows(col, b, e);
+        }
+        finish(col);
+      };
+      if (kk <= kHeapMaxK)
+        probe(heap);
+      else
+        probe(count);
+      return;
+    }
+    // Exact: every partition by increasing distance (a counting sort over 0..n_bits).
+    if (P.C) kt.distance_row(qc, P.centres, 0, P.C, nb, dc.data());
+    start.assign(n_bits + 2, 0);
+    for (int64_t c = 0; c < P.C; ++c) ++start[dc[c] + 1];
+    for (int d = 0; d <= n_bits; ++d) start[d + 1] += start[d];
+    order.resize(P.C);
+    for (int64_t c = 0; c < P.C; ++c) order[start[dc[c]]++] = c;
+    TieHeap& col = tie;  // rows arrive out of order: ties are settled by row in the heap
+    col.reset(kk, n_bits);
+    auto window = [&](int64_t c, int64_t* b, int64_t* e) {
+      ring_window(P, c, dc[c], col.threshold(), n_bits, b, e);
     };
     // The nearest partitions first, until the k-th distance is a good bound; then every other
     // partition that can still hold a result, in memory order, the next window prefetched
@@ -137,9 +176,9 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
     // several times the cost per row).
     size_t j = 0;
     int64_t b, e;
-    for (; j < order.size() && (nprobe > 0 || j < kWarmPartitions || !col.full()); ++j) {
+    for (; j < order.size() && (j < kWarmPartitions || !col.full()); ++j) {
       window(order[j], &b, &e);
-      if (b < e) scan_rows(b, e);
+      if (b < e) scan_rows(col, b, e);
     }
     if (j < order.size()) {
       todo.assign(P.C, 0);
@@ -159,17 +198,14 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
         if (col.kth() != kth) window(c, &b, &e);  // narrow it to the new bound
         const int64_t c2 = next(c + 1, &b2, &e2);
         kth = col.kth();
-        if (c2 < P.C)
-          for (int64_t r = b2; r < std::min(e2, b2 + 32); r += std::max(1, 64 / nb))
-            __builtin_prefetch(codes.data + r * nb);
-        if (b < e) scan_rows(b, e);
+        if (c2 < P.C) prefetch_rows(codes.data, b2, std::min(e2, b2 + 32), nb);
+        if (b < e) scan_rows(col, b, e);
         c = c2;
         b = b2;
         e = e2;
       }
     }
-    read[q] = rows;
-    write_padded(col.take(), k, n_bits + 1, D + q * k, I + q * k);
+    finish(col);
   });
   if (scanned) {
     *scanned = 0;

@@ -17,6 +17,20 @@ HP_INLINE bool operator<(const Neighbor& a, const Neighbor& b) {
   return a.d < b.d || (a.d == b.d && a.id < b.id);
 }
 
+// Puts x in place of a max-heap's largest element with one sift-down (pop_heap + push_heap
+// would walk the heap twice).
+HP_INLINE void replace_top(std::vector<Neighbor>& h, const Neighbor& x) {
+  const size_t n = h.size();
+  size_t i = 0;
+  for (size_t c = 1; c < n; c = 2 * i + 1) {
+    if (c + 1 < n && h[c] < h[c + 1]) ++c;
+    if (!(x < h[c])) break;
+    h[i] = h[c];
+    i = c;
+  }
+  h[i] = x;
+}
+
 // Writes `items` (already sorted) to D/I, padding with (n_bits + 1, -1) like faiss.
 inline void write_padded(const std::vector<Neighbor>& items, int k, int32_t pad_d, int32_t* D,
                          int64_t* I) {
@@ -49,9 +63,7 @@ class HeapTopK {
       if (static_cast<int>(heap_.size()) == k_) thr_ = heap_.front().d;
       return;
     }
-    std::pop_heap(heap_.begin(), heap_.end());
-    heap_.back() = {d, id};
-    std::push_heap(heap_.begin(), heap_.end());
+    replace_top(heap_, {d, id});
     thr_ = heap_.front().d;
   }
   std::vector<Neighbor> take() {
@@ -160,9 +172,7 @@ class TieHeap {
       std::push_heap(heap_.begin(), heap_.end());
     } else {
       if (!(nb < heap_.front())) return;
-      std::pop_heap(heap_.begin(), heap_.end());
-      heap_.back() = nb;
-      std::push_heap(heap_.begin(), heap_.end());
+      replace_top(heap_, nb);
     }
     if (static_cast<int>(heap_.size()) == k_) thr_ = heap_.front().d + 1;  // ties still enter
   }

@@ -67,6 +67,34 @@ def banded_answer(index, q, k, t):
     return D, np.where(R >= 0, index.ids[np.maximum(R, 0)], -1)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 1500), k=st.sampled_from([1, 10, 70]), nprobe=st.integers(1, 9),
+       ties=st.booleans(), band=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, ties, band, seed):
+    """nprobe=K: the K centres nearest the query (ties by partition), then the top-k by
+    (distance, row) over their rows (and inside the pivot band when one is given)."""
+    rng = np.random.default_rng(seed)
+    codes = clustered_codes(rng, n, 16, alphabet=3 if ties else None)
+    index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000)
+    q = np.ascontiguousarray(np.concatenate([codes[:2], clustered_codes(rng, 3, 16)]))
+    t = 14 if band else None
+    D, I = index.search_codes(q, k, nprobe=nprobe, threshold=t)
+    dc = hp.hamming_distances(q, index.centres)
+    offsets = np.asarray(index.offsets)
+    table = np.asarray(index.table).astype(np.int64)
+    qd = hp.hamming_distances(q, index.pivots).astype(np.int64)
+    keep = []
+    for j in range(len(q)):
+        probed = np.lexsort((np.arange(len(index.centres)), dc[j]))[:nprobe]
+        rows = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in probed])
+        if band:
+            rows = rows[(np.abs(table[rows] - qd[j]) <= t).all(axis=1)]
+        keep.append(np.sort(rows))
+    Dr, Rr = ref_knn(q, np.asarray(index.codes), k, rows=keep)
+    np.testing.assert_array_equal(D, Dr)
+    np.testing.assert_array_equal(I, np.where(Rr >= 0, index.ids[np.maximum(Rr, 0)], -1))
+
+
 def test_exact_mode_prunes_on_clustered_data():
     rng = np.random.default_rng(1)
     codes = clustered_codes(rng, 50_000, clusters=100, noise=0.04)
