@@ -144,8 +144,14 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
       auto probe = [&](auto& col) {
         col.reset(kk, n_bits);
         for (size_t j = 0; j < order.size(); ++j) {
-          if (j + 1 < order.size())
-            prefetch_rows(codes.data, P.offsets[order[j + 1]], P.offsets[order[j + 1] + 1], nb);
+          if (j + 1 < order.size()) {  // its codes, and the ring bounds' distances to centre
+            const int64_t b1 = P.offsets[order[j + 1]], e1 = P.offsets[order[j + 1] + 1];
+            prefetch_rows(codes.data, b1, e1, nb);
+            if (b1 < e1) {
+              __builtin_prefetch(P.cdist + b1);
+              __builtin_prefetch(P.cdist + e1 - 1);
+            }
+          }
           int64_t b, e;
           ring_window(P, order[j], dc[order[j]], col.threshold(), n_bits, &b, &e);
           if (b < e) scan_rows(col, b, e);
