@@ -37,19 +37,22 @@ struct KernelTable {
   void (*band_knn_count_u16)(const uint8_t* q, const uint8_t* codes, int nbytes,
                              const uint16_t* table, int P, int64_t begin, int64_t end,
                              const int32_t* lo, const int32_t* hi, CountingTopK* col);
-  // Same result as band_knn, computed distance first (see pivot_filter.h: band_late).
-  void (*band_late_heap_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int, int64_t,
-                            int64_t, const int32_t*, const int32_t*, HeapTopK*);
-  void (*band_late_count_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int, int64_t,
-                             int64_t, const int32_t*, const int32_t*, CountingTopK*);
-  void (*band_late_heap_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
-                             int64_t, const int32_t*, const int32_t*, HeapTopK*);
-  void (*band_late_count_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
-                              int64_t, const int32_t*, const int32_t*, CountingTopK*);
-  void (*band_late_tie_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int, int64_t,
-                           int64_t, const int32_t*, const int32_t*, TieHeap*);
-  void (*band_late_tie_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int, int64_t,
-                            int64_t, const int32_t*, const int32_t*, TieHeap*);
+  // Same result as band_knn over the rows of n ranges, computed distance first (pivot_filter.h:
+  // band_late); one call per query for all its ranges, so the query is set up once.
+  void (*band_late_heap_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int,
+                            const RowRange*, int64_t, const int32_t*, const int32_t*, HeapTopK*);
+  void (*band_late_count_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int,
+                             const RowRange*, int64_t, const int32_t*, const int32_t*,
+                             CountingTopK*);
+  void (*band_late_heap_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int,
+                             const RowRange*, int64_t, const int32_t*, const int32_t*, HeapTopK*);
+  void (*band_late_count_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int,
+                              const RowRange*, int64_t, const int32_t*, const int32_t*,
+                              CountingTopK*);
+  void (*band_late_tie_u8)(const uint8_t*, const uint8_t*, int, const uint8_t*, int,
+                           const RowRange*, int64_t, const int32_t*, const int32_t*, TieHeap*);
+  void (*band_late_tie_u16)(const uint8_t*, const uint8_t*, int, const uint16_t*, int,
+                            const RowRange*, int64_t, const int32_t*, const int32_t*, TieHeap*);
   // One query over rows [begin, end) fed to a tie-aware heap (rows in any order).
   void (*knn_tie)(const uint8_t* q, const uint8_t* codes, int64_t begin, int64_t end, int nbytes,
                   TieHeap* col);
@@ -77,39 +80,37 @@ inline void knn_rows(const KernelTable& t, const uint8_t* q, int64_t, const uint
                      int64_t e, int nb, TieHeap* col) {  // one query
   t.knn_tie(q, c, b, e, nb, col);
 }
-// Picks the table entry for a pivot table type T (uint8/uint16) and collector C.
-template <bool kLate, class T, class C>
-inline void band_entry(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb,
-                       const T* tab, int P, int64_t b, int64_t e, const int32_t* lo,
-                       const int32_t* hi, C* col) {
+// Band first (read a code only for a row in the band): the table entry for a pivot table type
+// T (uint8/uint16) and collector C, chosen at compile time (the members differ in type).
+template <class T, class C>
+inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb, const T* tab,
+                     int P, int64_t b, int64_t e, const int32_t* lo, const int32_t* hi, C* col) {
   constexpr bool u8 = std::is_same_v<T, uint8_t>, heap = std::is_same_v<C, HeapTopK>;
-  constexpr bool tie = std::is_same_v<C, TieHeap>;
-  static_assert(kLate || !tie, "partitions use the distance-first band check");
-  auto pick = [&] {  // the members differ in type, so the choice is made at compile time
-    if constexpr (tie && u8) return t.band_late_tie_u8;
-    else if constexpr (tie) return t.band_late_tie_u16;
-    else if constexpr (kLate && u8 && heap) return t.band_late_heap_u8;
-    else if constexpr (kLate && u8) return t.band_late_count_u8;
-    else if constexpr (kLate && heap) return t.band_late_heap_u16;
-    else if constexpr (kLate) return t.band_late_count_u16;
-    else if constexpr (u8 && heap) return t.band_knn_heap_u8;
+  auto pick = [&] {
+    if constexpr (u8 && heap) return t.band_knn_heap_u8;
     else if constexpr (u8) return t.band_knn_count_u8;
     else if constexpr (heap) return t.band_knn_heap_u16;
     else return t.band_knn_count_u16;
   };
   pick()(q, c, nb, tab, P, b, e, lo, hi, col);
 }
-// Band first (read a code only for a row in the band) or distance first (check the band only
-// for a row that beats the threshold): the same result.
-template <class T, class C>
-inline void band_knn(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb, const T* tab,
-                     int P, int64_t b, int64_t e, const int32_t* lo, const int32_t* hi, C* col) {
-  band_entry<false>(t, q, c, nb, tab, P, b, e, lo, hi, col);
-}
+// Distance first (check the band only for a row that beats the threshold), over n row ranges:
+// the same result.
 template <class T, class C>
 inline void band_late(const KernelTable& t, const uint8_t* q, const uint8_t* c, int nb, const T* tab,
-                      int P, int64_t b, int64_t e, const int32_t* lo, const int32_t* hi, C* col) {
-  band_entry<true>(t, q, c, nb, tab, P, b, e, lo, hi, col);
+                      int P, const RowRange* ranges, int64_t n, const int32_t* lo,
+                      const int32_t* hi, C* col) {
+  constexpr bool u8 = std::is_same_v<T, uint8_t>, heap = std::is_same_v<C, HeapTopK>;
+  constexpr bool tie = std::is_same_v<C, TieHeap>;
+  auto pick = [&] {
+    if constexpr (tie && u8) return t.band_late_tie_u8;
+    else if constexpr (tie) return t.band_late_tie_u16;
+    else if constexpr (u8 && heap) return t.band_late_heap_u8;
+    else if constexpr (u8) return t.band_late_count_u8;
+    else if constexpr (heap) return t.band_late_heap_u16;
+    else return t.band_late_count_u16;
+  };
+  pick()(q, c, nb, tab, P, ranges, n, lo, hi, col);
 }
 inline int64_t band_filter(const KernelTable& t, const uint8_t* tab, int P, int64_t b, int64_t e,
                            const int32_t* lo, const int32_t* hi, int64_t* out) {

@@ -26,7 +26,7 @@ struct PivotLayout {
   int n_bits;
 };
 
-using Window = std::pair<int64_t, int64_t>;
+using Window = RowRange;
 
 // The row windows holding exactly the rows inside the band on the sorted pivots.
 inline void band_windows(const PivotLayout& L, const int32_t* lo, const int32_t* hi,
@@ -44,8 +44,8 @@ inline void band_windows(const PivotLayout& L, const int32_t* lo, const int32_t*
   for (int64_t v0 = l0; v0 <= h0; ++v0) {
     const int64_t b = L.offsets[v0 * B + l1], e = L.offsets[v0 * B + h1 + 1];
     if (b >= e) continue;
-    if (!out.empty() && out.back().second == b)
-      out.back().second = e;
+    if (!out.empty() && out.back().end == b)
+      out.back().end = e;
     else
       out.push_back({b, e});
   }
@@ -53,24 +53,53 @@ inline void band_windows(const PivotLayout& L, const int32_t* lo, const int32_t*
 
 namespace detail {
 
+// One query over row ranges: distance first, the band checked for rows that beat the threshold.
 template <class C>
-void scan_windows(const KernelTable& kt, const uint8_t* q, const Codes& codes, const Band& band,
-                  int64_t qi, const std::vector<Window>& wins, int64_t from, int64_t to, C* col) {
-  // Scans the rows [from, to) of the concatenation of `wins`.
+void scan_ranges(const KernelTable& kt, const uint8_t* q, const Codes& codes, const Band& band,
+                 int64_t qi, const std::vector<Window>& ranges, C* col) {
+  if (ranges.empty()) return;
+  if (band.wide)
+    band_late(kt, q, codes.data, codes.nbytes, static_cast<const uint16_t*>(band.table), band.P,
+              ranges.data(), ranges.size(), band.lo + qi * band.P, band.hi + qi * band.P, col);
+  else
+    band_late(kt, q, codes.data, codes.nbytes, static_cast<const uint8_t*>(band.table), band.P,
+              ranges.data(), ranges.size(), band.lo + qi * band.P, band.hi + qi * band.P, col);
+}
+
+// The rows [from, to) of the concatenation of `wins`, as ranges of the table.
+inline void slice_windows(const std::vector<Window>& wins, int64_t from, int64_t to,
+                          std::vector<Window>& out) {
+  out.clear();
   int64_t pos = 0;
   for (const Window& w : wins) {
-    const int64_t len = w.second - w.first;
+    const int64_t len = w.end - w.begin;
     const int64_t b = std::max(from, pos), e = std::min(to, pos + len);
-    if (b < e) {
-      const int64_t rb = w.first + (b - pos), re = w.first + (e - pos);
-      if (band.wide)
-        band_late(kt, q, codes.data, codes.nbytes, static_cast<const uint16_t*>(band.table),
-                  band.P, rb, re, band.lo + qi * band.P, band.hi + qi * band.P, col);
-      else
-        band_late(kt, q, codes.data, codes.nbytes, static_cast<const uint8_t*>(band.table),
-                  band.P, rb, re, band.lo + qi * band.P, band.hi + qi * band.P, col);
-    }
+    if (b < e) out.push_back({w.begin + (b - pos), w.begin + (e - pos)});
     pos += len;
+  }
+}
+
+// A chunk of queries over the whole table, one L2-sized block of rows at a time: every query
+// scans its windows' part of the block before the next block, as the unfiltered batch does.
+template <class C>
+void scan_windows_batched(const KernelTable& kt, const uint8_t* queries, const Codes& codes,
+                          const Band& band, const std::vector<std::vector<Window>>& wins,
+                          int64_t q0, int64_t q1, C* cols) {
+  constexpr int64_t kBlockBytes = 128 * 1024;
+  const int64_t block = std::max<int64_t>(64, kBlockBytes / codes.nbytes);
+  std::vector<size_t> next(q1 - q0, 0);  // each query's first window not yet finished
+  std::vector<Window> part;
+  for (int64_t b = 0; b < codes.n; b += block) {
+    const int64_t e = std::min(codes.n, b + block);
+    for (int64_t q = q0; q < q1; ++q) {
+      const std::vector<Window>& w = wins[q];
+      size_t& i = next[q - q0];
+      while (i < w.size() && w[i].end <= b) ++i;
+      part.clear();
+      for (size_t j = i; j < w.size() && w[j].begin < e; ++j)
+        part.push_back({std::max(b, w[j].begin), std::min(e, w[j].end)});
+      scan_ranges(kt, queries + q * codes.nbytes, codes, band, q, part, &cols[q - q0]);
+    }
   }
 }
 
@@ -85,20 +114,33 @@ void banded_impl(const uint8_t* queries, int64_t nq, const Codes& codes, const B
   int64_t all = 0;
   for (int64_t q = 0; q < nq; ++q) {
     band_windows(layout, band.lo + q * band.P, band.hi + q * band.P, wins[q]);
-    for (auto& w : wins[q]) total[q] += w.second - w.first;
+    for (auto& w : wins[q]) total[q] += w.end - w.begin;
     all += total[q];
   }
   if (scanned) *scanned = all;
   ThreadPool& pool = ThreadPool::get();
   threads = threads_for(threads, all);
-  const int parts = nq >= threads ? 1 : threads;
+  if (nq >= threads) {  // chunks of queries share each block of codes
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(64, nq / (4 * threads)));
+    pool.parallel_for((nq + chunk - 1) / chunk, threads, [&](int64_t t) {
+      const int64_t q0 = t * chunk, q1 = std::min(nq, q0 + chunk);
+      std::vector<C> cols(q1 - q0);
+      for (auto& c : cols) c.reset(kk, codes.n_bits());
+      scan_windows_batched(kt, queries, codes, band, wins, q0, q1, cols.data());
+      for (int64_t q = q0; q < q1; ++q)
+        write_padded(cols[q - q0].take(), k, codes.n_bits() + 1, D + q * k, I + q * k);
+    });
+    return;
+  }
+  const int parts = threads;  // fewer queries than threads: each query's rows are split
   std::vector<std::vector<Neighbor>> partial(nq * parts);
   pool.parallel_for(nq * parts, threads, [&](int64_t t) {
     const int64_t q = t / parts, p = t % parts;
     C col;
     col.reset(kk, codes.n_bits());
-    scan_windows(kt, queries + q * codes.nbytes, codes, band, q, wins[q],
-                 total[q] * p / parts, total[q] * (p + 1) / parts, &col);
+    std::vector<Window> part;
+    slice_windows(wins[q], total[q] * p / parts, total[q] * (p + 1) / parts, part);
+    scan_ranges(kt, queries + q * codes.nbytes, codes, band, q, part, &col);
     partial[t] = col.take();
   });
   for (int64_t q = 0; q < nq; ++q) {

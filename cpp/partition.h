@@ -107,8 +107,9 @@ inline void partition_knn(const uint8_t* queries, int64_t nq, const Codes& codes
     auto& [dc, start, order, todo, tie, heap, count] = scratch;
     int64_t rows = 0;
     auto scan_rows = [&](auto& col, int64_t b, int64_t e) {
+      const RowRange range{b, e};
       if (band.table)
-        band_late(kt, qc, codes.data, nb, band.table, band.P, b, e, band.lo + q * band.P,
+        band_late(kt, qc, codes.data, nb, band.table, band.P, &range, 1, band.lo + q * band.P,
                   band.hi + q * band.P, &col);
       else
         knn_rows(kt, qc, 1, codes.data, b, e, nb, &col);

@@ -115,43 +115,57 @@ HP_INLINE void band_knn(const uint8_t* q, const uint8_t* codes, int nbytes, cons
   HP_DISPATCH_WIDTH(nbytes, band_scan<W>(q, codes, nbytes, table, P, begin, end, lo, hi, *col));
 }
 
-// Hamming first, band second: the SIMD scan runs over every row of [begin, end) and the band is
+// Hamming first, band second: the SIMD scan runs over every row of the ranges and the band is
 // checked only for rows that beat the top-k threshold. The index uses this inside the windows its
 // sorted layout already cut, where a per-row band check would cost as much as the distance.
 template <class T, class C>
 HP_INLINE void band_late(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,
-                         int64_t begin, int64_t end, const int32_t* lo, const int32_t* hi, C* col) {
+                         const RowRange* ranges, int64_t n, const int32_t* lo, const int32_t* hi,
+                         C* col) {
+  auto each = [&](auto in_band) {
+    HP_DISPATCH_WIDTH(nbytes, {
+      const HammingMetric<W> m(q, nbytes);
+      for (int64_t r = 0; r < n; ++r)
+        scan_with(m, codes, ranges[r].begin, ranges[r].end, W > 0 ? 8 * W : nbytes, *col,
+                  in_band);
+    });
+  };
   if constexpr (sizeof(T) == 1) {
     bool empty = false;  // a band with lo > hi on some pivot passes nothing
     for (int p = 0; p < P; ++p) empty |= lo[p] > hi[p] || hi[p] < 0 || lo[p] > 255;
     if (P == 8 && !empty) {
       const Band8Row band(lo, hi);
-      auto in_band = [&](int64_t r) { return band.pass(reinterpret_cast<const uint8_t*>(table) + r * 8); };
-      HP_DISPATCH_WIDTH(nbytes, scan<W>(q, codes, begin, end, nbytes, *col, in_band));
+      each([&](int64_t r) { return band.pass(reinterpret_cast<const uint8_t*>(table) + r * 8); });
       return;
     }
   }
-  auto in_band = [=](int64_t r) { return band_pass(table + r * P, lo, hi, P); };
-  HP_DISPATCH_WIDTH(nbytes, scan<W>(q, codes, begin, end, nbytes, *col, in_band));
+  each([=](int64_t r) { return band_pass(table + r * P, lo, hi, P); });
 }
 
 // Concrete entry points (defined inside this ISA's target region, so they carry its flags).
-#define HP_BAND_ENTRY(FN, T, C, NAME)                                                          \
+#define HP_BAND_ENTRY(T, C, NAME)                                                              \
   inline void NAME(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,  \
                    int64_t begin, int64_t end, const int32_t* lo, const int32_t* hi, C* col) { \
-    FN(q, codes, nbytes, table, P, begin, end, lo, hi, col);                                   \
+    band_knn(q, codes, nbytes, table, P, begin, end, lo, hi, col);                             \
   }
-HP_BAND_ENTRY(band_knn, uint8_t, HeapTopK, band_knn_heap_u8)
-HP_BAND_ENTRY(band_knn, uint8_t, CountingTopK, band_knn_count_u8)
-HP_BAND_ENTRY(band_knn, uint16_t, HeapTopK, band_knn_heap_u16)
-HP_BAND_ENTRY(band_knn, uint16_t, CountingTopK, band_knn_count_u16)
-HP_BAND_ENTRY(band_late, uint8_t, HeapTopK, band_late_heap_u8)
-HP_BAND_ENTRY(band_late, uint8_t, CountingTopK, band_late_count_u8)
-HP_BAND_ENTRY(band_late, uint16_t, HeapTopK, band_late_heap_u16)
-HP_BAND_ENTRY(band_late, uint16_t, CountingTopK, band_late_count_u16)
-HP_BAND_ENTRY(band_late, uint8_t, TieHeap, band_late_tie_u8)
-HP_BAND_ENTRY(band_late, uint16_t, TieHeap, band_late_tie_u16)
+HP_BAND_ENTRY(uint8_t, HeapTopK, band_knn_heap_u8)
+HP_BAND_ENTRY(uint8_t, CountingTopK, band_knn_count_u8)
+HP_BAND_ENTRY(uint16_t, HeapTopK, band_knn_heap_u16)
+HP_BAND_ENTRY(uint16_t, CountingTopK, band_knn_count_u16)
 #undef HP_BAND_ENTRY
+#define HP_LATE_ENTRY(T, C, NAME)                                                              \
+  inline void NAME(const uint8_t* q, const uint8_t* codes, int nbytes, const T* table, int P,  \
+                   const RowRange* ranges, int64_t n, const int32_t* lo, const int32_t* hi,    \
+                   C* col) {                                                                   \
+    band_late(q, codes, nbytes, table, P, ranges, n, lo, hi, col);                             \
+  }
+HP_LATE_ENTRY(uint8_t, HeapTopK, band_late_heap_u8)
+HP_LATE_ENTRY(uint8_t, CountingTopK, band_late_count_u8)
+HP_LATE_ENTRY(uint16_t, HeapTopK, band_late_heap_u16)
+HP_LATE_ENTRY(uint16_t, CountingTopK, band_late_count_u16)
+HP_LATE_ENTRY(uint8_t, TieHeap, band_late_tie_u8)
+HP_LATE_ENTRY(uint16_t, TieHeap, band_late_tie_u16)
+#undef HP_LATE_ENTRY
 inline int64_t band_filter_u8(const uint8_t* table, int P, int64_t begin, int64_t end,
                               const int32_t* lo, const int32_t* hi, int64_t* out) {
   return band_filter(table, P, begin, end, lo, hi, out);

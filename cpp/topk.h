@@ -17,6 +17,11 @@ HP_INLINE bool operator<(const Neighbor& a, const Neighbor& b) {
   return a.d < b.d || (a.d == b.d && a.id < b.id);
 }
 
+// Rows [begin, end) of the code table.
+struct RowRange {
+  int64_t begin, end;
+};
+
 // Puts x in place of a max-heap's largest element with one sift-down (pop_heap + push_heap
 // would walk the heap twice).
 HP_INLINE void replace_top(std::vector<Neighbor>& h, const Neighbor& x) {

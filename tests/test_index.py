@@ -164,3 +164,28 @@ def test_bad_input(built):
         index.add(x[:2], ids=[7000, 7000])
     with pytest.raises(InvalidInputError, match="store"):
         Index.build(x, n_bits=64, store="float8")
+
+
+@pytest.mark.parametrize("nbytes,n", [(16, 40_000), (32, 20_000)])  # 5 blocks of L2-sized rows
+@pytest.mark.parametrize("k", [10, 100])  # heap and counting top-k
+@pytest.mark.parametrize("threads", [1, 2])
+def test_banded_batch_over_many_blocks_equals_brute_force(nbytes, n, k, threads):
+    """Batched pivot-filtered search (chunks of queries share each block of codes) equals the
+    band filter + brute force, also when windows span several blocks."""
+    rng = np.random.default_rng(nbytes + k)
+    cent = rng.integers(0, 256, (40, nbytes), dtype=np.uint8)
+    flips = np.packbits(rng.random((n, nbytes * 8)) < 0.1, axis=1)
+    codes = np.ascontiguousarray(cent[rng.integers(0, 40, n)] ^ flips)
+    index = Index.from_codes(codes, seed=3)
+    q = np.ascontiguousarray(codes[rng.integers(0, n, 70)] ^ np.uint8(3))
+    t = 3 * nbytes // 2
+    D, I = index.search_codes(q, k, threshold=t, threads=threads)
+    d = ref_distances(q, np.asarray(index.codes))
+    qd = ref_distances(q, index.pivots)
+    ok = (np.abs(np.asarray(index.table)[None].astype(int) - qd[:, None, :]) <= t).all(2)
+    assert 0.05 < ok.mean() < 0.95  # the band cuts, and keeps
+    d = np.where(ok, d, 10**6)
+    rows = np.argsort(d, axis=1, kind="stable")[:, :k]
+    dist = np.take_along_axis(d, rows, 1)
+    np.testing.assert_array_equal(D, np.where(dist < 10**6, dist, nbytes * 8 + 1))
+    np.testing.assert_array_equal(I, np.where(dist < 10**6, index.ids[rows], -1))
