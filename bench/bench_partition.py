@@ -82,10 +82,10 @@ def run(name: str, codes: np.ndarray, q: np.ndarray, args, rows: list, curves: d
     ivf.add(fq)
     fbuild = time.perf_counter() - t0
     print(f"{name}: build hashpivot {build:.1f} s, faiss {fbuild:.1f} s", file=sys.stderr)
-    frows: list = []
     Dtrue, _ = hp.hamming_knn(q, codes, 10)
     for th in args.threads:
         faiss.omp_set_num_threads(th)
+        frows = []  # faiss' rows follow hashpivot's in the table
         r = interleaved_rates({"flat": lambda: hp.hamming_knn(q, codes, 10, threads=th)}, len(q))
         rows.append([name, th, "hashpivot flat", "-", "1.000", f"{r['flat']:,.0f}", "1.000"])
         for label, p in [("exact", None)] + [(f"nprobe={p}", p) for p in NPROBES]:
@@ -107,7 +107,6 @@ def run(name: str, codes: np.ndarray, q: np.ndarray, args, rows: list, curves: d
                 curves.setdefault((name, th, "faiss IndexBinaryIVF"), []).append(
                     (frec, r["faiss"], label))
         rows.extend(frows)
-        frows.clear()
 
 
 def best_at(curve, target: float):

@@ -1,17 +1,16 @@
 // How cheap can a per-row pivot band filter be against the dense AVX2 Hamming scan? (issue 3)
 //
-//   g++ -O2 -mavx2 -mpopcnt bench/pivot_gather_bound.cpp -o /tmp/pgb && /tmp/pgb
+//   g++ -O2 -Icpp bench/pivot_gather_bound.cpp -o /tmp/pgb && /tmp/pgb
 //   (make cpp-bench also builds it as build/tools/pivot_gather_bound)
 //
 // A best case for "codes are read only for survivors": the band on P pivots checked 32 rows per
 // instruction on a column layout (all bands have width 2t, so one add and one max per pivot),
 // survivors' row numbers compacted without branches (a 256-entry table per 8 rows), then the
-// survivors' codes gathered two per register into the same AVX2 Hamming arithmetic as the dense
-// scan. Rows pass at random with the survival the real filter has (bench_pivot.py: 0.37 on 1M
-// synthetic ITQ codes at t=13, 0.70 on the man pages at t=18). A block of 8,192 rows stays in
+// survivors' codes gathered two per register into the library's own AVX2 arithmetic (Group8 of
+// cpp/hamming.h), which the dense scan uses too. Rows pass at random with the survival the real
+// filter has (bench_pivot.py: 0.37 on 1M synthetic ITQ codes at t=13, 0.70 on the man pages at
+// t=18). A block of 8,192 rows stays in
 // L2 as in a batched scan. Goal of issue 3: filtered <= (1 - cut + 0.1) x dense.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,45 +20,29 @@
 #include <random>
 #include <vector>
 
-// The kernels are compiled for AVX2; main() checks the CPU before calling them.
+// The library's AVX2 Hamming arithmetic (cpp/hamming.h), compiled here under its own namespace
+// the way kernels.cpp does; main() checks the CPU before calling it.
 #pragma GCC push_options
-#pragma GCC target("avx2,popcnt")
+#pragma GCC target("avx2,popcnt,bmi,bmi2")
+#define HP_ISA isa_bound
+#define HP_ISA_LEVEL 2
+#define HP_POP PopcountHw
+#include "hamming.h"
+#undef HP_ISA
+#undef HP_ISA_LEVEL
+#undef HP_POP
+
 namespace {
 
-inline __m256i popcount_epi64(__m256i v) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
-                                       2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
-                                      _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
-  return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
-}
+using Dist8 = hashpivot::isa_bound::Group8<2>;
 
-// 8 distances of 16-byte codes from four registers of two codes each (the library's layout).
-struct Dist8 {
-  __m256i qv;
-  explicit Dist8(const uint8_t* q)
-      : qv(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)q))) {}
-  __m256i pair(__m256i c) const {
-    const __m256i p = popcount_epi64(_mm256_xor_si256(c, qv));
-    return _mm256_add_epi64(p, _mm256_shuffle_epi32(p, 0x4E));
-  }
-  __m256i of(__m256i a, __m256i b, __m256i c, __m256i d) const {
-    const __m256i w0 = _mm256_blend_epi32(pair(a), pair(b), 0xCC);
-    const __m256i w1 = _mm256_blend_epi32(pair(c), pair(d), 0xCC);
-    const __m256i m = _mm256_or_si256(w0, _mm256_slli_epi64(w1, 32));
-    return _mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7));
-  }
-};
-
-__attribute__((noinline)) int64_t dense(const uint8_t* q, const uint8_t* codes,
-                                                         int64_t n, int thr) {
+__attribute__((noinline)) int64_t dense(const uint8_t* q, const uint8_t* codes, int64_t n,
+                                        int thr) {
   const Dist8 g(q);
   const __m256i t = _mm256_set1_epi32(thr);
   int64_t hits = 0;
-  auto ld = [&](int64_t r) { return _mm256_loadu_si256((const __m256i*)(codes + r * 16)); };
   for (int64_t i = 0; i < n; i += 8) {
-    const __m256i d = g.of(ld(i), ld(i + 2), ld(i + 4), ld(i + 6));
+    const __m256i d = g.dist(codes + i * 16);
     hits += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(t, d))));
   }
   return hits;
@@ -103,7 +86,7 @@ __attribute__((noinline)) int64_t filtered(
     };
     for (int64_t j = 0; j < cnt; j += 8) {
       const uint32_t* r = idx + j;
-      const __m256i d = g.of(two(r), two(r + 2), two(r + 4), two(r + 6));
+      const __m256i d = g.dist(two(r), two(r + 2), two(r + 4), two(r + 6));
       hits += __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(tv, d))));
     }
   }

@@ -54,15 +54,20 @@ struct Group8<2> {
   __m256i qv;
   HP_INLINE explicit Group8(const uint8_t* q)
       : qv(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)q))) {}
-  HP_INLINE __m256i pair(const uint8_t* c) const {  // (d, d, d', d') as u64 for 2 codes
-    const __m256i p = popcount_epi64(_mm256_xor_si256(_mm256_loadu_si256((const __m256i*)c), qv));
+  HP_INLINE __m256i pair(__m256i c) const {  // (d, d, d', d') as u64 for 2 codes
+    const __m256i p = popcount_epi64(_mm256_xor_si256(c, qv));
     return _mm256_add_epi64(p, _mm256_shuffle_epi32(p, 0x4E));
   }
-  HP_INLINE __m256i dist(const uint8_t* c) const {
-    const __m256i w0 = _mm256_blend_epi32(pair(c), pair(c + 32), 0xCC);        // d0 d2 d1 d3
-    const __m256i w1 = _mm256_blend_epi32(pair(c + 64), pair(c + 96), 0xCC);   // d4 d6 d5 d7
+  // 8 distances from four registers of two codes each (codes 0-1, 2-3, 4-5, 6-7).
+  HP_INLINE __m256i dist(__m256i c01, __m256i c23, __m256i c45, __m256i c67) const {
+    const __m256i w0 = _mm256_blend_epi32(pair(c01), pair(c23), 0xCC);  // d0 d2 d1 d3
+    const __m256i w1 = _mm256_blend_epi32(pair(c45), pair(c67), 0xCC);  // d4 d6 d5 d7
     const __m256i m = _mm256_or_si256(w0, _mm256_slli_epi64(w1, 32));  // d0 d4 d2 d6 d1 d5 d3 d7
     return _mm256_permutevar8x32_epi32(m, _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7));
+  }
+  HP_INLINE __m256i dist(const uint8_t* c) const {
+    auto load = [c](int o) { return _mm256_loadu_si256((const __m256i*)(c + o)); };
+    return dist(load(0), load(32), load(64), load(96));
   }
 };
 #endif

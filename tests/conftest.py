@@ -40,3 +40,21 @@ def ref_knn(q: np.ndarray, codes: np.ndarray, k: int, rows=None):
         D[i, : len(order)] = d[i, order]
         I[i, : len(order)] = order
     return D, I
+
+
+def band_rows(index, q: np.ndarray, t: int):
+    """Per query, the index's internal rows whose pivot distances all lie within t of the
+    query's (the band filter by brute force)."""
+    qd = ref_distances(q, np.asarray(index.pivots)).astype(np.int64)
+    table = np.asarray(index.table).astype(np.int64)
+    return [np.flatnonzero((np.abs(table - qd[j]) <= t).all(axis=1)) for j in range(len(qd))]
+
+
+def banded_answer(index, q: np.ndarray, k: int, t: int, rows=None):
+    """Brute force over the rows inside the band (and among `rows`, per query, when given):
+    (distances, ids) in faiss' order."""
+    keep = band_rows(index, q, t)
+    if rows is not None:
+        keep = [np.intersect1d(a, b) for a, b in zip(keep, rows)]
+    D, R = ref_knn(q, np.asarray(index.codes), k, rows=keep)
+    return D, np.where(R >= 0, index.ids[np.maximum(R, 0)], -1)

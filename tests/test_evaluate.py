@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ref_distances
 from hashpivot import Index
 from hashpivot.evaluate import notebook_protocol, threshold_sweep, to_markdown
 
@@ -54,9 +55,7 @@ def test_pivot_histograms_match_numpy_band_filter():
     truth = rng.integers(0, 700, (9, 4))
     truth[0, 0] = -1  # ignored
     h = pivot_linf_histograms(codes, pivots, qc, truth)
-    bits = lambda a: np.unpackbits(a, axis=1).astype(np.int32)  # noqa: E731
-    dist = lambda a, b: (bits(a)[:, None, :] != bits(b)[None, :, :]).sum(2)  # noqa: E731
-    table, qd = dist(codes, pivots), dist(qc, pivots)
+    table, qd = ref_distances(codes, pivots), ref_distances(qc, pivots)
     for t in (0, 20, 40, 64, 128):
         keep = (np.abs(qd[:, None, :] - table[None, :, :]) <= t).all(2)  # (9, 700)
         assert np.cumsum(h["all"])[t] == keep.sum()

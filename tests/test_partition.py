@@ -13,7 +13,7 @@ from hashpivot import Index
 from hashpivot._io import sha256_array
 from hashpivot.errors import IndexFormatError
 from hashpivot.partition import train_centres
-from conftest import ref_knn
+from conftest import banded_answer, ref_knn
 from test_asymmetric import quantized_distances
 from test_index import data
 
@@ -58,15 +58,6 @@ def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
     np.testing.assert_array_equal(I, Ir)
 
 
-def banded_answer(index, q, k, t):
-    """Brute force over the rows whose pivot distances lie within t of the query's, every pivot."""
-    qd = hp.hamming_distances(q, index.pivots).astype(np.int64)
-    table = np.asarray(index.table).astype(np.int64)
-    keep = [np.flatnonzero((np.abs(table - qd[j]) <= t).all(axis=1)) for j in range(len(q))]
-    D, R = ref_knn(q, np.asarray(index.codes), k, rows=keep)
-    return D, np.where(R >= 0, index.ids[np.maximum(R, 0)], -1)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 1500), k=st.sampled_from([1, 10, 70]), nprobe=st.integers(1, 9),
        ties=st.booleans(), band=st.booleans(), seed=st.integers(0, 2**32 - 1))
@@ -81,18 +72,18 @@ def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, tie
     D, I = index.search_codes(q, k, nprobe=nprobe, threshold=t)
     dc = hp.hamming_distances(q, index.centres)
     offsets = np.asarray(index.offsets)
-    table = np.asarray(index.table).astype(np.int64)
-    qd = hp.hamming_distances(q, index.pivots).astype(np.int64)
     keep = []
     for j in range(len(q)):
         probed = np.lexsort((np.arange(len(index.centres)), dc[j]))[:nprobe]
-        rows = np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in probed])
-        if band:
-            rows = rows[(np.abs(table[rows] - qd[j]) <= t).all(axis=1)]
-        keep.append(np.sort(rows))
-    Dr, Rr = ref_knn(q, np.asarray(index.codes), k, rows=keep)
+        keep.append(np.sort(np.concatenate([np.arange(offsets[c], offsets[c + 1])
+                                            for c in probed])))
+    if band:
+        Dr, Ir = banded_answer(index, q, k, t, rows=keep)
+    else:
+        Dr, Rr = ref_knn(q, np.asarray(index.codes), k, rows=keep)
+        Ir = np.where(Rr >= 0, index.ids[np.maximum(Rr, 0)], -1)
     np.testing.assert_array_equal(D, Dr)
-    np.testing.assert_array_equal(I, np.where(Rr >= 0, index.ids[np.maximum(Rr, 0)], -1))
+    np.testing.assert_array_equal(I, Ir)
 
 
 def test_exact_mode_prunes_on_clustered_data():

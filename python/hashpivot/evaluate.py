@@ -18,6 +18,7 @@ import numpy as np
 
 from .hamming import hamming_distances, pivot_filter
 from .index import Index
+from .pivots import pivot_table, select_pivots
 
 
 def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, exclude: Optional[np.ndarray] = None,
@@ -211,7 +212,7 @@ def pivot_linf_histograms(codes: np.ndarray, pivots: np.ndarray, query_codes: np
     ``codes``, -1 ignored). The band filter with threshold t keeps exactly the documents at
     pivot-space distance <= t, so cumulative sums give the cut and the filter recall of every t."""
     n_bits = codes.shape[1] * 8
-    table = hamming_distances(codes, pivots).astype(np.int16)        # (n, P)
+    table = pivot_table(codes, pivots).astype(np.int16)               # (n, P)
     qd = hamming_distances(query_codes, pivots).astype(np.int16)      # (nq, P)
     h_all = np.zeros(n_bits + 1, dtype=np.int64)
     h_true = np.zeros(n_bits + 1, dtype=np.int64)
@@ -236,8 +237,6 @@ def pivot_methods(index: Index, embeddings: np.ndarray,
     passes the filter), the smallest threshold t reaching it and the share of documents it
     cuts. Queries: ``query_embeddings`` (real text queries) when given, else the notebook's
     ``n_queries`` documents drawn with ``seed``, themselves excluded."""
-    from .pivots import select_pivots
-
     codes = index.itq.encode(embeddings)
     n_piv = int(index.pivots.shape[0])
     if query_embeddings is None:
