@@ -1,139 +1,407 @@
-// pybind11 bindings: validate arrays (never copy them silently), release the GIL, call C++.
+// pybind11 bindings. A Snapshot validates its arrays once, when it is made, and keeps them
+// alive; Snapshot.search runs a whole search (every stage, every query) in one call without the
+// GIL. The module functions are the kernels behind hashpivot.kernels. Arrays are never copied.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <string>
+#include <vector>
 
+#include "codes.h"
 #include "cpu.h"
 #include "dispatch.h"
-#include "index.h"
-#include "partition.h"
-#include "search.h"
+#include "snapshot.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
 using namespace hashpivot;
 
 namespace {
 
-[[noreturn]] void type_error(const std::string& m) { throw py::type_error(m); }
-[[noreturn]] void value_error(const std::string& m) { throw py::value_error(m); }
+[[noreturn]] void fail(const std::string& m) { throw InputError(m); }
+[[noreturn]] void fail_dtype(const std::string& m) { throw DtypeError(m); }
 
-void require_dtype(const py::array& a, const py::dtype& dt, const char* name, const char* want) {
-  if (!a.dtype().is(dt) && !a.dtype().equal(dt))
-    type_error(std::string(name) + " must have dtype " + want + ", got " +
-               std::string(py::str(a.dtype())));
+bool has_dtype(const py::array& a, const py::dtype& dt) { return a.dtype().equal(dt); }
+
+void require_dtype(const py::array& a, const py::dtype& dt, const std::string& name,
+                   const char* want) {
+  if (!has_dtype(a, dt))
+    fail_dtype(name + " must have dtype " + want + ", got " + std::string(py::str(a.dtype())));
 }
 
-void require_c_contiguous(const py::array& a, const char* name) {
+void require_shape(const py::array& a, const std::string& name, std::vector<int64_t> shape) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || a.shape(i) == shape[i];
+  if (!ok) {
+    std::string want = "(", got = "(";
+    for (size_t i = 0; i < shape.size(); ++i)
+      want += (i ? ", " : "") + (shape[i] < 0 ? std::string("*") : std::to_string(shape[i]));
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) got += (i ? ", " : "") + std::to_string(a.shape(i));
+    fail(name + " must have shape " + want + "), got " + got + ")");
+  }
   if (!(a.flags() & py::array::c_style))
-    value_error(std::string(name) +
-                " must be C-contiguous (hashpivot never copies silently); pass "
+    fail(name + " must be C-contiguous (hashpivot never copies silently); pass "
                 "np.ascontiguousarray(...)");
 }
 
 // A (n, n_bits / 8) uint8 array of packed codes.
-Codes as_codes(const py::array& a, const char* name) {
+CodeView as_codes(const py::array& a, const std::string& name) {
   require_dtype(a, py::dtype::of<uint8_t>(), name, "uint8");
-  if (a.ndim() != 2)
-    value_error(std::string(name) + " must be 2-D (n, n_bits // 8), got " +
-                std::to_string(a.ndim()) + "-D");
-  require_c_contiguous(a, name);
+  require_shape(a, name, {-1, -1});
   const int64_t nbytes = a.shape(1);
   if (nbytes % 8 != 0 || nbytes * 8 < kMinBits || nbytes * 8 > kMaxBits)
-    value_error(std::string(name) + " has " + std::to_string(nbytes * 8) +
-                " bits per code; n_bits must be a multiple of 64 from 64 to 1024");
-  return Codes{static_cast<const uint8_t*>(a.data()), a.shape(0), static_cast<int>(nbytes)};
+    fail(name + " has " + std::to_string(nbytes * 8) + " bits per code; n_bits must be a " +
+         "multiple of 64 from " + std::to_string(kMinBits) + " to " + std::to_string(kMaxBits));
+  return CodeView{static_cast<const uint8_t*>(a.data()), a.shape(0), static_cast<int>(nbytes)};
 }
 
-void require_same_width(const Codes& q, const Codes& c) {
+void require_same_width(const CodeView& q, const CodeView& c) {
   if (q.nbytes != c.nbytes)
-    value_error("queries have " + std::to_string(q.n_bits()) + " bits but codes have " +
-                std::to_string(c.n_bits()));
+    fail("queries have " + std::to_string(q.n_bits()) + " bits but codes have " +
+         std::to_string(c.n_bits()));
 }
 
 int as_threads(int threads) {
-  if (threads < 0) value_error("threads must be >= 1 (or None for all cores)");
+  if (threads < 0) fail("threads must be >= 1 (or 0 for all cores)");
   return threads;
 }
 
-// Pivot table (n, P), uint8 or uint16.
-Band as_band(const py::array& table, int64_t n) {
-  Band band;
-  if (table.dtype().equal(py::dtype::of<uint8_t>()))
-    band.wide = false;
-  else if (table.dtype().equal(py::dtype::of<uint16_t>()))
-    band.wide = true;
-  else
-    type_error("pivot table must have dtype uint8 or uint16, got " +
-               std::string(py::str(table.dtype())));
-  if (table.ndim() != 2) value_error("pivot table must be 2-D (n, n_pivots)");
-  require_c_contiguous(table, "pivot table");
-  if (table.shape(0) != n)
-    value_error("pivot table has " + std::to_string(table.shape(0)) + " rows but there are " +
-                std::to_string(n) + " codes");
-  if (table.shape(1) < 1 || table.shape(1) > 16) value_error("n_pivots must be from 1 to 16");
-  band.table = table.data();
-  band.P = static_cast<int>(table.shape(1));
-  return band;
+py::dtype table_dtype(int n_bits) {
+  return n_bits <= 255 ? py::dtype::of<uint8_t>() : py::dtype::of<uint16_t>();
 }
 
-py::array_t<int32_t> as_bounds(const py::array& a, int64_t rows, int P, const char* name) {
-  require_dtype(a, py::dtype::of<int32_t>(), name, "int32");
-  require_c_contiguous(a, name);
-  if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != P)
-    value_error(std::string(name) + " must have shape (" + std::to_string(rows) + ", " +
-                std::to_string(P) + ")");
-  return py::array_t<int32_t>(a);
+// n_cells + 1 non-decreasing offsets from 0 to n.
+const int64_t* as_offsets(const py::array& a, int64_t cells, int64_t n, const std::string& name) {
+  require_dtype(a, py::dtype::of<int64_t>(), name, "int64");
+  require_shape(a, name, {cells + 1});
+  const int64_t* off = static_cast<const int64_t*>(a.data());
+  if (off[0] != 0 || off[cells] != n) fail(name + " do not cover the rows");
+  for (int64_t j = 0; j < cells; ++j)
+    if (off[j + 1] < off[j]) fail(name + " must not decrease");
+  return off;
 }
+
+template <class T>
+void check_partitions(const HammingPartitions& P, const T* cd, int n_bits) {
+  for (int64_t g = 0; g < P.C; ++g) {
+    if (P.radius[g] < 0 || P.radius[g] > n_bits) fail("partition radii must be in [0, n_bits]");
+    for (int64_t r = P.offsets[g]; r < P.offsets[g + 1]; ++r) {
+      if (cd[r] > P.radius[g]) fail("a row lies outside its partition's radius");
+      if (r > P.offsets[g] && cd[r] < cd[r - 1]) fail("rows must be ordered by centre distance");
+    }
+  }
+}
+
+bool is_set(const py::object& o) { return !o.is_none(); }
+
+// A search's float output, or Hamming distances.
+struct Output {
+  py::array_t<float> scores;
+  py::array_t<int32_t> distances;
+  py::array_t<int64_t> ids;
+};
+
+class Snapshot {
+ public:
+  Snapshot(const py::array& codes, const py::object& ids, const py::object& mean,
+           const py::object& projection, const py::object& pivots, const py::object& table,
+           const py::object& cells, int levels, const py::object& centres,
+           const py::object& part_offsets, const py::object& radius, const py::object& cdist,
+           const py::object& list_centres, const py::object& list_offsets,
+           const py::object& factors, const py::object& vectors, const py::object& scales) {
+    v_.codes = as_codes(codes, "codes");
+    keep(codes);
+    const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
+    const int n_bits = v_.codes.n_bits();
+    if (is_set(ids)) {
+      const py::array a = keep(ids);
+      require_dtype(a, py::dtype::of<int64_t>(), "ids", "int64");
+      require_shape(a, "ids", {n});
+      v_.ids = static_cast<const int64_t*>(a.data());
+    }
+    int dim = 0;
+    if (is_set(projection)) {
+      const py::array p = keep(projection);
+      require_dtype(p, py::dtype::of<float>(), "projection", "float32");
+      require_shape(p, "projection", {-1, n_bits});
+      dim = static_cast<int>(std::min<int64_t>(p.shape(0), kMaxDim + 1));
+      if (dim < 1 || dim > kMaxDim) fail("the embedding dimension must be from 1 to 65536");
+      v_.transform = {nullptr, static_cast<const float*>(p.data()), dim, n_bits};
+      if (is_set(mean)) {
+        const py::array m = keep(mean);
+        require_dtype(m, py::dtype::of<float>(), "mean", "float32");
+        require_shape(m, "mean", {dim});
+        v_.transform.mean = static_cast<const float*>(m.data());
+      }
+    }
+    if (is_set(pivots)) {
+      const py::array pv = keep(pivots), tb = keep(table);
+      require_dtype(pv, py::dtype::of<uint8_t>(), "pivots", "uint8");
+      require_shape(pv, "pivots", {-1, nb});
+      const int P = static_cast<int>(std::min<int64_t>(pv.shape(0), kMaxPivots + 1));
+      if (P < 1 || P > kMaxPivots) fail("n_pivots must be from 1 to " + std::to_string(kMaxPivots));
+      require_dtype(tb, table_dtype(n_bits), "pivot table", n_bits <= 255 ? "uint8" : "uint16");
+      require_shape(tb, "pivot table", {n, P});
+      v_.pivots = {static_cast<const uint8_t*>(pv.data()), tb.data(), n_bits > 255, P};
+      if (levels) {
+        if (levels < 1 || levels > kMaxSortedLevels || levels > P)
+          fail("levels must be 1 or 2 (at most n_pivots)");
+        int64_t n_cells = 1;
+        for (int l = 0; l < levels; ++l) n_cells *= n_bits + 1;
+        v_.cells = {as_offsets(keep(cells), n_cells, n, "cell offsets"), levels};
+      }
+    } else if (levels) {
+      fail("sorted cells need pivots");
+    }
+    if (is_set(centres)) {
+      const py::array cc = keep(centres), rad = keep(radius), cd = keep(cdist);
+      require_dtype(cc, py::dtype::of<uint8_t>(), "centres", "uint8");
+      require_shape(cc, "centres", {-1, nb});
+      HammingPartitions& P = v_.parts;
+      P.centres = static_cast<const uint8_t*>(cc.data());
+      P.C = cc.shape(0);
+      if (P.C < 1) fail("a partitioned snapshot needs at least one centre");
+      P.offsets = as_offsets(keep(part_offsets), P.C, n, "partition offsets");
+      require_dtype(rad, py::dtype::of<int32_t>(), "radius", "int32");
+      require_shape(rad, "radius", {P.C});
+      P.radius = static_cast<const int32_t*>(rad.data());
+      require_dtype(cd, table_dtype(n_bits), "cdist", n_bits <= 255 ? "uint8" : "uint16");
+      require_shape(cd, "cdist", {n});
+      P.cdist = cd.data();
+      P.wide = n_bits > 255;
+      if (P.wide)
+        check_partitions(P, static_cast<const uint16_t*>(P.cdist), n_bits);
+      else
+        check_partitions(P, static_cast<const uint8_t*>(P.cdist), n_bits);
+    }
+    if (is_set(list_centres)) {
+      const py::array lc = keep(list_centres), f = keep(factors);
+      require_dtype(lc, py::dtype::of<float>(), "list centres", "float32");
+      require_shape(lc, "list centres", {-1, dim ? dim : -1});
+      FloatLists& L = v_.lists;
+      L.centres = static_cast<const float*>(lc.data());
+      L.C = lc.shape(0);
+      L.dim = static_cast<int>(lc.shape(1));
+      if (L.C < 1) fail("an ivf snapshot needs at least one list");
+      if (!dim) fail("an ivf snapshot needs the residual projection");
+      L.offsets = as_offsets(keep(list_offsets), L.C, n, "list offsets");
+      require_dtype(f, py::dtype::of<float>(), "factors", "float32");
+      require_shape(f, "factors", {n});
+      L.factors = static_cast<const float*>(f.data());
+      for (int64_t r = 0; r < n; ++r)
+        if (!std::isfinite(L.factors[r])) fail("factors must be finite");
+    }
+    if (is_set(vectors)) {
+      const py::array vx = keep(vectors);
+      require_shape(vx, "vectors", {n, dim ? dim : -1});
+      VectorStore& S = v_.store;
+      S.data = vx.data();
+      S.dim = static_cast<int>(vx.shape(1));
+      if (S.dim < 1 || S.dim > kMaxDim) fail("the embedding dimension must be from 1 to 65536");
+      if (has_dtype(vx, py::dtype::of<float>())) {
+        S.type = StoreType::kFloat32;
+      } else if (has_dtype(vx, py::dtype("float16"))) {
+        S.type = StoreType::kFloat16;
+      } else if (has_dtype(vx, py::dtype::of<int8_t>())) {
+        S.type = StoreType::kInt8;
+        if (!is_set(scales)) fail("an int8 store needs one scale a row");
+        const py::array sc = keep(scales);
+        require_dtype(sc, py::dtype::of<float>(), "scales", "float32");
+        require_shape(sc, "scales", {n});
+        S.scales = static_cast<const float*>(sc.data());
+      } else {
+        fail_dtype("stored vectors must be float32, float16 or int8, got " +
+                   std::string(py::str(vx.dtype())));
+      }
+    }
+  }
+
+  // queries: float (nq, dim) vectors, or packed (nq, nbytes) codes; filter: a row bitmap with a
+  // spare word and, for the allowed-rows source, the allowed rows in increasing order.
+  py::tuple search(const py::array& queries, const Plan& plan, const py::object& filter_bits,
+                   const py::object& filter_rows) const {
+    Queries q;
+    q.n = queries.ndim() ? queries.shape(0) : 0;
+    if (has_dtype(queries, py::dtype::of<uint8_t>())) {
+      require_shape(queries, "query codes", {-1, v_.codes.nbytes});
+      q.codes = static_cast<const uint8_t*>(queries.data());
+      if (plan.scoring != Scoring::kHamming || plan.rerank)
+        fail("codes as queries allow Hamming scoring without rerank only");
+    } else {
+      require_dtype(queries, py::dtype::of<float>(), "queries", "float32 (or uint8 codes)");
+      const int dim = v_.transform.active() ? v_.transform.dim : v_.store.dim;
+      require_shape(queries, "queries", {-1, dim});
+      if (!v_.transform.active()) fail("this snapshot has no projection: search it with codes");
+      q.vectors = static_cast<const float*>(queries.data());
+      q.dim = dim;
+      q.normalize = normalize_;
+      check_queries(q);
+    }
+    check_plan(plan);
+    RowFilter f;
+    py::array bits, rows;
+    if (is_set(filter_bits)) {
+      bits = filter_bits.cast<py::array>();
+      require_dtype(bits, py::dtype::of<uint64_t>(), "filter bitmap", "uint64");
+      require_shape(bits, "filter bitmap", {(v_.codes.n + 63) / 64 + 1});
+      f.bits = static_cast<const uint64_t*>(bits.data());
+      if (is_set(filter_rows)) {
+        rows = filter_rows.cast<py::array>();
+        require_dtype(rows, py::dtype::of<int64_t>(), "allowed rows", "int64");
+        require_shape(rows, "allowed rows", {-1});
+        f.rows = static_cast<const int64_t*>(rows.data());
+        f.n_rows = rows.shape(0);
+        for (int64_t j = 0; j < f.n_rows; ++j)
+          if (f.rows[j] < 0 || f.rows[j] >= v_.codes.n || (j && f.rows[j] <= f.rows[j - 1]))
+            fail("allowed rows must be increasing rows of the snapshot");
+      }
+    }
+    if (plan.source == Source::kAllowed && !f.rows) fail("the allowed-rows source needs the rows");
+    const bool distances = (plan.scoring == Scoring::kHamming && !plan.rerank) || plan.quantized_only;
+    Output out;
+    Results r;
+    const std::vector<py::ssize_t> shape{q.n, plan.k};
+    if (distances) {
+      out.distances = py::array_t<int32_t>(shape);
+      r.distances = out.distances.mutable_data();
+    } else {
+      out.scores = py::array_t<float>(shape);
+      r.scores = out.scores.mutable_data();
+    }
+    out.ids = py::array_t<int64_t>(shape);
+    r.ids = out.ids.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      const EngineOps& ops = engine();  // the ISA, chosen once for the whole call
+      ops.search(v_, plan, q, f, r);
+    }
+    return py::make_tuple(distances ? py::object(out.distances) : py::object(out.scores), out.ids,
+                          r.scanned);
+  }
+
+  int64_t n() const { return v_.codes.n; }
+  bool normalize() const { return normalize_; }
+  void set_normalize(bool v) { normalize_ = v; }
+  int n_bits() const { return v_.codes.n_bits(); }
+
+ private:
+  py::array keep(const py::object& o) {
+    if (!py::isinstance<py::array>(o)) fail_dtype("expected a numpy array");
+    py::array a = py::reinterpret_borrow<py::array>(o);
+    kept_.push_back(a);
+    return a;
+  }
+
+  void check_plan(const Plan& p) const {
+    if (p.k < 0 || p.pool < 0 || p.candidates < 0 || p.nprobe < 0 || p.threads < 0)
+      fail("k, pool, candidates, nprobe and threads must be >= 0");
+    if (p.threshold >= 0 && !v_.pivots.P) fail("a pivot threshold needs pivots");
+    if (p.source == Source::kBand && p.threshold < 0) fail("the band source needs a threshold");
+    if (p.source == Source::kPartitions && !v_.parts.C) fail("this snapshot has no partitions");
+    if (p.source == Source::kLists && !v_.lists.C) fail("this snapshot has no lists");
+    if (p.source == Source::kLists && p.scoring != Scoring::kAsymmetric)
+      fail("lists are scored asymmetrically");
+    if (p.rerank && v_.store.type == StoreType::kNone) fail("rerank needs stored vectors");
+    if (p.rerank && v_.transform.active() && v_.store.dim != v_.transform.dim)
+      fail("stored vectors and projection differ in dimension");
+    if (p.exact_allowed && !p.rerank) fail("exact_allowed needs rerank");
+    if (p.quantized_only && (p.rerank || p.scoring != Scoring::kAsymmetric))
+      fail("quantized_only is the asymmetric first stage alone (no rerank)");
+  }
+
+  // Every query finite and non-zero (exactly: a tiny vector still has a direction).
+  static void check_queries(const Queries& q) {
+    for (int64_t i = 0; i < q.n; ++i) {
+      const float* x = q.vectors + i * q.dim;
+      bool any = false, finite = true;
+      for (int d = 0; d < q.dim; ++d) {
+        any |= x[d] != 0;
+        finite &= std::isfinite(x[d]);
+      }
+      if (!finite)
+        throw NonFiniteError("queries contain NaN or inf (query " + std::to_string(i) + ")");
+      if (!any)
+        throw ZeroVectorError("query " + std::to_string(i) +
+                              " is a zero vector: an all-zero embedding has no direction (did "
+                              "the encoder fail?)");
+    }
+  }
+
+  SnapshotView v_;
+  bool normalize_ = false;
+  std::vector<py::array> kept_;
+};
+
+py::tuple run_search_codes(const SnapshotView& v, const Plan& p, const Queries& qs);
 
 py::tuple knn_py(const py::array& queries, const py::array& codes, int k, int threads,
-                 const py::object& table, const py::object& lo, const py::object& hi,
-                 const py::object& row_begin, const py::object& row_end) {
-  const Codes q = as_codes(queries, "queries");
-  const Codes c = as_codes(codes, "codes");
+                 const py::object& pivots, const py::object& table, const py::object& lo,
+                 const py::object& hi) {
+  // Hamming top-k of raw codes (pivot band: rows whose table row lies in [lo, hi] per pivot)
+  const CodeView q = as_codes(queries, "queries");
+  const CodeView c = as_codes(codes, "codes");
   require_same_width(q, c);
-  if (k < 0) value_error("k must be >= 0, got " + std::to_string(k));
-  as_threads(threads);
-  Band band;
-  py::array_t<int32_t> lo_a, hi_a;
-  if (!table.is_none()) {
-    band = as_band(table.cast<py::array>(), c.n);
-    lo_a = as_bounds(lo.cast<py::array>(), q.n, band.P, "lo");
-    hi_a = as_bounds(hi.cast<py::array>(), q.n, band.P, "hi");
-    band.lo = lo_a.data();
-    band.hi = hi_a.data();
+  if (k < 0) fail("k must be >= 0");
+  SnapshotView v;
+  v.codes = c;
+  Plan p;
+  p.k = k;
+  p.scoring = Scoring::kHamming;
+  p.pool = p.candidates = k;
+  p.threads = as_threads(threads);
+  py::array lo_a, hi_a, tb;
+  if (is_set(table)) {
+    tb = table.cast<py::array>();
+    const int P = tb.ndim() == 2 ? static_cast<int>(tb.shape(1)) : 0;
+    if (P < 1 || P > kMaxPivots) fail("pivot table must be (n, n_pivots <= 16)");
+    require_dtype(tb, table_dtype(c.n_bits()), "pivot table", c.n_bits() <= 255 ? "uint8" : "uint16");
+    require_shape(tb, "pivot table", {c.n, P});
+    lo_a = lo.cast<py::array>();
+    hi_a = hi.cast<py::array>();
+    require_dtype(lo_a, py::dtype::of<int32_t>(), "lo", "int32");
+    require_dtype(hi_a, py::dtype::of<int32_t>(), "hi", "int32");
+    require_shape(lo_a, "lo", {q.n, P});
+    require_shape(hi_a, "hi", {q.n, P});
+    (void)pivots;
+    v.pivots = {nullptr, tb.data(), c.n_bits() > 255, P};
   }
-  Rows rows;
-  py::array_t<int64_t> rb, re;
-  if (!row_begin.is_none()) {
-    rb = row_begin.cast<py::array_t<int64_t, py::array::c_style>>();
-    re = row_end.cast<py::array_t<int64_t, py::array::c_style>>();
-    if (rb.size() != q.n || re.size() != q.n) value_error("row windows need one entry per query");
-    rows.begin = rb.data();
-    rows.end = re.data();
+  Queries qs;
+  qs.n = q.n;
+  qs.codes = q.data;
+  if (v.pivots.P) {
+    p.source = Source::kBand;
+    p.threshold = 0;  // the band's bounds are given
+    qs.lo = static_cast<const int32_t*>(lo_a.data());
+    qs.hi = static_cast<const int32_t*>(hi_a.data());
   }
-  py::array_t<int32_t> D({q.n, static_cast<int64_t>(k)});
-  py::array_t<int64_t> I({q.n, static_cast<int64_t>(k)});
-  int32_t* d = D.mutable_data();
-  int64_t* i = I.mutable_data();
+  return run_search_codes(v, p, qs);
+}
+
+// Runs a Hamming search without the GIL: (distances int32, ids int64).
+py::tuple run_search_codes(const SnapshotView& v, const Plan& p, const Queries& qs) {
+  py::array_t<int32_t> D({qs.n, static_cast<int64_t>(p.k)});
+  py::array_t<int64_t> I({qs.n, static_cast<int64_t>(p.k)});
+  Results r{nullptr, D.mutable_data(), I.mutable_data(), 0};
   {
     py::gil_scoped_release nogil;
-    knn(q.data, q.n, c, k, threads, d, i, band, rows);
+    const EngineOps& ops = engine();
+    ops.search(v, p, qs, RowFilter{}, r);
   }
   return py::make_tuple(D, I);
 }
 
 py::tuple range_py(const py::array& queries, const py::array& codes, int radius, int threads) {
-  const Codes q = as_codes(queries, "queries");
-  const Codes c = as_codes(codes, "codes");
+  const CodeView q = as_codes(queries, "queries");
+  const CodeView c = as_codes(codes, "codes");
   require_same_width(q, c);
-  if (radius < 0) value_error("radius must be >= 0, got " + std::to_string(radius));
+  if (radius < 0) fail("radius must be >= 0, got " + std::to_string(radius));
+  radius = std::min(radius, c.n_bits());  // every distance is <= n_bits
   as_threads(threads);
-  std::vector<std::vector<Neighbor>> res;
+  std::vector<std::vector<Scored<int32_t>>> res;
   {
     py::gil_scoped_release nogil;
-    res = range_search(q.data, q.n, c, radius, threads);
+    res = engine().range_search(q.data, q.n, c, radius, threads);
   }
   py::array_t<int64_t> lims(q.n + 1);
   int64_t total = 0;
@@ -142,24 +410,24 @@ py::tuple range_py(const py::array& queries, const py::array& codes, int radius,
   py::array_t<int32_t> D(total);
   py::array_t<int64_t> I(total);
   int64_t o = 0;
-  for (auto& r : res)
-    for (auto& nb : r) {
-      D.mutable_data()[o] = nb.d;
-      I.mutable_data()[o++] = nb.id;
+  for (auto& part : res)
+    for (auto& s : part) {
+      D.mutable_data()[o] = s.key;
+      I.mutable_data()[o++] = s.row;
     }
   return py::make_tuple(lims, D, I);
 }
 
 py::array_t<int32_t> distances_py(const py::array& queries, const py::array& codes, int threads) {
-  const Codes q = as_codes(queries, "queries");
-  const Codes c = as_codes(codes, "codes");
+  const CodeView q = as_codes(queries, "queries");
+  const CodeView c = as_codes(codes, "codes");
   require_same_width(q, c);
   as_threads(threads);
   py::array_t<int32_t> out({q.n, c.n});
   int32_t* o = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    distance_matrix(q.data, q.n, c, threads, o);
+    engine().distances(q.data, q.n, c, threads, o);
   }
   return out;
 }
@@ -167,11 +435,21 @@ py::array_t<int32_t> distances_py(const py::array& queries, const py::array& cod
 py::array_t<int64_t> pivot_filter_py(const py::array& table, const py::array& lo,
                                      const py::array& hi, int64_t begin, int64_t end,
                                      int threads) {
-  Band band = as_band(table, table.ndim() == 2 ? table.shape(0) : 0);
-  auto lo_a = as_bounds(lo, 1, band.P, "lo");
-  auto hi_a = as_bounds(hi, 1, band.P, "hi");
-  band.lo = lo_a.data();
-  band.hi = hi_a.data();
+  PivotTable piv;
+  if (has_dtype(table, py::dtype::of<uint8_t>()))
+    piv.wide = false;
+  else if (has_dtype(table, py::dtype::of<uint16_t>()))
+    piv.wide = true;
+  else
+    fail_dtype("pivot table must have dtype uint8 or uint16, got " + std::string(py::str(table.dtype())));
+  require_shape(table, "pivot table", {-1, -1});
+  piv.P = static_cast<int>(table.shape(1));
+  if (piv.P < 1 || piv.P > kMaxPivots) fail("n_pivots must be from 1 to " + std::to_string(kMaxPivots));
+  piv.table = table.data();
+  require_dtype(lo, py::dtype::of<int32_t>(), "lo", "int32");
+  require_dtype(hi, py::dtype::of<int32_t>(), "hi", "int32");
+  require_shape(lo, "lo", {1, piv.P});
+  require_shape(hi, "hi", {1, piv.P});
   as_threads(threads);
   const int64_t n = table.shape(0);
   begin = std::max<int64_t>(0, begin);
@@ -179,269 +457,235 @@ py::array_t<int64_t> pivot_filter_py(const py::array& table, const py::array& lo
   std::vector<int64_t> rows;
   {
     py::gil_scoped_release nogil;
-    rows = band_filter_rows(band, begin, end, threads);
+    rows = engine().band_filter_rows(piv, n, static_cast<const int32_t*>(lo.data()),
+                                     static_cast<const int32_t*>(hi.data()), begin, end, threads);
   }
   py::array_t<int64_t> out(static_cast<int64_t>(rows.size()));
   std::copy(rows.begin(), rows.end(), out.mutable_data());
   return out;
 }
 
-// Allocates (D, I), runs `search(d, i, &scanned)` without the GIL: (D, I, scanned).
-template <class F>
-py::tuple run_topk(int64_t nq, int k, F&& search) {
-  py::array_t<int32_t> D({nq, static_cast<int64_t>(k)});
-  py::array_t<int64_t> I({nq, static_cast<int64_t>(k)});
-  int32_t* d = D.mutable_data();
-  int64_t* i = I.mutable_data();
-  int64_t scanned = 0;
-  {
-    py::gil_scoped_release nogil;
-    search(d, i, &scanned);
+// z = (x - mean) @ projection and the packed signs: (z or None, codes or None).
+py::tuple encode_py(const py::array& x, const py::object& mean, const py::array& projection,
+                    bool want_z, bool want_codes, int threads) {
+  require_dtype(projection, py::dtype::of<float>(), "projection", "float32");
+  require_shape(projection, "projection", {-1, -1});
+  Transform t;
+  t.dim = static_cast<int>(projection.shape(0));
+  t.n_bits = static_cast<int>(projection.shape(1));
+  t.proj = static_cast<const float*>(projection.data());
+  if (t.n_bits % 64 || t.n_bits < kMinBits || t.n_bits > kMaxBits)
+    fail("n_bits must be a multiple of 64 from 64 to 1024");
+  py::array m;
+  if (is_set(mean)) {
+    m = mean.cast<py::array>();
+    require_dtype(m, py::dtype::of<float>(), "mean", "float32");
+    require_shape(m, "mean", {t.dim});
+    t.mean = static_cast<const float*>(m.data());
   }
-  return py::make_tuple(D, I, scanned);
-}
-
-// Row offsets: n_cells + 1 non-decreasing entries from 0 to n.
-const int64_t* as_offsets(const py::array& offsets, int64_t cells, int64_t n, const char* what) {
-  require_dtype(offsets, py::dtype::of<int64_t>(), what, "int64");
-  require_c_contiguous(offsets, what);
-  if (offsets.ndim() != 1 || offsets.shape(0) != cells + 1)
-    value_error(std::string(what) + " must have " + std::to_string(cells + 1) + " entries");
-  const int64_t* off = static_cast<const int64_t*>(offsets.data());
-  if (off[0] != 0 || off[cells] != n) value_error(std::string(what) + " do not cover the codes");
-  for (int64_t j = 0; j < cells; ++j)
-    if (off[j + 1] < off[j]) value_error(std::string(what) + " must not decrease");
-  return off;
-}
-
-py::tuple banded_knn_py(const py::array& queries, const py::array& codes, const py::array& table,
-                        const py::array& lo, const py::array& hi, const py::array& offsets,
-                        int levels, int k, int threads) {
-  const Codes q = as_codes(queries, "queries");
-  const Codes c = as_codes(codes, "codes");
-  require_same_width(q, c);
-  if (k < 0) value_error("k must be >= 0");
+  require_dtype(x, py::dtype::of<float>(), "embeddings", "float32");
+  require_shape(x, "embeddings", {-1, t.dim});
   as_threads(threads);
-  Band band = as_band(table, c.n);
-  auto lo_a = as_bounds(lo, q.n, band.P, "lo");
-  auto hi_a = as_bounds(hi, q.n, band.P, "hi");
-  band.lo = lo_a.data();
-  band.hi = hi_a.data();
-  if (levels < 1 || levels > 2 || levels > band.P) value_error("levels must be 1 or 2 (<= n_pivots)");
-  int64_t cells = 1;
-  for (int l = 0; l < levels; ++l) cells *= c.n_bits() + 1;
-  PivotLayout layout{as_offsets(offsets, cells, c.n, "offsets"), levels, c.n_bits()};
-  return run_topk(q.n, k, [&](int32_t* d, int64_t* i, int64_t* scanned) {
-    banded_knn(q.data, q.n, c, band, layout, k, threads, d, i, scanned);
-  });
-}
-
-py::tuple rerank_py(const py::array& queries, const py::array& cand, const py::array& store,
-                    const py::object& scales, int k, int threads) {
-  require_dtype(queries, py::dtype::of<float>(), "queries", "float32");
-  require_c_contiguous(queries, "queries");
-  require_dtype(cand, py::dtype::of<int64_t>(), "candidates", "int64");
-  require_c_contiguous(cand, "candidates");
-  require_c_contiguous(store, "store");
-  if (queries.ndim() != 2 || cand.ndim() != 2 || store.ndim() != 2)
-    value_error("queries, candidates and store must be 2-D");
-  if (cand.shape(0) != queries.shape(0)) value_error("one candidate row per query");
-  if (store.shape(1) != queries.shape(1)) value_error("queries and store differ in dimension");
-  if (k < 0) value_error("k must be >= 0");
-  Store st{store.data(), StoreType::kFloat32, static_cast<int>(store.shape(1)), nullptr};
-  py::array_t<float> sc;
-  if (store.dtype().equal(py::dtype::of<float>())) {
-    st.type = StoreType::kFloat32;
-  } else if (store.dtype().equal(py::dtype("float16"))) {
-    st.type = StoreType::kFloat16;
-  } else if (store.dtype().equal(py::dtype::of<int8_t>())) {
-    st.type = StoreType::kInt8;
-    sc = scales.cast<py::array_t<float, py::array::c_style>>();
-    if (sc.ndim() != 1 || sc.shape(0) != store.shape(0)) value_error("int8 store needs one scale a row");
-    st.scales = sc.data();
-  } else {
-    type_error("store must be float32, float16 or int8");
+  const int64_t n = x.shape(0);
+  py::object z = py::none(), codes = py::none();
+  float* zp = nullptr;
+  uint8_t* cp = nullptr;
+  if (want_z) {
+    py::array_t<float> a({n, static_cast<int64_t>(t.n_bits)});
+    zp = a.mutable_data();
+    z = a;
   }
-  const int64_t nq = queries.shape(0), L = cand.shape(1), n = store.shape(0);
-  const int64_t* cp = static_cast<const int64_t*>(cand.data());
-  for (int64_t j = 0; j < nq * L; ++j)
-    if (cp[j] >= n || cp[j] < -1) value_error("candidate row out of range");
-  py::array_t<float> S({nq, static_cast<int64_t>(k)});
-  py::array_t<int64_t> R({nq, static_cast<int64_t>(k)});
-  float* s = S.mutable_data();
-  int64_t* r = R.mutable_data();
-  const float* qp = static_cast<const float*>(queries.data());
+  if (want_codes) {
+    py::array_t<uint8_t> a({n, static_cast<int64_t>(t.n_bits / 8)});
+    cp = a.mutable_data();
+    codes = a;
+  }
   {
     py::gil_scoped_release nogil;
-    rerank(qp, nq, cp, static_cast<int>(L), st, k, threads, s, r);
+    engine().encode(t, static_cast<const float*>(x.data()), n, zp, cp, threads);
   }
-  return py::make_tuple(S, R);
+  return py::make_tuple(z, codes);
 }
 
-// z: (nq, n_bits) float32 query projections, matching the codes' width.
-const float* as_projections(const py::array& z, const Codes& c) {
+const float* as_projections(const py::array& z, const CodeView& c) {
   require_dtype(z, py::dtype::of<float>(), "projections", "float32");
-  require_c_contiguous(z, "projections");
-  if (z.ndim() != 2 || z.shape(1) != c.n_bits())
-    value_error("projections must have shape (nq, " + std::to_string(c.n_bits()) + ")");
+  require_shape(z, "projections", {-1, c.n_bits()});
   return static_cast<const float*>(z.data());
 }
 
-py::tuple asym_knn_py(const py::array& z, const py::array& codes, int k, int threads) {
-  const Codes c = as_codes(codes, "codes");
+// Asymmetric top-k of raw codes: the quantized scan keeps `pool`, exact float scores choose k:
+// (scores float32, ids); with exact=false the quantized scan's own top-k: (distances int32, ids).
+py::tuple asym_knn_py(const py::array& z, const py::array& codes, int k, int pool, int threads,
+                      bool exact) {
+  const CodeView c = as_codes(codes, "codes");
   const float* zp = as_projections(z, c);
-  if (k < 0) value_error("k must be >= 0");
-  as_threads(threads);
-  const int64_t nq = z.shape(0);
-  py::array_t<int32_t> D({nq, static_cast<int64_t>(k)});
-  py::array_t<int64_t> I({nq, static_cast<int64_t>(k)});
-  int32_t* d = D.mutable_data();
-  int64_t* i = I.mutable_data();
+  if (k < 0 || pool < k) fail("k must be >= 0 and pool >= k");
+  SnapshotView v;
+  v.codes = c;
+  Plan p;
+  p.k = p.candidates = k;
+  p.pool = exact ? pool : k;
+  p.scoring = Scoring::kAsymmetric;
+  p.quantized_only = !exact;
+  p.threads = as_threads(threads);
+  Queries qs;
+  qs.n = z.shape(0);
+  qs.projections = zp;
+  py::array_t<float> S;
+  py::array_t<int32_t> D;
+  py::array_t<int64_t> I({qs.n, static_cast<int64_t>(k)});
+  Results r{nullptr, nullptr, I.mutable_data(), 0};
+  if (exact) {
+    S = py::array_t<float>({qs.n, static_cast<int64_t>(k)});
+    r.scores = S.mutable_data();
+  } else {
+    D = py::array_t<int32_t>({qs.n, static_cast<int64_t>(k)});
+    r.distances = D.mutable_data();
+  }
   {
     py::gil_scoped_release nogil;
-    std::vector<AsymQuery> qs(nq);
-    for (int64_t q = 0; q < nq; ++q) qs[q] = make_asym_query(zp + q * c.n_bits(), c.n_bits());
-    asym_knn(qs.data(), nq, c, k, threads, d, i);
+    engine().search(v, p, qs, RowFilter{}, r);
   }
-  return py::make_tuple(D, I);
+  return py::make_tuple(exact ? py::object(S) : py::object(D), I);
 }
 
-py::tuple asym_rescore_py(const py::array& z, const py::array& codes, const py::array& cand,
-                          int k, int threads) {
-  const Codes c = as_codes(codes, "codes");
+py::tuple asym_rescore_py(const py::array& z, const py::array& codes, const py::array& cand, int k,
+                          int threads) {
+  const CodeView c = as_codes(codes, "codes");
   const float* zp = as_projections(z, c);
   require_dtype(cand, py::dtype::of<int64_t>(), "candidates", "int64");
-  require_c_contiguous(cand, "candidates");
-  if (cand.ndim() != 2 || cand.shape(0) != z.shape(0)) value_error("one candidate row per query");
-  if (k < 0) value_error("k must be >= 0");
+  require_shape(cand, "candidates", {z.shape(0), -1});
+  if (k < 0) fail("k must be >= 0");
   as_threads(threads);
   const int64_t nq = z.shape(0), M = cand.shape(1);
   const int64_t* cp = static_cast<const int64_t*>(cand.data());
   for (int64_t j = 0; j < nq * M; ++j)
-    if (cp[j] >= c.n || cp[j] < -1) value_error("candidate row out of range");
+    if (cp[j] >= c.n || cp[j] < -1) fail("candidate row out of range");
   py::array_t<float> S({nq, static_cast<int64_t>(k)});
   py::array_t<int64_t> R({nq, static_cast<int64_t>(k)});
   float* s = S.mutable_data();
   int64_t* r = R.mutable_data();
   {
     py::gil_scoped_release nogil;
-    asym_rescore(zp, nq, c.n_bits(), c.data, cp, static_cast<int>(M), k, threads, s, r);
+    engine().asym_rescore(zp, nq, c, cp, M, k, threads, s, r);
   }
   return py::make_tuple(S, R);
 }
 
-template <class T>
-py::tuple partition_knn_typed(const Codes& q, const Codes& c, const Partitions<T>& P,
-                              const py::object& table, const py::object& lo,
-                              const py::object& hi, int k, int nprobe, int threads) {
-  PartitionBand<T> pb;
-  py::array_t<int32_t> lo_a, hi_a;
-  if (!table.is_none()) {
-    const py::array tab = table.cast<py::array>();
-    const Band band = as_band(tab, c.n);
-    if (band.wide != std::is_same_v<T, uint16_t>) type_error("pivot table and cdist differ in dtype");
-    if (lo.is_none() || hi.is_none()) value_error("a pivot table needs lo and hi");
-    lo_a = as_bounds(lo.cast<py::array>(), q.n, band.P, "lo");
-    hi_a = as_bounds(hi.cast<py::array>(), q.n, band.P, "hi");
-    pb = {static_cast<const T*>(band.table), band.P, lo_a.data(), hi_a.data()};
-  }
-  return run_topk(q.n, k, [&](int32_t* d, int64_t* i, int64_t* scanned) {
-    partition_knn(q.data, q.n, c, P, pb, k, nprobe, threads, d, i, scanned);
-  });
-}
-
-py::tuple partition_knn_py(const py::array& queries, const py::array& codes,
-                           const py::array& centres, const py::array& offsets,
-                           const py::array& radius, const py::array& cdist, int k, int nprobe,
-                           int threads, const py::object& table, const py::object& lo,
-                           const py::object& hi) {
-  const Codes q = as_codes(queries, "queries");
-  const Codes c = as_codes(codes, "codes");
-  const Codes cen = as_codes(centres, "centres");
-  require_same_width(q, c);
-  require_same_width(cen, c);
-  if (k < 0 || nprobe < 0) value_error("k and nprobe must be >= 0");
-  as_threads(threads);
-  require_dtype(radius, py::dtype::of<int32_t>(), "radius", "int32");
-  require_c_contiguous(radius, "radius");
-  if (radius.ndim() != 1 || radius.shape(0) != cen.n) value_error("one radius per partition");
-  require_c_contiguous(cdist, "cdist");
-  if (cdist.ndim() != 1 || cdist.shape(0) != c.n) value_error("one centre distance per row");
-  const int64_t* offs = as_offsets(offsets, cen.n, c.n, "partition offsets");
-  const int32_t* rad = static_cast<const int32_t*>(radius.data());
-  if (cdist.dtype().equal(py::dtype::of<uint8_t>()))
-    return partition_knn_typed(
-        q, c, Partitions<uint8_t>{cen.data, cen.n, offs, rad, static_cast<const uint8_t*>(cdist.data())},
-        table, lo, hi, k, nprobe, threads);
-  if (cdist.dtype().equal(py::dtype::of<uint16_t>()))
-    return partition_knn_typed(
-        q, c, Partitions<uint16_t>{cen.data, cen.n, offs, rad, static_cast<const uint16_t*>(cdist.data())},
-        table, lo, hi, k, nprobe, threads);
-  type_error("cdist must have dtype uint8 or uint16");
-}
-
-py::tuple asym_partition_knn_py(const py::array& z, const py::array& codes,
-                                const py::array& centres, const py::array& offsets, int nprobe,
-                                int M, int threads) {
-  const Codes c = as_codes(codes, "codes");
-  const Codes cen = as_codes(centres, "centres");
-  require_same_width(cen, c);
-  const float* zp = as_projections(z, c);
-  if (M < 0 || nprobe < 1) value_error("M must be >= 0 and nprobe >= 1");
-  as_threads(threads);
-  const int64_t* offs = as_offsets(offsets, cen.n, c.n, "partition offsets");
-  const int64_t nq = z.shape(0);
-  return run_topk(nq, M, [&](int32_t* d, int64_t* i, int64_t* scanned) {
-    std::vector<AsymQuery> qs(nq);
-    for (int64_t q = 0; q < nq; ++q) qs[q] = make_asym_query(zp + q * c.n_bits(), c.n_bits());
-    asym_partition_knn(qs.data(), nq, c, cen.data, cen.n, offs, nprobe, M, threads, d, i, scanned);
-  });
+// Each row's cell in the flat layout (the sort key of its rows): cell_key in snapshot.h.
+py::array_t<int64_t> cell_keys_py(const py::array& table, int levels, int n_bits) {
+  if (levels < 1 || levels > kMaxSortedLevels) fail("levels must be 1 or 2");
+  require_dtype(table, table_dtype(n_bits), "pivot table", n_bits <= 255 ? "uint8" : "uint16");
+  require_shape(table, "pivot table", {-1, -1});
+  const int64_t n = table.shape(0), P = table.shape(1);
+  if (P < levels) fail("levels must be at most n_pivots");
+  py::array_t<int64_t> out(n);
+  int64_t* o = out.mutable_data();
+  auto fill = [&](const auto* t) {
+    for (int64_t r = 0; r < n; ++r) o[r] = cell_key(t[r * P], levels > 1 ? t[r * P + 1] : 0, levels, n_bits);
+  };
+  if (n_bits <= 255)
+    fill(static_cast<const uint8_t*>(table.data()));
+  else
+    fill(static_cast<const uint16_t*>(table.data()));
+  return out;
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "hashpivot's compiled core: Hamming kernels, top-k, pivot band filter";
+  m.doc() = "hashpivot's compiled core: the search engine and its kernels";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const NonFiniteError& e) {
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("NonFiniteError").ptr(), e.what());
+    } catch (const ZeroVectorError& e) {
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("ZeroVectorError").ptr(), e.what());
+    } catch (const DtypeError& e) {
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("InvalidTypeError").ptr(), e.what());
+    } catch (const InputError& e) {
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("InvalidInputError").ptr(), e.what());
+    }
+  });
+  m.attr("MIN_BITS") = kMinBits;
+  m.attr("MAX_BITS") = kMaxBits;
+  m.attr("MAX_PIVOTS") = kMaxPivots;
+  m.attr("MAX_DIM") = kMaxDim;
+  m.attr("MAX_SORTED_LEVELS") = kMaxSortedLevels;
   m.def("cpu_features", [] {
+    const CpuFeatures& f = cpu_features();
     py::dict d;
-    __builtin_cpu_init();
-    d["isa"] = isa_name(kernels().isa);
-    d["best_isa"] = isa_name(best_isa());
-    d["popcnt"] = static_cast<bool>(__builtin_cpu_supports("popcnt"));
-    d["avx2"] = static_cast<bool>(__builtin_cpu_supports("avx2"));
-    d["avx512_vpopcntdq"] = static_cast<bool>(__builtin_cpu_supports("avx512vpopcntdq"));
-    d["threads"] = ThreadPool::hardware_threads();
+    d["isa"] = isa_name(engine().isa);
+    d["best_isa"] = isa_name(f.best);
+    d["popcnt"] = f.popcnt;
+    d["avx2"] = f.avx2;
+    d["avx512_vpopcntdq"] = f.avx512_vpopcntdq;
+    d["threads"] = ThreadPool::get().max_threads();
     return d;
   });
   m.def("set_isa", [](const std::string& name) {
     Isa isa;
-    if (!parse_isa(name, &isa))
-      value_error("unknown isa '" + name + "'; use portable, popcnt, avx2 or avx512");
+    if (!parse_isa(name, &isa)) fail("unknown isa '" + name + "'; use portable, popcnt, avx2 or avx512");
     set_isa(isa);
   });
-  m.def("knn", &knn_py, py::arg("queries"), py::arg("codes"), py::arg("k"),
-        py::arg("threads") = 0, py::arg("table") = py::none(), py::arg("lo") = py::none(),
-        py::arg("hi") = py::none(), py::arg("row_begin") = py::none(),
-        py::arg("row_end") = py::none());
+
+  py::enum_<Scoring>(m, "Scoring").value("hamming", Scoring::kHamming).value("asymmetric", Scoring::kAsymmetric);
+  py::enum_<Source>(m, "Source")
+      .value("all", Source::kAll)
+      .value("band", Source::kBand)
+      .value("partitions", Source::kPartitions)
+      .value("lists", Source::kLists)
+      .value("allowed", Source::kAllowed);
+  py::class_<Plan>(m, "Plan", "One search's settings, as hashpivot.plan makes them")
+      .def(py::init<>())
+      .def_readwrite("k", &Plan::k)
+      .def_readwrite("scoring", &Plan::scoring)
+      .def_readwrite("source", &Plan::source)
+      .def_readwrite("pool", &Plan::pool)
+      .def_readwrite("candidates", &Plan::candidates)
+      .def_readwrite("hamming_first", &Plan::hamming_first)
+      .def_readwrite("threshold", &Plan::threshold)
+      .def_readwrite("nprobe", &Plan::nprobe)
+      .def_readwrite("probe_rows", &Plan::probe_rows)
+      .def_readwrite("rerank", &Plan::rerank)
+      .def_readwrite("exact_allowed", &Plan::exact_allowed)
+      .def_readwrite("quantized_only", &Plan::quantized_only)
+      .def_readwrite("threads", &Plan::threads);
+  py::class_<Snapshot>(m, "Snapshot", "An immutable version of an index's rows, validated once")
+      .def(py::init<const py::array&, const py::object&, const py::object&, const py::object&,
+                    const py::object&, const py::object&, const py::object&, int,
+                    const py::object&, const py::object&, const py::object&, const py::object&,
+                    const py::object&, const py::object&, const py::object&, const py::object&,
+                    const py::object&>(),
+           py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
+           py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
+           py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
+           py::arg("centres") = py::none(), py::arg("part_offsets") = py::none(),
+           py::arg("radius") = py::none(), py::arg("cdist") = py::none(),
+           py::arg("list_centres") = py::none(), py::arg("list_offsets") = py::none(),
+           py::arg("factors") = py::none(), py::arg("vectors") = py::none(),
+           py::arg("scales") = py::none())
+      .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
+           py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
+      .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,
+                    "scale float queries to unit length (cosine)")
+      .def_property_readonly("n", &Snapshot::n)
+      .def_property_readonly("n_bits", &Snapshot::n_bits);
+
+  m.def("knn", &knn_py, py::arg("queries"), py::arg("codes"), py::arg("k"), py::arg("threads") = 0,
+        py::arg("pivots") = py::none(), py::arg("table") = py::none(), py::arg("lo") = py::none(),
+        py::arg("hi") = py::none());
+  m.def("cell_keys", &cell_keys_py, py::arg("table"), py::arg("levels"), py::arg("n_bits"));
   m.def("range_search", &range_py, py::arg("queries"), py::arg("codes"), py::arg("radius"),
         py::arg("threads") = 0);
   m.def("distances", &distances_py, py::arg("queries"), py::arg("codes"), py::arg("threads") = 0);
-  m.def("banded_knn", &banded_knn_py, py::arg("queries"), py::arg("codes"), py::arg("table"),
-        py::arg("lo"), py::arg("hi"), py::arg("offsets"), py::arg("levels"), py::arg("k"),
-        py::arg("threads") = 0);
-  m.def("rerank", &rerank_py, py::arg("queries"), py::arg("candidates"), py::arg("store"),
-        py::arg("scales") = py::none(), py::arg("k"), py::arg("threads") = 0);
-  m.def("asym_knn", &asym_knn_py, py::arg("projections"), py::arg("codes"), py::arg("k"),
-        py::arg("threads") = 0);
-  m.def("asym_rescore", &asym_rescore_py, py::arg("projections"), py::arg("codes"),
-        py::arg("candidates"), py::arg("k"), py::arg("threads") = 0);
-  m.def("partition_knn", &partition_knn_py, py::arg("queries"), py::arg("codes"),
-        py::arg("centres"), py::arg("offsets"), py::arg("radius"), py::arg("cdist"), py::arg("k"),
-        py::arg("nprobe") = 0, py::arg("threads") = 0, py::arg("table") = py::none(),
-        py::arg("lo") = py::none(), py::arg("hi") = py::none());
-  m.def("asym_partition_knn", &asym_partition_knn_py, py::arg("projections"), py::arg("codes"),
-        py::arg("centres"), py::arg("offsets"), py::arg("nprobe"), py::arg("M"),
-        py::arg("threads") = 0);
   m.def("pivot_filter", &pivot_filter_py, py::arg("table"), py::arg("lo"), py::arg("hi"),
         py::arg("begin") = 0, py::arg("end") = -1, py::arg("threads") = 0);
+  m.def("encode", &encode_py, py::arg("x"), py::arg("mean"), py::arg("projection"),
+        py::arg("want_z") = false, py::arg("want_codes") = true, py::arg("threads") = 0);
+  m.def("asym_knn", &asym_knn_py, py::arg("projections"), py::arg("codes"), py::arg("k"),
+        py::arg("pool"), py::arg("threads") = 0, py::arg("exact") = true);
+  m.def("asym_rescore", &asym_rescore_py, py::arg("projections"), py::arg("codes"),
+        py::arg("candidates"), py::arg("k"), py::arg("threads") = 0);
 }

@@ -1,4 +1,4 @@
-// Packed binary codes: layout, loads and popcount policies shared by every kernel.
+// Packed binary codes: limits, loads and popcount policies shared by every kernel.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -8,9 +8,13 @@
 
 namespace hashpivot {
 
+// The one place these limits live: Python reads them from the compiled module.
 constexpr int kMinBits = 64;
 constexpr int kMaxBits = 1024;
 constexpr int kMaxWords = kMaxBits / 64;
+constexpr int kMaxPivots = 16;
+constexpr int kMaxDim = 65536;      // embedding dimensions a snapshot accepts
+constexpr int kMaxSortedLevels = 2;  // pivots whose distance orders the flat layout's rows
 
 // Codes are rows of n_bits / 8 bytes in np.packbits order; a distance ignores bit order.
 HP_INLINE uint64_t load_u64(const uint8_t* p) {
@@ -47,20 +51,13 @@ struct QueryWords {
 template <class Pop, int W>
 HP_INLINE int hamming(const QueryWords<W>& q, const uint8_t* code) {
   int d = 0;
-  if constexpr (W > 0) {
-    for (int j = 0; j < W; ++j) d += Pop::count(q.w[j] ^ load_u64(code + 8 * j));
-  } else {
-    for (int j = 0; j < q.words; ++j) d += Pop::count(q.w[j] ^ load_u64(code + 8 * j));
-  }
+  const int words = W > 0 ? W : q.words;
+  for (int j = 0; j < words; ++j) d += Pop::count(q.w[j] ^ load_u64(code + 8 * j));
   return d;
 }
 
-// Distance between two codes given as raw bytes (nbytes a multiple of 8).
-template <class Pop>
-HP_INLINE int hamming_bytes(const uint8_t* a, const uint8_t* b, int nbytes) {
-  int d = 0;
-  for (int j = 0; j < nbytes; j += 8) d += Pop::count(load_u64(a + j) ^ load_u64(b + j));
-  return d;
-}
+// Bit j of a code (np.packbits order) is bit 7 - j % 8 of byte j / 8; in the little-endian
+// 64-bit word holding that byte it is bit 8 * (j / 8 % 8) + 7 - j % 8.
+HP_INLINE int word_bit(int j) { return 8 * (j / 8 % 8) + 7 - j % 8; }
 
 }  // namespace hashpivot

@@ -2,12 +2,14 @@
 // (a slow thread never holds the others back), and a second concurrent caller runs its tasks
 // inline instead of waiting, so searches from many Python threads never queue behind each other.
 #pragma once
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <mutex>
@@ -15,6 +17,21 @@
 #include <vector>
 
 namespace hashpivot {
+
+constexpr int kMaxThreads = 1024;  // a bound on HASHPIVOT_NUM_THREADS
+
+// Threads this process may use: HASHPIVOT_NUM_THREADS when set (as faiss honours
+// OMP_NUM_THREADS), else the CPUs of its affinity mask (taskset, cgroups' cpusets).
+inline int available_threads() {
+  if (const char* env = std::getenv("HASHPIVOT_NUM_THREADS")) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 1) return static_cast<int>(std::min<long>(v, kMaxThreads));
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
 
 class ThreadPool {
  public:
@@ -25,10 +42,6 @@ class ThreadPool {
     std::lock_guard<std::mutex> lk(m);
     if (!pool || pool->pid_ != getpid()) pool = new ThreadPool();  // old one: leaked on fork
     return *pool;
-  }
-
-  static int hardware_threads() {
-    return std::max(1u, std::thread::hardware_concurrency());
   }
 
   // Runs fn(t) for t in [0, n) on up to `threads` threads (the caller included).
@@ -61,7 +74,7 @@ class ThreadPool {
 
  private:
   ThreadPool() : pid_(getpid()) {
-    const int n = hardware_threads() - 1;
+    const int n = available_threads() - 1;
     for (int i = 0; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
     for (auto& w : workers_) w.detach();  // lives for the process; never joined at exit
   }
@@ -105,11 +118,14 @@ class ThreadPool {
   std::exception_ptr error_;
 };
 
-// Threads for a job of `work` code comparisons: waking a thread costs tens of microseconds on a
-// VM, so each one must get at least ~256k comparisons; never more than asked.
+// Waking a thread costs tens of microseconds on a VM: each one must get at least this many
+// code comparisons' worth of work.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 18;
+
+// Threads for a job of `work` code comparisons: never more than asked (0 = all available).
 inline int threads_for(int requested, int64_t work) {
-  const int cap = requested > 0 ? requested : ThreadPool::hardware_threads();
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(cap, work >> 18)));
+  const int cap = requested > 0 ? requested : ThreadPool::get().max_threads();
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(cap, work / kMinWorkPerThread)));
 }
 
 }  // namespace hashpivot

@@ -16,12 +16,14 @@ def test_one_document():
     x = data(1, seed=41)
     index = Index.build(np.repeat(x, 3, axis=0) + data(3, seed=42) * 1e-3, n_bits=64)
     index.remove([1, 2])
-    s, i = index.search(x, k=3)
-    assert list(i[0]) == [0, -1, -1] and np.isneginf(s[0, 1:]).all()
+    s, i = index.search(x, k=3)  # k capped at the one row left
+    assert list(i[0]) == [0] and np.isfinite(s).all()
     codes = np.zeros((1, 8), np.uint8)
     one = Index.from_codes(codes)
     d, i = one.search_codes(codes, k=2)
-    assert list(i[0]) == [0, -1] and list(d[0]) == [0, 65]
+    assert list(i[0]) == [0] and list(d[0]) == [0]
+    d, i = one.search_codes(codes, k=1, threshold=0, allowed=[5])  # nothing qualifies: padded
+    assert list(i[0]) == [-1] and list(d[0]) == [65]
 
 
 @pytest.mark.parametrize("n_bits", [64, 1024])

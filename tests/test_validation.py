@@ -88,12 +88,11 @@ def test_number_of_bad_inputs_tried():
 
 
 def test_not_errors(index):
-    S, I = index.search(X[0], k=len(index) + 5)  # 1-D query = one query; k > n
-    assert S.shape == (1, len(index) + 5) and (I[0, len(index):] == -1).all()
-    assert np.isneginf(S[0, len(index):]).all()
+    S, I = index.search(X[0], k=len(index) + 5)  # 1-D query = one query; k capped at n
+    assert S.shape == (1, len(index)) and (I[0] >= 0).all() and np.isfinite(S).all()
     empty = Index.build(X, n_bits=64)
     empty.remove(np.arange(len(X)))
-    S, I = empty.search(X[:3], k=4)
-    assert (I == -1).all() and np.isneginf(S).all()
+    S, I = empty.search(X[:3], k=4)  # an empty index: no columns
+    assert S.shape == I.shape == (3, 0)
     D, I = empty.search(X[:1], k=2, rerank=False, scoring="hamming")
-    assert (I == -1).all() and (D == 65).all()
+    assert D.shape == (1, 0) and D.dtype == np.int32

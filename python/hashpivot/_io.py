@@ -1,24 +1,36 @@
-"""Safe files: atomic writes (temporary name, fsync, rename), checksums, no pickle anywhere."""
+"""Safe files: atomic writes (temporary name, fsync, rename) that respect the umask, checksums,
+no pickle anywhere."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Union
 
 import numpy as np
 
 PathLike = Union[str, "os.PathLike[str]"]
+HASH_PIECE = 1 << 24  # hash in 16 MB pieces so a memory-mapped array is never copied whole
+
+_umask_lock = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file under this process's umask."""
+    with _umask_lock:  # the umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def sha256_array(a: np.ndarray) -> str:
     h = hashlib.sha256()
     flat = a.reshape(-1).view(np.uint8) if a.size else np.zeros(0, np.uint8)
-    step = 1 << 24  # hash in 16 MB pieces so a memory-mapped array is never copied whole
-    for i in range(0, flat.size, step):
-        h.update(memoryview(np.ascontiguousarray(flat[i:i + step])))
+    for i in range(0, flat.size, HASH_PIECE):
+        h.update(memoryview(np.ascontiguousarray(flat[i:i + HASH_PIECE])))
     return h.hexdigest()
 
 
@@ -45,6 +57,7 @@ def atomic_write(path: PathLike, write: Callable[[object], None]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

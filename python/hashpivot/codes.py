@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
+from ._validate import to_numpy
 from .errors import InvalidInputError, InvalidTypeError
 
-MIN_BITS = 64
-MAX_BITS = 1024
+MIN_BITS: int = _core.MIN_BITS  # the limits live in the C++ core (cpp/codes.h)
+MAX_BITS: int = _core.MAX_BITS
 
 # Reverses the bit order inside a byte (MSB-first <-> LSB-first).
 _REVERSE_BITS = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
@@ -32,6 +34,7 @@ def check_n_bits(n_bits: int) -> int:
 
 def as_codes(x: object, name: str = "codes", *, allow_1d: bool = False) -> np.ndarray:
     """Checks packed codes without copying; a 1-D row becomes one query when ``allow_1d``."""
+    x = to_numpy(x)
     if not isinstance(x, np.ndarray):
         raise InvalidTypeError(
             f"{name} must be a numpy uint8 array of packed bits, got {type(x).__name__}; "

@@ -1,4 +1,9 @@
-"""Exceptions raised by hashpivot: each says what was wrong and what to do about it."""
+"""Exceptions raised by hashpivot: each says what was wrong and what to do about it.
+
+Every error hashpivot raises on purpose is a :class:`HashpivotError`; each is also the standard
+exception a caller would catch without knowing hashpivot (``ValueError``, ``TypeError``,
+``OSError``, ``FileNotFoundError``).
+"""
 
 from __future__ import annotations
 
@@ -40,9 +45,31 @@ class UnknownIdError(InvalidInputError):
     """remove() of an id that is not in the index."""
 
 
+class LimitError(InvalidInputError):
+    """A count, id or size beyond what hashpivot supports (say 2**31 candidates)."""
+
+
 class FormatVersionError(IndexFormatError):
     """A file written by a newer (or unknown) version of hashpivot's format."""
 
 
 class CorruptFileError(IndexFormatError):
-    """A missing, truncated, bit-flipped or inconsistent file."""
+    """A missing, truncated, bit-flipped, inconsistent or unsafe (symlinked) file."""
+
+
+class MissingFileError(CorruptFileError, FileNotFoundError):
+    """A file that should exist (an ITQ model, an index member) does not."""
+
+
+class IndexDirectoryError(HashpivotError, OSError):
+    """A save into a directory that holds files but no hashpivot index: refused, nothing is
+    touched."""
+
+
+class StorageError(HashpivotError, OSError):
+    """Writing an index failed (disk full, permissions); what this save wrote is removed and
+    the previous index, if any, is intact."""
+
+
+class ConfigurationError(HashpivotError, RuntimeError):
+    """An optional dependency or resource is missing (a model, a package, a GPU)."""

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .hamming import hamming_distances, pivot_filter
+from .kernels import hamming_distances, pivot_filter
 from .index import Index
 from .pivots import pivot_table, select_pivots
 
@@ -78,8 +78,7 @@ def notebook_protocol(index: Index, embeddings: np.ndarray, n_queries: int = 100
             keep_share, frec = kept / (len(qi) * len(index)), hits / gt.size
         row["cut"] = 1.0 - keep_share
         row["filter_recall"] = frec
-        _, cand = index.candidates(qc, max(limits) + 1, t)
-        cand_ids = np.where(cand >= 0, index.ids[np.maximum(cand, 0)], -1)
+        _, cand_ids = index.search_codes(qc, max(limits) + 1, threshold=t)
         for L in limits:
             rec = []
             for j in range(len(qi)):

@@ -1,72 +1,68 @@
-"""``hashpivot.Index``: ITQ codes + pivot band filter + Hamming ranking + exact rerank.
+"""``hashpivot.Index``: the facade. It validates input and plans a search (hashpivot.plan); a
+layout strategy (hashpivot.layouts) holds the model and orders the rows; each version of the
+rows has one C++ snapshot, validated once, that runs a whole search in one call; saving and
+loading are hashpivot.storage's.
 
-Rows are stored sorted by their distance to the first pivot(s) (``levels`` = 1 or 2), with cell
-offsets, so the band ``|d(q, p_i) - d(x, p_i)| <= t`` on those pivots is a few contiguous row
-windows: rows outside them are never read. The other pivots are checked inside the windows, only
-for rows whose Hamming distance could enter the candidate list. Internal row order is mapped
-back to the user's int64 ids.
+Thread safety: any number of threads may search while one adds or removes; a search sees the
+rows as they were when it started (the version and its snapshot are swapped in one assignment).
+add/remove calls are serialised by a lock.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import threading
-import uuid
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from ._io import atomic_write, fsync_dir, sha256_array
-from .codes import as_codes
-from .errors import (CorruptFileError, DimensionError, DuplicateIdError, FormatVersionError,
-                     IndexFormatError, InvalidInputError, InvalidTypeError, UnknownIdError,
+from ._validate import choice, count, seed as _seed, to_numpy
+from .codes import as_codes, check_n_bits
+from .errors import (CorruptFileError, DimensionError, DuplicateIdError, IndexFormatError,
+                     InvalidInputError, InvalidTypeError, LimitError, UnknownIdError,
                      ZeroVectorError)
-from .hamming import _count, _threads, hamming_distances
+from .filters import IdFilter, IdMap, as_filter
 from .itq import ITQ, as_embeddings
-from .partition import assign, train_centres
-from .pivots import pivot_table, select_pivots, table_dtype
+from .layouts import (FlatLayout, IVFLayout, Layout, PartitionedLayout, Rows, group_count,
+                      make_layout)
+from .partition import train_centres
+from .pivots import MAX_PIVOTS, METHODS, select_pivots
+from .plan import IndexShape, Plan, make_plan
+from .storage import check_version, load_dir, save_dir
 
-FORMAT = "hashpivot-index"
-VERSION = 2
+LayoutName = Literal["flat", "partitioned", "ivf"]
+StoreName = Literal["float32", "float16", "int8"]
+Metric = Literal["cosine", "ip"]
+ScoringName = Literal["asymmetric", "hamming"]
+PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
+
+VERSION = 3
+LAYOUTS = ("flat", "partitioned", "ivf")
 STORES = ("float32", "float16", "int8", None)
-HEADER = "header.json"
-AUTO_FULL_SCAN = 200_000  # rows up to which shortlist="auto" means a full asymmetric scan
+METRICS = ("cosine", "ip")
+MAX_ROWS = 1 << 40          # rows an index (or a saved header) may claim
+MAX_ID = 2**63 - 1
+INT8_LEVELS = 127           # int8 store: x ~ scale * round(x / scale), |x / scale| <= 127
+NORM_TOLERANCE = 1e-3       # |1 - ||x||| above this: not L2-normalised
+_warned_unnormalised = False
 
-PathLike = Union[str, "os.PathLike[str]"]
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length without underflow (scaled by their largest entry first)."""
+    big = np.abs(x).max(axis=1, keepdims=True)
+    y = x / np.where(big > 0, big, 1)
+    return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _check_rows(x: np.ndarray, name: str) -> None:
-    if x.shape[0] and not np.einsum("ij,ij->i", x, x).all():
-        bad = int((np.einsum("ij,ij->i", x, x) == 0).sum())
+    zero = ~(x != 0).any(axis=1)  # exact: a tiny but non-zero vector still has a direction
+    if zero.any():
         raise ZeroVectorError(
-            f"{name} contain {bad} zero vector(s): an all-zero embedding has no direction "
-            "(did the encoder fail?); drop those rows"
-        )
-
-
-def _check_layout(layout: str) -> None:
-    if layout not in ("flat", "partitioned"):
-        raise InvalidInputError(f"layout must be 'flat' or 'partitioned', got {layout!r}")
-
-
-def _as_ids(ids: object, n: int) -> np.ndarray:
-    if not isinstance(ids, (np.ndarray, list, tuple, range)):
-        raise InvalidTypeError(f"ids must be an array of integers, got {type(ids).__name__}")
-    arr = np.asarray(ids)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidTypeError(f"ids must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64).reshape(-1)
-    if arr.shape[0] != n:
-        raise InvalidInputError(f"got {arr.shape[0]} ids for {n} embeddings")
-    if (arr < 0).any():
-        raise InvalidInputError("ids must be >= 0 (-1 marks a missing result)")
-    if np.unique(arr).shape[0] != n:
-        raise DuplicateIdError("ids contain duplicates; every document needs its own id")
-    return arr
+            f"{name} contain {int(zero.sum())} zero vector(s): an all-zero embedding has no "
+            "direction (did the encoder fail?); drop those rows")
 
 
 def _quantize(x: np.ndarray, store: Optional[str]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
@@ -76,160 +72,211 @@ def _quantize(x: np.ndarray, store: Optional[str]) -> Tuple[Optional[np.ndarray]
         return np.ascontiguousarray(x, dtype=np.float32), None
     if store == "float16":
         return np.ascontiguousarray(x, dtype=np.float16), None
-    scale = np.abs(x).max(axis=1) / 127.0
+    scale = np.abs(x).max(axis=1) / INT8_LEVELS
     scale[scale == 0] = 1.0
-    q = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(x / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
     return q, scale.astype(np.float32)
 
 
-@dataclass(frozen=True)
-class Rows:
-    """One consistent version of the stored rows, in the sorted layout. Searches read a
-    snapshot; add/remove build a new one and swap it in with one assignment, so a search running
-    beside them sees the old rows or the new ones, never a mix."""
+def _as_ids(ids: object, n: int) -> np.ndarray:
+    ids = to_numpy(ids)
+    if not isinstance(ids, (np.ndarray, list, tuple, range)):
+        raise InvalidTypeError(f"ids must be an array of integers, got {type(ids).__name__}")
+    try:
+        arr = np.asarray(ids)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidTypeError("ids must be integers") from None
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidTypeError(f"ids must be integers, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0):
+        raise InvalidInputError("ids must be >= 0 (-1 marks a missing result)")
+    if arr.size and arr.dtype == np.uint64 and arr.max() > MAX_ID:
+        raise LimitError(f"ids must be at most 2**63 - 1, got {int(arr.max())}")
+    arr = arr.astype(np.int64).reshape(-1)
+    if arr.shape[0] != n:
+        raise InvalidInputError(f"got {arr.shape[0]} ids for {n} embeddings")
+    if np.unique(arr).shape[0] != n:
+        raise DuplicateIdError("ids contain duplicates; every document needs its own id")
+    return arr
 
-    codes: np.ndarray
-    table: np.ndarray
-    ids: np.ndarray
-    offsets: np.ndarray  # flat: pivot-cell starts; partitioned: partition starts
-    vectors: Optional[np.ndarray] = None
-    scales: Optional[np.ndarray] = None
-    parts: Optional[np.ndarray] = None   # partitioned: each row's partition (int32)
-    radius: Optional[np.ndarray] = None  # partitioned: each partition's covering radius (int32)
-    cdist: Optional[np.ndarray] = None   # partitioned: each row's distance to its centre
 
+class _Version:
+    """One version of the rows, its snapshot, and (when a filter needs it) its id map."""
 
-def _centre_distances_match(codes: np.ndarray, centres: np.ndarray, parts: np.ndarray,
-                            cdist: np.ndarray, chunk: int = 1 << 20) -> bool:
-    """Whether cdist holds every row's Hamming distance to its centre (checked in chunks)."""
-    for s in range(0, codes.shape[0], chunk):
-        x = np.bitwise_xor(codes[s:s + chunk], centres[parts[s:s + chunk]])
-        if not (np.bitwise_count(x).sum(axis=1, dtype=np.int64) == cdist[s:s + chunk]).all():
-            return False
-    return True
+    def __init__(self, rows: Rows, snapshot: "_core.Snapshot") -> None:
+        self.rows, self.snapshot = rows, snapshot
+        self._idmap: Optional[IdMap] = None
+
+    @property
+    def idmap(self) -> IdMap:
+        if self._idmap is None:  # two threads may both build it: the same map, harmless
+            self._idmap = IdMap(self.rows.ids)
+        return self._idmap
 
 
 class Index:
     """A searchable index of embeddings (or of packed codes). Create it with :meth:`build`,
-    :meth:`from_codes` or :meth:`load`.
+    :meth:`from_codes` or :meth:`load`; search it with :meth:`search` (``(scores, ids)``, like
+    faiss)."""
 
-    Thread safety: any number of threads may search while one adds or removes; each search sees
-    the index as it was when it started. add/remove calls are serialised by a lock."""
-
-    def __init__(self, itq: Optional[ITQ], pivots: np.ndarray, store: Optional[str], levels: int,
-                 meta: Optional[Dict[str, Any]] = None, n_bits: Optional[int] = None,
-                 centres: Optional[np.ndarray] = None) -> None:
-        self.itq = itq
-        self.centres = centres  # partitioned layout when set
-        self.layout = "flat" if centres is None else "partitioned"
-        self.n_bits = int(itq.n_bits if itq is not None else n_bits)
-        self.pivots = pivots
+    def __init__(self, layout: Layout, store: Optional[str], metric: str, rows: Rows,
+                 meta: Optional[Dict[str, Any]] = None,
+                 tuned: Optional[Dict[str, Any]] = None) -> None:
+        self._layout = layout
         self.store = store
-        self.levels = levels
+        self.metric = metric
         self.meta: Dict[str, Any] = dict(meta or {})
-        nb = self.n_bits // 8
-        empty_parts = None if centres is None else np.zeros(0, np.int32)
-        empty_radius = None if centres is None else np.zeros(len(centres), np.int32)
-        empty_cdist = None if centres is None else np.zeros(0, table_dtype(self.n_bits))
-        self._rows = Rows(np.zeros((0, nb), dtype=np.uint8),
-                          np.zeros((0, pivots.shape[0]), dtype=table_dtype(self.n_bits)),
-                          np.zeros(0, dtype=np.int64), np.zeros(self._cells() + 1, dtype=np.int64),
-                          parts=empty_parts, radius=empty_radius, cdist=empty_cdist)
+        self.tuned: Dict[str, Any] = dict(tuned or {})
         self._write_lock = threading.Lock()
-        self._last_scanned = (0, 0)  # rows read, rows that a full scan would have read
+        self._stats_lock = threading.Lock()
+        self._totals = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
+        self._set_rows(rows)
 
-    # the current rows (a snapshot: read it once per operation)
-    codes = property(lambda self: self._rows.codes)
-    table = property(lambda self: self._rows.table)
-    ids = property(lambda self: self._rows.ids)
-    offsets = property(lambda self: self._rows.offsets)
-    vectors = property(lambda self: self._rows.vectors)
-    scales = property(lambda self: self._rows.scales)
+    def _set_rows(self, rows: Rows) -> None:
+        snapshot = self._layout.snapshot(rows)
+        snapshot.normalize = self.metric == "cosine"  # queries scaled to unit length in C++
+        self._version = _Version(rows, snapshot)
+
+    # ---- what it is ----
+    layout = property(lambda self: self._layout.name, doc="'flat', 'partitioned' or 'ivf'")
+    n_bits = property(lambda self: self._layout.n_bits, doc="bits per code")
+    itq = property(lambda self: self._layout.itq, doc="the ITQ model (None: built from codes)")
+    codes = property(lambda self: self._version.rows.codes, doc="packed codes, in row order")
+    ids = property(lambda self: self._version.rows.ids, doc="user id of each row")
+    table = property(lambda self: self._version.rows.table, doc="pivot distances (n, P)")
+    offsets = property(lambda self: self._version.rows.offsets, doc="cell/group starts")
+    vectors = property(lambda self: self._version.rows.vectors, doc="stored vectors")
+    scales = property(lambda self: self._version.rows.scales, doc="int8 scales")
+
+    @property
+    def pivots(self) -> Optional[np.ndarray]:
+        return getattr(self._layout, "pivots", None)
+
+    @property
+    def centres(self) -> Optional[np.ndarray]:
+        """Partition centre codes (partitioned) or list centres (ivf)."""
+        return getattr(self._layout, "centres", None)
+
+    @property
+    def levels(self) -> int:
+        return getattr(self._layout, "levels", 0)
+
+    @property
+    def dim(self) -> Optional[int]:
+        return self.itq.dim if self.itq is not None else None
+
+    def __len__(self) -> int:
+        return self._version.rows.n
+
+    def __repr__(self) -> str:
+        extra = f", groups={self._layout.n_groups}" if self._layout.n_groups else ""
+        return (f"hashpivot.Index(layout={self.layout!r}, rows={len(self):,}, "
+                f"n_bits={self.n_bits}, store={self.store!r}, metric={self.metric!r}{extra})")
+
+    def __reduce__(self):
+        raise InvalidTypeError("a hashpivot.Index cannot be pickled: save() it and load() it "
+                               "(memory-mapped, so processes share one copy)")
 
     # ---- construction ----
     @classmethod
     def build(cls, embeddings: np.ndarray, n_bits: int = 128, n_pivots: int = 8,
-              store: Optional[str] = "float32", seed: int = 42, device: str = "auto",
-              ids: Optional[Sequence[int]] = None, pivot_method: str = "furthest_first",
+              store: Optional[StoreName] = "float32", seed: int = 42, device: str = "auto",
+              ids: Optional[Sequence[int]] = None,
+              pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
               pivot_sample: int = 10000, n_iter: int = 50, max_train: Optional[int] = None,
               meta: Optional[Dict[str, Any]] = None, progress: Optional[bool] = None,
-              layout: str = "flat", n_partitions: Optional[int] = None) -> "Index":
-        """Trains ITQ on the embeddings, chooses pivots, and adds every row.
+              layout: LayoutName = "flat", n_partitions: Optional[int] = None,
+              n_lists: Optional[int] = None, metric: Metric = "cosine") -> "Index":
+        """Trains the codes on the embeddings and adds every row.
 
-        ``store``: how vectors are kept for the exact rerank ("float32", "float16", "int8" with
-        a scale per row, or None for codes only). Embeddings should be L2-normalised: scores
-        are inner products (= cosine similarity). ``layout="partitioned"`` groups rows by the
-        nearest of ``n_partitions`` centre codes (default about 4 sqrt(N)) for sub-linear search.
+        ``layout``: "flat" (every row scanned; best to ~200k rows), "partitioned" (Hamming
+        centres, exact pruning or ``nprobe``), "ivf" (float k-means lists of residual codes:
+        recall that holds at millions of rows; tune it with :meth:`tune`). ``metric``: "cosine"
+        normalises the embeddings (and queries) to unit length; "ip" keeps them as they are and
+        scores raw inner products. ``store``: how vectors are kept for the exact rerank
+        ("float32", "float16", "int8" with a scale per row, or None for codes only).
         """
-        _check_layout(layout)
-        if store not in STORES:
-            raise InvalidInputError(f"store must be one of {STORES}, got {store!r}")
-        x = as_embeddings(embeddings)
-        _check_rows(x, "embeddings")
+        choice(layout, "layout", LAYOUTS)
+        choice(store, "store", STORES)
+        choice(metric, "metric", METRICS)
+        n_bits = check_n_bits(n_bits)
+        seed = _seed(seed)
+        choice(pivot_method, "pivot_method", METHODS)
+        n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
+        pivot_sample = count(pivot_sample, "pivot_sample", 1)
+        x = cls._prepare(as_embeddings(embeddings), metric)
+        if layout == "ivf":
+            from .ivf import train
+
+            centres, itq, lists = train(x, n_bits, n_lists, seed, device, n_iter, max_train,
+                                        progress)
+            lay: Layout = IVFLayout(n_bits, itq, centres)
+            index = cls(lay, store, metric, lay.empty(), meta)
+            index._append(x, *lay.encode_assigned(x, lists), ids)
+            return index
         itq = ITQ(n_bits=n_bits, n_iter=n_iter, seed=seed, device=device,
                   max_train=max_train).fit(x, progress=progress)
-        codes = itq.encode(x, progress=progress)
-        pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
-        centres = train_centres(codes, n_partitions, seed) if layout == "partitioned" else None
-        index = cls(itq, pivots, store, cls._levels_for(itq.n_bits, pivots), meta,
-                    centres=centres)
-        index._append(x, codes, ids)
+        codes = itq.encode(x)
+        lay = cls._code_layout(layout, n_bits, itq, codes, n_pivots, pivot_method, pivot_sample,
+                               seed, n_partitions)
+        index = cls(lay, store, metric, lay.empty(), meta)
+        index._append(x, codes, lay.derive(codes, x), ids)
         return index
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, ids: Optional[Sequence[int]] = None,
-                   n_pivots: int = 8, seed: int = 42, pivot_method: str = "furthest_first",
+                   n_pivots: int = 8, seed: int = 42,
+                   pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
                    pivot_sample: int = 10000, meta: Optional[Dict[str, Any]] = None,
-                   layout: str = "flat", n_partitions: Optional[int] = None) -> "Index":
+                   layout: Literal["flat", "partitioned"] = "flat",
+                   n_partitions: Optional[int] = None) -> "Index":
         """An index of packed codes you already have (sentence-transformers "ubinary", or
         faiss codes through :func:`hashpivot.from_faiss_codes`): no vectors, no ITQ. Search
         it with :meth:`search_codes`."""
-        _check_layout(layout)
+        choice(layout, "layout", ("flat", "partitioned"))
         codes = as_codes(codes)
-        pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
-        n_bits = codes.shape[1] * 8
-        centres = train_centres(codes, n_partitions, seed) if layout == "partitioned" else None
-        index = cls(None, pivots, None, cls._levels_for(n_bits, pivots), meta, n_bits=n_bits,
-                    centres=centres)
-        index._append(None, codes, ids)
+        n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
+        lay = cls._code_layout(layout, codes.shape[1] * 8, None, codes, n_pivots, pivot_method,
+                               count(pivot_sample, "pivot_sample", 1), _seed(seed), n_partitions)
+        index = cls(lay, None, "ip", lay.empty(), meta)
+        index._append(None, codes, lay.derive(codes, None), ids)
         return index
 
     @staticmethod
-    def _levels_for(n_bits: int, pivots: np.ndarray) -> int:
-        return 2 if (n_bits <= 256 and pivots.shape[0] >= 2) else 1
+    def _code_layout(layout: str, n_bits: int, itq: Optional[ITQ], codes: np.ndarray,
+                     n_pivots: int, pivot_method: str, pivot_sample: int, seed: int,
+                     n_partitions: Optional[int]) -> Layout:
+        pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
+        if layout == "partitioned":
+            return PartitionedLayout(n_bits, itq, pivots, train_centres(codes, n_partitions, seed))
+        return FlatLayout(n_bits, itq, pivots, FlatLayout.levels_for(n_bits, len(pivots)))
 
-    def _cells(self) -> int:
-        return (self.n_bits + 1) ** self.levels
+    @staticmethod
+    def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
+        global _warned_unnormalised
+        _check_rows(x, "embeddings")
+        if metric == "cosine":
+            return _unit(x)
+        norms = np.linalg.norm(x, axis=1)
+        if not _warned_unnormalised and x.size and np.abs(norms - 1).max() > NORM_TOLERANCE:
+            _warned_unnormalised = True
+            warnings.warn("indexing vectors that are not L2-normalised under metric='ip': "
+                          "scores are raw inner products (build with metric='cosine' for "
+                          "cosine similarity)", UserWarning, stacklevel=3)
+        return x
 
-    def _keys(self, table: np.ndarray) -> np.ndarray:
-        key = table[:, 0].astype(np.int64)
-        if self.levels == 2:
-            key = key * (self.n_bits + 1) + table[:, 1]
-        return key
-
-    def _layout(self, codes, table, ids, vectors, scales, parts=None, radius=None,
-                cdist=None) -> Rows:
-        """Sorts rows by their pivot cell (flat) or by partition, then distance to its centre
-        (partitioned); the sort is stable, so insertion order breaks ties. Sets the offsets."""
-        if self.centres is None:
-            key, cells = self._keys(table), self._cells()
-            counts = np.bincount(key, minlength=cells)
-        else:
-            key = parts.astype(np.int64) * (self.n_bits + 1) + cdist
-            counts = np.bincount(parts, minlength=len(self.centres))
-        order = np.argsort(key, kind="stable")
-        take = lambda a: None if a is None else np.ascontiguousarray(a[order])  # noqa: E731
-        return Rows(take(codes), take(table), take(ids),
-                    np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                    take(vectors), take(scales), take(parts), radius, take(cdist))
-
-    def _append(self, x: Optional[np.ndarray], codes: np.ndarray,
+    def _append(self, x: Optional[np.ndarray], codes: np.ndarray, derived: Dict[str, np.ndarray],
                 ids: Optional[Sequence[int]]) -> np.ndarray:
         with self._write_lock:
-            old = self._rows
+            old = self._version.rows
             n = codes.shape[0]
+            if old.n + n > MAX_ROWS:
+                raise LimitError(f"an index holds at most {MAX_ROWS:,} rows")
             if ids is None:
-                start = int(old.ids.max()) + 1 if old.ids.size else 0
+                start = int(old.ids.max()) + 1 if old.n else 0
+                if start + n - 1 > MAX_ID:
+                    raise LimitError(f"ids would pass 2**63 - 1 (the largest id is {start - 1}); "
+                                     "give ids explicitly")
                 new_ids = np.arange(start, start + n, dtype=np.int64)
             else:
                 new_ids = _as_ids(ids, n)
@@ -238,34 +285,17 @@ class Index:
                     raise DuplicateIdError(
                         f"{int(clash.sum())} id(s) are already in the index (e.g. "
                         f"{int(new_ids[clash][0])}); remove them first or choose new ids")
-            table = pivot_table(codes, self.pivots)
             vec, sc = _quantize(x, self.store) if x is not None else (None, None)
-            cat = lambda a, b: None if b is None else (b if a is None else np.concatenate([a, b]))  # noqa: E731
-            parts = radius = cdist = None
-            if self.centres is not None:  # new rows join their nearest centre; radii only grow
-                new_parts, dist = assign(codes, self.centres)
-                parts = np.concatenate([old.parts, new_parts])
-                cdist = np.concatenate([old.cdist, dist.astype(old.cdist.dtype)])
-                radius = old.radius.copy()
-                np.maximum.at(radius, new_parts, dist)
-            self._rows = self._layout(
-                np.concatenate([old.codes, codes]), np.concatenate([old.table, table]),
-                np.concatenate([old.ids, new_ids]), cat(old.vectors, vec), cat(old.scales, sc),
-                parts, radius, cdist)
+            rows = self._layout.append(old, Rows(codes, new_ids, vec, sc), derived)
+            self._set_rows(rows)
             return new_ids
-
-    def _require_itq(self) -> ITQ:
-        if self.itq is None:
-            raise InvalidInputError("this index was built from codes (no ITQ model): "
-                                    "use add_codes() and search_codes()")
-        return self.itq
 
     def add(self, embeddings: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """Adds rows; ``ids`` default to max(id) + 1, + 2, ... Returns the ids given."""
         itq = self._require_itq()
-        x = as_embeddings(embeddings, "embeddings", itq.dim)
-        _check_rows(x, "embeddings")
-        return self._append(x, itq.encode(x), ids)
+        x = self._prepare(as_embeddings(embeddings, "embeddings", itq.dim), self.metric)
+        codes, derived = self._layout.encode(x)
+        return self._append(x, codes, derived, ids)
 
     def add_codes(self, codes: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """Adds packed codes to an index made by :meth:`from_codes`."""
@@ -274,332 +304,278 @@ class Index:
         codes = as_codes(codes)
         if codes.shape[1] * 8 != self.n_bits:
             raise DimensionError(f"codes have {codes.shape[1] * 8} bits; the index has {self.n_bits}")
-        return self._append(None, codes, ids)
+        return self._append(None, codes, self._layout.derive(codes, None), ids)
 
     def remove(self, ids: Sequence[int]) -> int:
         """Removes the rows with these ids (every id must be present). Returns how many."""
-        arr = np.unique(np.asarray(ids).reshape(-1))
+        raw = to_numpy(ids)
+        try:
+            arr = np.unique(np.asarray(raw).reshape(-1))
+        except (TypeError, ValueError):
+            raise InvalidTypeError("ids must be integers") from None
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise InvalidTypeError(f"ids must be integers, got dtype {arr.dtype}")
         with self._write_lock:
-            old = self._rows
+            old = self._version.rows
             missing = ~np.isin(arr, old.ids)
             if missing.any():
                 raise UnknownIdError(
                     f"{int(missing.sum())} id(s) are not in the index (e.g. {int(arr[missing][0])})")
-            keep = ~np.isin(old.ids, arr)
-            sel = lambda a: None if a is None else a[keep]  # noqa: E731
-            self._rows = self._layout(old.codes[keep], old.table[keep], old.ids[keep],
-                                      sel(old.vectors), sel(old.scales), sel(old.parts),
-                                      old.radius, sel(old.cdist))  # radii stay upper bounds
+            self._set_rows(self._layout.remove(old, ~np.isin(old.ids, arr)))
         return int(arr.size)
 
-    def __len__(self) -> int:
-        return int(self._rows.ids.shape[0])
-
-    @property
-    def dim(self) -> Optional[int]:
-        return self.itq.dim if self.itq is not None else None
+    def _require_itq(self) -> ITQ:
+        if self.itq is None:
+            raise InvalidInputError("this index was built from codes (no ITQ model): "
+                                    "use add_codes() and search_codes()")
+        return self.itq
 
     # ---- search ----
-    def encode_queries(self, queries: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        itq = self._require_itq()
-        q = as_embeddings(queries, "queries", itq.dim)
-        _check_rows(q, "queries")
-        return q, itq.encode(q)
+    def shape(self) -> IndexShape:
+        """What a search plan needs to know about this index (hashpivot.plan)."""
+        return self._layout.shape(self._version.rows, self._version.rows.vectors is not None)
 
-    def candidates(self, query_codes: np.ndarray, n: int, threshold: Optional[int] = None,
-                   threads: Optional[int] = None, rows: Optional[Rows] = None,
-                   nprobe: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """The first ``n`` rows by Hamming distance (internal rows, -1 padded), pivot-filtered
-        when ``threshold`` is given (flat layout), from the ``nprobe`` nearest partitions or all
-        that can hold a result (partitioned layout): ``(distances int32, rows int64)``."""
-        rows = rows or self._rows
-        qc = as_codes(query_codes, "query codes", allow_1d=True)
-        if qc.shape[1] * 8 != self.n_bits:
-            raise DimensionError(f"query codes have {qc.shape[1] * 8} bits; the index has {self.n_bits}")
-        th = _threads(threads)
-        n_rows = rows.ids.shape[0]
-        if nprobe is not None:
-            nprobe = _count(nprobe, "nprobe", 1)
-            if self.centres is None:
-                raise InvalidInputError("nprobe needs layout='partitioned'")
-        lo = hi = None
-        if threshold is not None:
-            t = _count(threshold, "threshold", 0)
-            if t > self.n_bits:
-                raise InvalidInputError(f"threshold must be from 0 to n_bits={self.n_bits}, got {t}")
-            qd = hamming_distances(qc, self.pivots).astype(np.int64)
-            lo = np.ascontiguousarray(qd - t, dtype=np.int32)
-            hi = np.ascontiguousarray(qd + t, dtype=np.int32)
-        if self.centres is not None:
-            D, found, scanned = _core.partition_knn(
-                qc, rows.codes, self.centres, rows.offsets, rows.radius, rows.cdist, n,
-                nprobe or 0, th, None if lo is None else rows.table, lo, hi)
-            self._last_scanned = (int(scanned), qc.shape[0] * n_rows)
-            return D, found
-        if threshold is None:
-            self._last_scanned = (qc.shape[0] * n_rows, qc.shape[0] * n_rows)
-            return _core.knn(qc, rows.codes, n, th)
-        D, found, scanned = _core.banded_knn(qc, rows.codes, rows.table, lo, hi, rows.offsets,
-                                             self.levels, n, th)
-        self._last_scanned = (int(scanned), qc.shape[0] * n_rows)
-        return D, found
+    def plan(self, k: int = 10, **options: Any) -> Plan:
+        """The plan :meth:`search` would run with these options (for inspection)."""
+        allowed = options.pop("allowed", None)
+        n_allowed = None
+        if allowed is not None:
+            _, rows = as_filter(allowed).resolve(self._version.idmap, len(self))
+            n_allowed = len(rows)
+        return make_plan(self.shape(), k, tuned=self.tuned, allowed=n_allowed, **options)
 
-    @staticmethod
-    def _ids_of(rows: Rows, found: np.ndarray) -> np.ndarray:
-        if not rows.ids.shape[0]:
-            return np.full(found.shape, -1, dtype=np.int64)
-        return np.where(found >= 0, rows.ids[np.maximum(found, 0)], -1)
+    def search(self, queries: np.ndarray, k: int = 10, *, candidates: Optional[int] = None,
+               oversample: Optional[float] = None, rerank: bool = True,
+               scoring: ScoringName = "asymmetric", shortlist: Union[int, str, None] = "auto",
+               nprobe: Optional[int] = None, threshold: Optional[int] = None,
+               threads: Optional[int] = None,
+               allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None
+               ) -> Tuple[np.ndarray, np.ndarray]:
+        """The k best documents for each query: ``(scores, ids)``, each (nq, min(k, rows)).
 
-    def search(self, queries: np.ndarray, k: int = 10, threshold: Optional[int] = None,
-               candidates: int = 300, rerank: bool = True, threads: Optional[int] = None,
-               scoring: str = "asymmetric", shortlist: Union[int, str, None] = "auto",
-               nprobe: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """The k best documents for each query: ``(scores, ids)``, each (nq, k).
+        ``candidates``: rows reranked exactly with the stored vectors (absolute; it wins over
+        ``oversample``, a factor of k as Qdrant's ``oversampling``); default the tuned setting
+        (:meth:`tune`), else 300. ``scoring``: "asymmetric" ranks codes by the float query
+        projection against their +-1 bits (the default), "hamming" by Hamming distance.
+        ``nprobe``: partitions or lists probed (partitioned: default exact; ivf: the tuned
+        setting, else 1/8 of the lists). ``threshold``: the pivot band (a Hamming shortlist is
+        needed with asymmetric scoring: ``shortlist=M``). ``allowed``: ids (or a mask, or an
+        :class:`IdFilter`) the results may hold, applied inside the scan.
 
-        ``scoring="hamming"``: Hamming ranking of the binarized query over the rows
-        (pivot-filtered when ``threshold`` is set). ``scoring="asymmetric"``: the codes are
-        ranked by z . (2 b - 1) with the query's float ITQ projection z, by a full scan, or,
-        with ``shortlist=M``, over the first M rows of the Hamming ranking (which the pivot
-        filter may cut). The first ``candidates`` are reranked by exact inner product when
-        ``rerank`` and a store exist: float32 scores, descending. Without that: Hamming
-        distances (int32, ascending) or asymmetric scores (float32, descending). Ids are -1
-        (scores -inf, distances n_bits + 1) where fewer than k documents qualify.
-
-        Defaults (see the README's benchmark): asymmetric scoring with 300 candidates keeps
-        the quality of Hamming ranking with 1000; ``shortlist="auto"`` is a full asymmetric
-        scan up to 200,000 rows (or no pivot filter), beyond that a Hamming shortlist of
-        3 x candidates, since a full asymmetric scan costs about 2.3 Hamming scans.
-
-        A partitioned index with ``nprobe=K`` and asymmetric scoring (shortlist "auto") picks
-        the K partitions whose centres score best for the float projection and scans them
-        asymmetrically; in exact mode (``nprobe=None``) it ranks by Hamming first, with the
-        triangle-inequality bounds, and re-scores that shortlist of 3 x candidates.
+        What ``scores`` holds: with rerank and stored vectors, exact similarities (cosine under
+        metric="cosine", inner products under "ip"), descending; with ``rerank=False``,
+        asymmetric estimates (float, descending) or Hamming distances (int32, ascending). Ids are
+        -1 (scores -inf, distances n_bits + 1) where fewer than k documents qualify.
         """
-        k = _count(k, "k", 1)
-        candidates = _count(candidates, "candidates", 1)
-        if scoring not in ("hamming", "asymmetric"):
-            raise InvalidInputError(f"scoring must be 'hamming' or 'asymmetric', got {scoring!r}")
-        if nprobe is not None:
-            nprobe = _count(nprobe, "nprobe", 1)
-            if self.centres is None:
-                raise InvalidInputError("nprobe needs layout='partitioned'")
-        partition_scan = (scoring == "asymmetric" and self.centres is not None and
-                          nprobe is not None and threshold is None and shortlist == "auto")
-        if shortlist == "auto":
-            shortlist = None
-            if scoring == "asymmetric" and not partition_scan and (
-                    threshold is not None or len(self) > AUTO_FULL_SCAN or self.centres is not None):
-                shortlist = 3 * max(k, candidates)
-        elif shortlist is not None:
-            shortlist = _count(shortlist, "shortlist", 1)
-            if scoring != "asymmetric":
-                raise InvalidInputError("shortlist is the Hamming stage of scoring='asymmetric'")
-        if scoring == "asymmetric" and shortlist is None and self.centres is not None \
-                and not partition_scan:
-            shortlist = 3 * max(k, candidates)
-        if scoring == "asymmetric" and threshold is not None and shortlist is None:
-            raise InvalidInputError("the pivot filter works on the Hamming ranking: with "
-                                    "scoring='asymmetric' give a shortlist=M as well")
-        if scoring == "asymmetric" and self.itq is None:
-            raise InvalidInputError("asymmetric scoring needs the ITQ model: an index built "
-                                    "from codes is searched with search_codes()")
-        q, qc = self.encode_queries(queries)
-        rows = self._rows
-        th = _threads(threads)
-        exact = bool(rerank) and rows.vectors is not None
-        L = max(k, candidates) if exact else k
-        if scoring == "hamming":
-            D, found = self.candidates(qc, L, threshold, threads, rows, nprobe)
-            if not exact:
-                return D, self._ids_of(rows, found)
-        else:
-            z = self.itq.project(q)
-            if partition_scan:  # asymmetric choice of partitions and scan of their rows
-                _, pool, scanned = _core.asym_partition_knn(
-                    z, rows.codes, self.centres, rows.offsets, nprobe, max(2 * L, L + 64), th)
-                self._last_scanned = (int(scanned), q.shape[0] * len(rows.ids))
-            elif shortlist is not None:
-                _, pool = self.candidates(qc, max(shortlist, L), threshold, threads, rows, nprobe)
-            else:  # quantized full scan, then exact float scores of twice as many as needed
-                _, pool = _core.asym_knn(z, rows.codes, max(2 * L, L + 64), th)
-                self._last_scanned = (q.shape[0] * len(rows.ids), q.shape[0] * len(rows.ids))
-            S, found = _core.asym_rescore(z, rows.codes, pool, L, th)
-            if not exact:
-                return S, self._ids_of(rows, found)
-        S, R = _core.rerank(q, found, rows.vectors, rows.scales, k, th)
-        return S, self._ids_of(rows, R)
+        itq = self._require_itq()
+        version = self._version
+        # finiteness, zero vectors and the cosine normalisation: checked in C++, in one pass
+        q = as_embeddings(queries, "queries", itq.dim, check_finite=False)
+        bits, allowed_rows = self._resolve(version, allowed)
+        plan = make_plan(self._layout.shape(version.rows, version.rows.vectors is not None), k,
+                         candidates=candidates, oversample=oversample, rerank=rerank,
+                         scoring=scoring, shortlist=shortlist, nprobe=nprobe,
+                         threshold=threshold, threads=threads, tuned=self.tuned,
+                         allowed=None if allowed_rows is None else len(allowed_rows))
+        return self._run(version, q, plan, bits, allowed_rows)
 
-    def search_codes(self, query_codes: np.ndarray, k: int = 10, threshold: Optional[int] = None,
-                     threads: Optional[int] = None, nprobe: Optional[int] = None
+    def search_codes(self, query_codes: np.ndarray, k: int = 10,
+                     threshold: Optional[int] = None, threads: Optional[int] = None,
+                     nprobe: Optional[int] = None,
+                     allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None
                      ) -> Tuple[np.ndarray, np.ndarray]:
         """Hamming search with packed query codes: ``(distances int32, ids int64)``."""
-        k = _count(k, "k", 1)
-        rows = self._rows
-        D, found = self.candidates(query_codes, k, threshold, threads, rows, nprobe)
-        return D, self._ids_of(rows, found)
+        if self.layout == "ivf":
+            raise InvalidInputError("an ivf index holds residual codes: search it with "
+                                    "embeddings (search())")
+        version = self._version
+        qc = as_codes(query_codes, "query codes", allow_1d=True)
+        if qc.shape[1] * 8 != self.n_bits:
+            raise DimensionError(f"query codes have {qc.shape[1] * 8} bits; the index has "
+                                 f"{self.n_bits}")
+        bits, allowed_rows = self._resolve(version, allowed)
+        plan = make_plan(self._layout.shape(version.rows, False), k, threshold=threshold,
+                         threads=threads, nprobe=nprobe, tuned=self.tuned, query_codes=True,
+                         allowed=None if allowed_rows is None else len(allowed_rows))
+        return self._run(version, qc, plan, bits, allowed_rows)
 
+    @staticmethod
+    def _resolve(version: _Version, allowed: object
+                 ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        if allowed is None:
+            return None, None
+        return as_filter(allowed).resolve(version.idmap, version.rows.n)
+
+    def _run(self, version: _Version, q: np.ndarray, plan: Plan, bits: Optional[np.ndarray],
+             allowed_rows: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        out, ids, scanned = version.snapshot.search(
+            q, plan.to_core(), bits, allowed_rows if plan.source == "allowed" else None)
+        with self._stats_lock:
+            t = self._totals
+            t["searches"] += 1
+            t["queries"] += q.shape[0]
+            t["rows_scanned"] += int(scanned)
+            t["rows_possible"] += q.shape[0] * version.rows.n
+        return out, ids
+
+    # ---- tuning ----
+    def tune(self, queries: Optional[np.ndarray] = None, target_recall: float = 0.95,
+             k: int = 10, sample: int = 200, **budget: Any) -> "TuneResult":  # noqa: F821
+        """Finds the cheapest search settings (nprobe, candidates) whose recall@k against exact
+        search reaches ``target_recall`` on ``queries`` (a held-out sample of your real
+        queries), or without queries on ``sample`` stored vectors searched as queries; stores
+        them (saved with the index) so that :meth:`search` uses them when the caller gives
+        none. See :func:`hashpivot.tune.tune`."""
+        from .tune import tune
+
+        return tune(self, queries, target_recall=target_recall, k=k, sample=sample, **budget)
+
+    # ---- information ----
     def stats(self) -> Dict[str, Any]:
-        n = len(self)
-        nbytes = self.codes.nbytes + self.table.nbytes + self.ids.nbytes
-        store = 0 if self.vectors is None else self.vectors.nbytes + (
-            0 if self.scales is None else self.scales.nbytes)
-        scanned, full = self._last_scanned
+        """Sizes (bytes per document, everything resident counted) and search totals."""
+        rows = self._version.rows
+        n = rows.n
+        row_bytes = sum(a.nbytes for f, a in rows.arrays().items() if f not in ("vectors", "scales"))
+        model = sum(a.nbytes for a in self._layout.model_arrays().values())
+        if self.itq is not None:
+            model += sum(a.nbytes for a in (self.itq.mean, self.itq.pca, self.itq.rotation,
+                                            self.itq.projection))
+        store = 0 if rows.vectors is None else rows.vectors.nbytes + (
+            0 if rows.scales is None else rows.scales.nbytes)
+        with self._stats_lock:
+            t = dict(self._totals)
         return {
-            "n": n, "n_bits": self.n_bits, "dim": self.dim, "n_pivots": int(self.pivots.shape[0]),
-            "sorted_levels": self.levels, "store": self.store,
-            "bytes_per_doc": (nbytes + store) / n if n else 0.0,
+            "n": n, "n_bits": self.n_bits, "dim": self.dim, "layout": self.layout,
+            "metric": self.metric, "store": self.store, "n_pivots": self._layout.n_pivots,
+            "sorted_levels": self.levels, "groups": self._layout.n_groups,
+            "bytes_per_doc": (row_bytes + model + store) / n if n else 0.0,
+            "index_bytes_per_doc": (row_bytes + model) / n if n else 0.0,
             "code_bytes_per_doc": self.n_bits // 8,
-            "last_search_scanned_share": scanned / full if full else None,
-            "layout": self.layout,
-            **({} if self.centres is None else {
-                "n_partitions": len(self.centres),
-                "partition_size_min_median_max": [int(v) for v in np.percentile(
-                    np.diff(self.offsets), [0, 50, 100])]}),
+            "tuned": dict(self.tuned),
+            "searches": t["searches"], "queries": t["queries"],
+            "rows_scanned": t["rows_scanned"], "rows_possible": t["rows_possible"],
+            "scanned_share": t["rows_scanned"] / t["rows_possible"] if t["rows_possible"] else None,
+            **({} if not self._layout.n_groups else {
+                ("n_partitions" if self.layout == "partitioned" else "n_lists"):
+                    self._layout.n_groups,
+                "group_size_min_median_max": [int(v) for v in np.percentile(
+                    np.diff(rows.offsets), [0, 50, 100])]}),
         }
 
     # ---- persistence ----
     def save(self, path: PathLike) -> None:
-        """Saves to a directory: raw .npy arrays plus header.json (format version, shapes, dtypes,
-        sha256). Arrays of a new generation are written and fsynced first, then the header is
-        replaced atomically, then the old generation is deleted: a crash at any point leaves
-        either the old index or the new one."""
-        rows = self._rows
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        gen = uuid.uuid4().hex[:12]
-        arrays = {"codes": rows.codes, "table": rows.table, "ids": rows.ids,
-                  "offsets": rows.offsets, "pivots": self.pivots, "vectors": rows.vectors,
-                  "scales": rows.scales, "parts": rows.parts, "radius": rows.radius,
-                  "cdist": rows.cdist, "centres": self.centres}
-        entries = {}
-        for name, arr in arrays.items():
-            if arr is None:
-                continue
-            arr = np.ascontiguousarray(arr)
-            fname = f"{name}-{gen}.npy"
-            atomic_write(root / fname, lambda f, a=arr: np.save(f, a, allow_pickle=False))
-            entries[name] = {"file": fname, "dtype": str(arr.dtype), "shape": list(arr.shape),
-                             "sha256": sha256_array(arr)}
-        itq_file = None
-        if self.itq is not None:
-            itq_file = f"itq-{gen}.npz"
-            self.itq.save(root / itq_file)
-        header = {"format": FORMAT, "version": VERSION, "n": int(rows.ids.shape[0]),
-                  "n_bits": self.n_bits, "dim": self.dim, "n_pivots": int(self.pivots.shape[0]),
-                  "levels": self.levels, "store": self.store, "meta": self.meta, "itq": itq_file,
-                  "layout": self.layout,
-                  "arrays": entries}
-        atomic_write(root / HEADER, lambda f: f.write(json.dumps(header, indent=1).encode()))
-        keep = {HEADER, itq_file} | {e["file"] for e in entries.values()}
-        for p in root.iterdir():  # the previous generation and leftovers of crashed saves
-            if p.name not in keep and p.suffix in (".npy", ".npz", ".tmp"):
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-        fsync_dir(root)
+        """Saves to a directory: ``header.json`` plus the arrays (raw .npy, checksummed) and the
+        ITQ model it names. Only files that a previous save of an index wrote there are ever
+        removed; a directory holding other files but no index is refused (hashpivot.storage)."""
+        rows = self._version.rows
+        arrays = {**self._layout.model_arrays(), **rows.arrays()}
+        header = {"format": "hashpivot-index", "version": VERSION, "n": rows.n,
+                  "n_bits": self.n_bits, "dim": self.dim, "layout": self.layout,
+                  "levels": self.levels, "n_pivots": self._layout.n_pivots,
+                  "groups": self._layout.n_groups, "store": self.store, "metric": self.metric,
+                  "meta": self.meta, "tuned": self.tuned}
+        blobs = {} if self.itq is None else {"itq": self.itq.save_to}
+        save_dir(path, header, arrays, blobs)
 
     @classmethod
     def load(cls, path: PathLike, mmap: bool = True, verify: bool = True) -> "Index":
         """Loads a saved index; ``mmap`` maps the arrays read-only (shared between processes).
-        Refuses an unknown version, a missing, truncated or corrupt file (checksums when
-        ``verify``). Nothing is ever unpickled."""
+        Refuses an unknown version, a missing, truncated, symlinked or corrupt file (checksums
+        and the layout's derived arrays when ``verify``). Nothing is ever unpickled."""
         root = Path(path)
-        hp = root / HEADER
-        if not hp.is_file():
-            raise CorruptFileError(f"{root} is not a hashpivot index (no {HEADER})")
+        fields: Dict[str, Any] = {}
+
+        def expect(header: Dict[str, Any]):
+            fields.clear()
+            fields.update(_header_fields(header, root))
+            f = fields
+            nb, n = f["n_bits"] // 8, f["n"]
+            want = {"codes": (np.dtype(np.uint8), (n, nb)), "ids": (np.dtype(np.int64), (n,))}
+            probe = _probe_layout(f)
+            want.update(probe.expect(n, f["groups"]))
+            if f["store"] is not None:
+                want["vectors"] = (np.dtype(f["store"]), (n, f["dim"]))
+                if f["store"] == "int8":
+                    want["scales"] = (np.dtype(np.float32), (n,))
+            return want, (["itq"] if f["has_itq"] else [])
+
+        header, arrays, blobs = load_dir(root, expect, mmap, verify)
+        f = fields
+        itq = ITQ.load_from(blobs["itq"], str(root / "itq")) if f["has_itq"] else None
+        if itq is not None and (itq.n_bits != f["n_bits"] or itq.dim != f["dim"]):
+            raise CorruptFileError(f"{root}: the ITQ model does not match the header")
+        model = {k: np.ascontiguousarray(arrays.pop(k)) for k in ("pivots", "centres",
+                                                                   "list_centres") if k in arrays}
+        layout = make_layout(f["layout"], f["n_bits"], itq, model, f["levels"])
+        rows = Rows(**{k: arrays.get(k) for k in Rows.__dataclass_fields__})
         try:
-            header = json.loads(hp.read_bytes().decode())
-            fmt, version = header.get("format"), header.get("version")
-        except Exception:
-            raise CorruptFileError(f"{hp} is corrupt (not JSON)") from None
-        if fmt != FORMAT:
-            raise CorruptFileError(f"{root} is not a hashpivot index (format {fmt!r})")
-        # version 1 differs only for the partitioned layout (no centre distances, other order)
-        if version != VERSION and not (version == 1 and header.get("layout", "flat") == "flat"):
-            raise FormatVersionError(
-                f"{root} has index format version {version}; this hashpivot reads version "
-                f"{VERSION} (and flat indexes of version 1): upgrade hashpivot or rebuild the index")
-        try:
-            itq = ITQ.load(cls._member(root, header["itq"], "itq")) if header["itq"] else None
-            arrays = {name: cls._load_array(root, name, e, mmap, verify)
-                      for name, e in header["arrays"].items()}
-            centres = arrays.get("centres")
-            if (header.get("layout", "flat") == "partitioned") != (centres is not None):
-                raise CorruptFileError(f"{hp}: the layout does not match the arrays")
-            index = cls(itq, np.ascontiguousarray(arrays["pivots"]), header["store"],
-                        int(header["levels"]), header.get("meta"), n_bits=int(header["n_bits"]),
-                        centres=None if centres is None else np.ascontiguousarray(centres))
-            index._rows = Rows(arrays["codes"], arrays["table"], arrays["ids"], arrays["offsets"],
-                               arrays.get("vectors"), arrays.get("scales"), arrays.get("parts"),
-                               arrays.get("radius"), arrays.get("cdist"))
-            index._validate(header, verify)
-        except IndexFormatError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
-            raise CorruptFileError(f"{hp} is inconsistent: {e!r}") from None
+            index = cls(layout, f["store"], f["metric"], rows, f["meta"], f["tuned"])
+        except (InvalidInputError, InvalidTypeError) as e:  # the snapshot's own checks
+            raise CorruptFileError(f"{root}: the index arrays are inconsistent: {e}") from None
+        if verify:
+            layout.verify(rows)
         return index
 
-    @staticmethod
-    def _member(root: Path, name: object, what: str) -> Path:
-        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-            raise CorruptFileError(f"{root}: bad file name for '{what}' in the header")
-        f = root / name
-        if not f.is_file():
-            raise CorruptFileError(f"{root}: the file for '{what}' ({name}) is missing")
-        return f
 
-    @classmethod
-    def _load_array(cls, root: Path, name: str, e: dict, mmap: bool, verify: bool) -> np.ndarray:
-        f = cls._member(root, e["file"], name)
+def _header_fields(h: Dict[str, Any], root: Path) -> Dict[str, Any]:
+    """Every header field checked against sane bounds before anything is allocated."""
+    # format 2 added the partitions' centre distances; 3 the ivf layout, metric and tuning
+    version = check_version(h, root, VERSION, lambda v, hd: v == VERSION or (
+        v == 2 and hd.get("layout", "flat") in ("flat", "partitioned")) or (
+        v == 1 and hd.get("layout", "flat") == "flat"))
+
+    def field(name: str, check):
         try:
-            a = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except Exception as err:
-            raise CorruptFileError(f"{f} is truncated or corrupt: {err}") from None
-        if str(a.dtype) != e["dtype"] or list(a.shape) != list(e["shape"]):
-            raise CorruptFileError(f"{f}: dtype/shape {a.dtype}{a.shape} do not match the header")
-        if verify and sha256_array(a) != e["sha256"]:
-            raise CorruptFileError(f"{f}: checksum mismatch (the file is corrupt)")
-        return a
+            return check(h.get(name))
+        except (IndexFormatError, InvalidInputError, InvalidTypeError, TypeError) as e:
+            raise CorruptFileError(f"{root}: header field {name!r} is invalid: {e}") from None
 
-    def _validate(self, header: dict, verify: bool) -> None:
-        r = self._rows
-        n, nb, P = int(header["n"]), self.n_bits // 8, self.pivots.shape[0]
-        n_off = self._cells() + 1 if self.centres is None else len(self.centres) + 1
-        ok = (r.codes.shape == (n, nb) and r.table.shape == (n, P) and
-              r.ids.shape == (n,) and r.offsets.shape == (n_off,) and
-              self.pivots.shape[1] == nb and self.pivots.dtype == np.uint8 and
-              r.table.dtype == table_dtype(self.n_bits) and r.ids.dtype == np.int64 and
-              r.offsets.dtype == np.int64 and r.codes.dtype == np.uint8 and
-              1 <= P <= 16 and self.levels in (1, 2) and self.store in STORES)
-        if self.itq is not None:
-            ok &= header.get("dim") == self.itq.dim and self.itq.n_bits == self.n_bits
-        if r.vectors is not None:
-            ok &= r.vectors.ndim == 2 and r.vectors.shape[0] == n and \
-                (self.itq is None or r.vectors.shape[1] == self.itq.dim)
-        if self.store == "int8":
-            ok &= r.scales is not None and r.scales.shape == (n,)
-        if self.centres is not None:
-            C = len(self.centres)
-            ok &= (self.centres.ndim == 2 and self.centres.shape[1] == nb and
-                   self.centres.dtype == np.uint8 and r.parts is not None and
-                   r.parts.shape == (n,) and r.parts.dtype == np.int32 and
-                   r.radius is not None and r.radius.shape == (C,) and r.radius.dtype == np.int32 and
-                   r.cdist is not None and r.cdist.shape == (n,) and
-                   r.cdist.dtype == table_dtype(self.n_bits))
-            if ok and n:  # the search's bounds trust these: order, radii, distances
-                ok &= bool(((r.parts >= 0) & (r.parts < C)).all())
-                key = r.parts.astype(np.int64) * (self.n_bits + 1) + r.cdist
-                ok &= bool((np.diff(key) >= 0).all())
-                ok &= bool((r.cdist <= r.radius[r.parts]).all())
-                ok &= bool((np.bincount(r.parts, minlength=C) == np.diff(r.offsets)).all())
-                if ok and verify:
-                    ok &= _centre_distances_match(r.codes, self.centres, r.parts, r.cdist)
-        if not ok:
-            raise CorruptFileError("the index arrays do not agree with each other or the header")
-        if r.offsets[0] != 0 or r.offsets[-1] != n or (np.diff(r.offsets) < 0).any():
-            raise CorruptFileError("the index's row offsets are inconsistent")
-        if n and int(r.table.max()) > self.n_bits:
-            raise CorruptFileError("the pivot table holds distances above n_bits")
+    layout = field("layout", lambda v: choice("flat" if v is None else v, "layout", LAYOUTS))
+    n = field("n", lambda v: count(v, "n", 0, MAX_ROWS))
+    n_bits = field("n_bits", check_n_bits)
+    dim = field("dim", lambda v: None if v is None else count(v, "dim", 1, _core.MAX_DIM))
+    store = field("store", lambda v: choice(v, "store", STORES))
+    metric = field("metric", lambda v: choice("ip" if v is None else v, "metric", METRICS))
+    levels = field("levels", lambda v: count(0 if v is None else v, "levels", 0,
+                                             _core.MAX_SORTED_LEVELS))
+    n_pivots = field("n_pivots", lambda v: count(0 if v is None else v, "n_pivots", 0, MAX_PIVOTS))
+    meta = field("meta", lambda v: {} if v is None else (v if isinstance(v, dict) else
+                                                         count(None, "meta")))
+    tuned = field("tuned", lambda v: {} if v is None else (v if isinstance(v, dict) else
+                                                           count(None, "tuned")))
+    for key, value in tuned.items():
+        if key in ("nprobe", "candidates"):
+            field("tuned", lambda v, value=value, key=key: count(value, key, 1))
+    has_itq = bool(h.get("itq")) or bool(isinstance(h.get("files"), dict) and h["files"].get("itq"))
+    if layout == "flat" and (levels < 1 or levels > n_pivots):
+        raise CorruptFileError(f"{root}: levels={levels} with {n_pivots} pivots")
+    if layout != "ivf" and n_pivots < 1:
+        raise CorruptFileError(f"{root}: a {layout} index needs pivots")
+    if (store is not None or has_itq) and dim is None:
+        raise CorruptFileError(f"{root}: stored vectors or an ITQ model need dim")
+    if layout == "ivf" and not has_itq:
+        raise CorruptFileError(f"{root}: an ivf index needs its residual ITQ model")
+    groups = group_count(layout, h.get("arrays") or {}, n) if isinstance(h.get("arrays"), dict) \
+        else 0
+    return {"version": version, "layout": layout, "n": n, "n_bits": n_bits, "dim": dim,
+            "store": store, "metric": metric, "levels": levels, "n_pivots": n_pivots,
+            "meta": meta, "tuned": tuned, "has_itq": has_itq, "groups": groups}
+
+
+class _ShapeOnlyITQ:
+    def __init__(self, dim: int, n_bits: int) -> None:
+        self.dim, self.n_bits = dim, n_bits
+
+
+def _probe_layout(f: Dict[str, Any]) -> Layout:
+    """A layout object that only knows the header's sizes (to say what the arrays must be)."""
+    nb, P = f["n_bits"] // 8, f["n_pivots"]
+    pivots = np.zeros((P, nb), np.uint8)
+    if f["layout"] == "flat":
+        return FlatLayout(f["n_bits"], None, pivots, f["levels"])
+    if f["layout"] == "partitioned":
+        return PartitionedLayout(f["n_bits"], None, pivots, np.zeros((f["groups"], nb), np.uint8))
+    lay = IVFLayout.__new__(IVFLayout)
+    Layout.__init__(lay, f["n_bits"], _ShapeOnlyITQ(f["dim"], f["n_bits"]))  # type: ignore
+    lay.centres = np.zeros((f["groups"], 0), np.float32)
+    return lay

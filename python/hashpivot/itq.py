@@ -8,19 +8,24 @@ faiss); bits are packed MSB first (np.packbits), the layout of :mod:`hashpivot.c
 from __future__ import annotations
 
 import json
+import warnings
+import zipfile
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import BinaryIO, List, Optional, Union
 
 import numpy as np
 
+from . import _core
 from ._io import atomic_write, sha256_array
+from ._validate import count, seed as _seed, to_numpy
 from .codes import check_n_bits
 from .errors import (CorruptFileError, DimensionError, FormatVersionError, InvalidInputError,
-                     InvalidTypeError, NonFiniteError)
+                     InvalidTypeError, MissingFileError, NonFiniteError)
 
 FORMAT = "hashpivot-itq"
 VERSION = 1
-_ENCODE_CHUNK = 1 << 16
+MAX_META_BYTES = 1 << 16  # a model's JSON header is a few hundred bytes
+MAX_ITERATIONS = 100_000
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -36,7 +41,8 @@ def resolve_device(device: str = "auto") -> str:
 def as_embeddings(x: object, name: str = "embeddings", dim: Optional[int] = None,
                   check_finite: bool = True) -> np.ndarray:
     """A 2-D float array of finite values (1-D: one row). float16/float64 are converted to
-    float32 (that conversion is the only copy made)."""
+    float32 (that conversion is the only copy made); a torch tensor is taken without a copy."""
+    x = to_numpy(x)
     if not isinstance(x, np.ndarray):
         raise InvalidTypeError(
             f"{name} must be a numpy float array (n, dim), got {type(x).__name__}"
@@ -70,12 +76,13 @@ class ITQ:
     def __init__(self, n_bits: int = 128, n_iter: int = 50, seed: int = 42,
                  device: str = "auto", max_train: Optional[int] = None) -> None:
         self.n_bits = check_n_bits(n_bits)
-        if int(n_iter) < 0:
-            raise InvalidInputError(f"n_iter must be >= 0, got {n_iter}")
-        self.n_iter = int(n_iter)
-        self.seed = int(seed)
+        self.n_iter = count(n_iter, "n_iter", 0, MAX_ITERATIONS)
+        self.seed = _seed(seed)
+        if not isinstance(device, str):
+            raise InvalidTypeError(f"device must be a string ('auto', 'cpu', 'cuda'), got "
+                                   f"{type(device).__name__}")
         self.device = device
-        self.max_train = max_train
+        self.max_train = None if max_train is None else count(max_train, "max_train", 2)
         self.mean: Optional[np.ndarray] = None        # (dim,) float32
         self.projection: Optional[np.ndarray] = None  # (dim, n_bits) float32 = PCA @ rotation
         self.pca: Optional[np.ndarray] = None         # (dim, n_bits)
@@ -107,6 +114,10 @@ class ITQ:
             )
         if n < 2:
             raise InvalidInputError("ITQ needs at least 2 training rows")
+        if n <= self.n_bits:
+            warnings.warn(f"ITQ: {n} training rows for {self.n_bits} bits: PCA has at most "
+                          f"{n - 1} informative directions, the other bits are arbitrary (use "
+                          "fewer bits or more rows)", UserWarning, stacklevel=3)
         max_train = self.max_train or max(32768, 10 * d)
         if n > max_train:
             rows = np.sort(np.random.default_rng(self.seed).choice(n, max_train, replace=False))
@@ -159,29 +170,23 @@ class ITQ:
         self.errors = [float(e) for e in torch.stack(errors).cpu()]
         return self
 
-    def project(self, x: np.ndarray) -> np.ndarray:
-        """The rotated projection z = (x - mean) @ PCA @ R, float32 (n, n_bits)."""
+    def project(self, x: np.ndarray, centre: bool = True) -> np.ndarray:
+        """The rotated projection z = (x - mean) @ PCA @ R, float32 (n, n_bits); without
+        ``centre``, x @ PCA @ R. Computed by the C++ core, the same sums on every ISA."""
         self._require_fitted()
         x = as_embeddings(x, "embeddings", self.dim)
-        return (x - self.mean) @ self.projection
+        z, _ = _core.encode(x, self.mean if centre else None, self.projection, want_z=True,
+                            want_codes=False)
+        return z
 
     def encode(self, x: np.ndarray, progress: Optional[bool] = None) -> np.ndarray:
-        """Packed codes (n, n_bits // 8) uint8, computed in chunks (no second full copy)."""
-        from tqdm.auto import tqdm
-
+        """Packed codes (n, n_bits // 8) uint8: bit j is 1 where z_j >= 0 (the C++ core
+        projects row by row, no second copy of x). ``progress`` is accepted for compatibility;
+        encoding 1M rows takes about a second."""
         self._require_fitted()
-        if not isinstance(x, np.ndarray):
-            raise InvalidTypeError(f"embeddings must be a numpy array, got {type(x).__name__}")
-        if x.ndim == 1:
-            x = x.reshape(1, -1)
-        as_embeddings(x[:0] if x.ndim == 2 else x, "embeddings", self.dim)  # dtype/shape checks
-        out = np.empty((x.shape[0], self.n_bits // 8), dtype=np.uint8)
-        show = progress if progress is not None else x.shape[0] > 1_000_000
-        for s in tqdm(range(0, x.shape[0], _ENCODE_CHUNK), desc="encode", disable=not show,
-                      leave=False):
-            z = self.project(x[s:s + _ENCODE_CHUNK])
-            out[s:s + _ENCODE_CHUNK] = np.packbits(z >= 0, axis=1)
-        return out
+        x = as_embeddings(x, "embeddings", self.dim)
+        _, codes = _core.encode(x, self.mean, self.projection, want_z=False, want_codes=True)
+        return codes
 
     def quantization_error(self, x: np.ndarray) -> float:
         """Mean squared distance between z and sign(z) (what ITQ minimises)."""
@@ -207,47 +212,87 @@ class ITQ:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "ITQ":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # zip/npy errors: corrupt or not ours
-            raise CorruptFileError(f"{path} is not a readable ITQ file: {e}") from None
-        return cls._from_arrays(data, str(path))
+        """Reads a model written by :meth:`save`. Only the members a model has are read, each
+        checked against the header's shapes before a byte of it is decompressed (a crafted file
+        cannot make this allocate more than the model's size), then against its checksum."""
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no such ITQ model file")
+        with open(path, "rb") as f:
+            return cls.load_from(f, str(path))
 
     @classmethod
-    def _from_arrays(cls, data: dict, where: str) -> "ITQ":
+    def load_from(cls, f: BinaryIO, where: str) -> "ITQ":
         try:
-            return cls._from_arrays_unchecked(data, where)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            if isinstance(e, InvalidInputError):
-                raise
-            raise CorruptFileError(f"{where}: inconsistent ITQ file ({e!r})") from None
-
-    @classmethod
-    def _from_arrays_unchecked(cls, data: dict, where: str) -> "ITQ":
-        try:
-            meta = json.loads(bytes(data["meta"]).decode())
-        except Exception:
-            raise CorruptFileError(f"{where}: missing or corrupt ITQ header") from None
-        if meta.get("format") != FORMAT:
-            raise CorruptFileError(f"{where} is not a hashpivot ITQ model")
-        if meta.get("version") != VERSION:
-            raise FormatVersionError(
-                f"{where} has ITQ format version {meta.get('version')}; this hashpivot reads "
-                f"version {VERSION}: upgrade hashpivot or rebuild the model"
-            )
-        for k, digest in meta["sha256"].items():
-            if k not in data or sha256_array(data[k]) != digest:
-                raise CorruptFileError(f"{where}: checksum mismatch in '{k}' (file corrupt)")
-        m = cls(n_bits=meta["n_bits"], n_iter=meta["n_iter"], seed=meta["seed"])
-        m.mean = data["mean"].astype(np.float32)
-        m.pca = data["pca"].astype(np.float32)
-        m.rotation = data["rotation"].astype(np.float32)
-        if m.mean.shape != (meta["dim"],) or m.pca.shape != (meta["dim"], m.n_bits) or \
-                m.rotation.shape != (m.n_bits, m.n_bits):
-            raise CorruptFileError(f"{where}: array shapes do not match the header")
+            zf = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise CorruptFileError(f"{where} is not a readable ITQ file: {e}") from None
+        with zf:
+            meta_raw = _read_member(zf, "meta", np.dtype(np.uint8), None, where,
+                                    max_bytes=MAX_META_BYTES)
+            try:
+                meta = json.loads(bytes(meta_raw).decode())
+                fmt, version = meta.get("format"), meta.get("version")
+            except Exception:
+                raise CorruptFileError(f"{where}: missing or corrupt ITQ header") from None
+            if fmt != FORMAT:
+                raise CorruptFileError(f"{where} is not a hashpivot ITQ model")
+            if version != VERSION:
+                raise FormatVersionError(
+                    f"{where} has ITQ format version {version}; this hashpivot reads "
+                    f"version {VERSION}: upgrade hashpivot or rebuild the model")
+            try:
+                n_bits, dim = check_n_bits(meta["n_bits"]), count(meta["dim"], "dim", 1, _core.MAX_DIM)
+                n_iter = count(meta["n_iter"], "n_iter", 0, MAX_ITERATIONS)
+                m = cls(n_bits=n_bits, n_iter=n_iter, seed=meta["seed"])
+                digests = dict(meta["sha256"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise CorruptFileError(f"{where}: bad ITQ header ({e})") from None
+            if n_bits > dim:
+                raise CorruptFileError(f"{where}: {n_bits} bits from {dim} dimensions")
+            f32 = np.dtype(np.float32)
+            shapes = {"mean": (f32, (dim,)), "pca": (f32, (dim, n_bits)),
+                      "rotation": (f32, (n_bits, n_bits)),
+                      "errors": (np.dtype(np.float64), None)}
+            data = {}
+            for name, (dtype, shape) in shapes.items():
+                data[name] = _read_member(zf, name, dtype, shape, where,
+                                          max_bytes=8 * (n_iter + 2) if shape is None else None)
+                if sha256_array(data[name]) != digests.get(name):
+                    raise CorruptFileError(f"{where}: checksum mismatch in '{name}' (file corrupt)")
+        m.mean, m.pca, m.rotation = data["mean"], data["pca"], data["rotation"]
         m.projection = np.ascontiguousarray(m.pca @ m.rotation)
-        m.errors = [float(e) for e in data["errors"]]
+        m.errors = [float(e) for e in data["errors"].reshape(-1)]
         return m
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: Optional[tuple],
+                 where: str, max_bytes: Optional[int] = None) -> np.ndarray:
+    """One .npy member of an npz, its header checked before its data is read (at most the
+    bytes that header promises)."""
+    try:
+        info = zf.getinfo(name + ".npy")
+    except KeyError:
+        raise CorruptFileError(f"{where}: the ITQ file has no '{name}'") from None
+    try:
+        with zf.open(info) as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(fp)
+            else:
+                got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(fp)
+            if got_dtype != dtype or fortran or (shape is not None and got_shape != shape) or \
+                    len(got_shape) != (1 if shape is None else len(shape)):
+                raise CorruptFileError(f"{where}: '{name}' is {got_dtype}{got_shape}, expected "
+                                       f"{dtype}{shape or '(n,)'}")
+            nbytes = int(np.prod(got_shape, dtype=np.int64)) * dtype.itemsize
+            if max_bytes is not None and nbytes > max_bytes:
+                raise CorruptFileError(f"{where}: '{name}' is larger than a model's ({nbytes} B)")
+            raw = fp.read(nbytes)
+    except CorruptFileError:
+        raise
+    except Exception as e:  # zip or npy errors: corrupt or not ours
+        raise CorruptFileError(f"{where}: '{name}' is unreadable ({e})") from None
+    if len(raw) != nbytes:
+        raise CorruptFileError(f"{where}: '{name}' is truncated")
+    return np.frombuffer(raw, dtype=dtype).reshape(got_shape).copy()

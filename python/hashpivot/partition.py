@@ -14,7 +14,7 @@ import numpy as np
 
 from .codes import as_codes
 from .errors import InvalidInputError
-from .hamming import hamming_knn
+from .kernels import hamming_knn
 from .pivots import furthest_first
 
 

@@ -15,12 +15,14 @@ from typing import Optional
 
 import numpy as np
 
+from . import _core
+from ._validate import count, seed as _seed
 from .codes import as_codes
 from .errors import InvalidInputError
-from .hamming import hamming_distances
+from .kernels import hamming_distances
 
 METHODS = ("furthest_first", "incremental")
-MAX_PIVOTS = 16
+MAX_PIVOTS: int = _core.MAX_PIVOTS  # the limit lives in the C++ core (cpp/codes.h)
 
 
 def table_dtype(n_bits: int) -> np.dtype:
@@ -65,8 +67,9 @@ def select_pivots(codes: np.ndarray, n_pivots: int = 8, method: str = "furthest_
                   sample: int = 10000, seed: int = 42) -> np.ndarray:
     """Chooses ``n_pivots`` pivot codes (n_pivots, n_bits // 8) from a seeded sample of codes."""
     codes = as_codes(codes)
-    if not 1 <= int(n_pivots) <= MAX_PIVOTS:
-        raise InvalidInputError(f"n_pivots must be from 1 to {MAX_PIVOTS}, got {n_pivots}")
+    n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
+    sample = count(sample, "pivot_sample", 1)
+    seed = _seed(seed)
     if method not in METHODS:
         raise InvalidInputError(f"pivot method must be one of {METHODS}, got {method!r}")
     if codes.shape[0] == 0:

@@ -1,27 +1,31 @@
-// Every kernel on every instruction set this CPU has, against a plain brute force.
-// Built with -DHASHPIVOT_SANITIZE=ON it runs under AddressSanitizer and UBSan (tests/test_sanitizers.py).
+// The engine on every instruction set this CPU has, against plain brute force: Hamming top-k
+// (heap and counting select, split across threads), range search, distance rows, the pivot
+// band, exact partition search, the quantized asymmetric scan, IVF list scoring, filters.
+// Built with -DHASHPIVOT_SANITIZE=ON it runs under AddressSanitizer and UBSan
+// (tests/test_sanitizers.py).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <vector>
 
+#include "asymmetric.h"
 #include "dispatch.h"
-#include "partition.h"
-#include "search.h"
 
 using namespace hashpivot;
 
-static int failures = 0;
-#define CHECK(cond, ...)                                    \
-  do {                                                      \
-    if (!(cond)) {                                          \
-      ++failures;                                           \
+static int failures = 0, checks = 0;
+#define CHECK(cond, ...)                                        \
+  do {                                                          \
+    ++checks;                                                   \
+    if (!(cond)) {                                              \
+      ++failures;                                               \
       std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);                    \
-      std::fprintf(stderr, "\n");                           \
-      if (failures > 20) std::exit(1);                      \
-    }                                                       \
+      std::fprintf(stderr, __VA_ARGS__);                        \
+      std::fprintf(stderr, "\n");                               \
+      if (failures > 20) std::exit(1);                          \
+    }                                                           \
   } while (0)
 
 static int ref_dist(const uint8_t* a, const uint8_t* b, int nbytes) {
@@ -37,26 +41,66 @@ static std::vector<uint8_t> make_codes(std::mt19937_64& rng, int64_t n, int nbyt
   return v;
 }
 
+// The k smallest (key, row) of `all`, padded like the engine.
+template <class K>
+static std::vector<Scored<K>> best(std::vector<Scored<K>> all, int k) {
+  std::sort(all.begin(), all.end());
+  if (static_cast<int>(all.size()) > k) all.resize(k);
+  return all;
+}
+
+static void run(const SnapshotView& v, const Plan& p, const Queries& q, const RowFilter& f,
+                std::vector<int32_t>* D, std::vector<float>* S, std::vector<int64_t>* I) {
+  I->assign(q.n * p.k, -2);
+  Results r;
+  r.ids = I->data();
+  if (D) {
+    D->assign(q.n * p.k, -2);
+    r.distances = D->data();
+  } else {
+    S->assign(q.n * p.k, 0);
+    r.scores = S->data();
+  }
+  engine().search(v, p, q, f, r);
+}
+
 static void test_knn(std::mt19937_64& rng, int nbytes, int64_t n, int64_t nq, int k, bool clustered,
-                     int threads) {
+                     int threads, bool filtered) {
   auto codes = make_codes(rng, n, nbytes, clustered);
   auto queries = make_codes(rng, nq, nbytes, clustered);
-  std::vector<int32_t> D(nq * k);
-  std::vector<int64_t> I(nq * k);
-  Codes c{codes.data(), n, nbytes};
-  knn(queries.data(), nq, c, k, threads, D.data(), I.data());
-  for (int64_t q = 0; q < nq; ++q) {
-    std::vector<Neighbor> all;
+  SnapshotView v;
+  v.codes = {codes.data(), n, nbytes};
+  Plan p;
+  p.k = p.pool = p.candidates = k;
+  p.scoring = Scoring::kHamming;
+  p.threads = threads;
+  Queries q;
+  q.n = nq;
+  q.codes = queries.data();
+  std::vector<uint64_t> bits((n + 63) / 64 + 1, 0);
+  RowFilter f;
+  if (filtered) {
     for (int64_t i = 0; i < n; ++i)
-      all.push_back({ref_dist(queries.data() + q * nbytes, codes.data() + i * nbytes, nbytes), i});
-    std::sort(all.begin(), all.end());
+      if (rng() % 3 == 0) bits[i >> 6] |= uint64_t(1) << (i & 63);
+    f.bits = bits.data();
+  }
+  std::vector<int32_t> D;
+  std::vector<int64_t> I;
+  run(v, p, q, f, &D, nullptr, &I);
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    std::vector<Scored<int32_t>> all;
+    for (int64_t i = 0; i < n; ++i)
+      if (!filtered || ((bits[i >> 6] >> (i & 63)) & 1))
+        all.push_back({ref_dist(queries.data() + qi * nbytes, codes.data() + i * nbytes, nbytes), i});
+    auto want = best(all, k);
     for (int j = 0; j < k; ++j) {
-      const int32_t wd = j < n ? all[j].d : nbytes * 8 + 1;
-      const int64_t wi = j < n ? all[j].id : -1;
-      CHECK(D[q * k + j] == wd && I[q * k + j] == wi,
-            "knn isa=%s nbytes=%d n=%ld k=%d q=%ld j=%d got (%d,%ld) want (%d,%ld)",
-            isa_name(kernels().isa), nbytes, (long)n, k, (long)q, j, D[q * k + j],
-            (long)I[q * k + j], wd, (long)wi);
+      const bool ok = j < static_cast<int>(want.size());
+      const int32_t wd = ok ? want[j].key : nbytes * 8 + 1;
+      const int64_t wi = ok ? want[j].row : -1;
+      CHECK(D[qi * k + j] == wd && I[qi * k + j] == wi,
+            "knn isa=%s nbytes=%d n=%ld k=%d filtered=%d q=%ld j=%d got (%d,%ld) want (%d,%ld)",
+            isa_name(engine().isa), nbytes, (long)n, k, filtered, (long)qi, j, D[qi * k + j],
+            (long)I[qi * k + j], wd, (long)wi);
     }
   }
 }
@@ -64,204 +108,223 @@ static void test_knn(std::mt19937_64& rng, int nbytes, int64_t n, int64_t nq, in
 static void test_distances_and_range(std::mt19937_64& rng, int nbytes, int64_t n) {
   auto codes = make_codes(rng, n, nbytes, false);
   auto q = make_codes(rng, 2, nbytes, false);
-  Codes c{codes.data(), n, nbytes};
+  const CodeView c{codes.data(), n, nbytes};
   std::vector<int32_t> out(2 * n);
-  distance_matrix(q.data(), 2, c, 2, out.data());
-  for (int64_t j = 0; j < 2; ++j)
-    for (int64_t i = 0; i < n; ++i)
-      CHECK(out[j * n + i] == ref_dist(q.data() + j * nbytes, codes.data() + i * nbytes, nbytes),
-            "distances nbytes=%d", nbytes);
+  engine().distances(q.data(), 2, c, 0, out.data());
+  for (int64_t i = 0; i < n; ++i)
+    CHECK(out[i] == ref_dist(q.data(), codes.data() + i * nbytes, nbytes), "distance row %ld", (long)i);
   const int radius = nbytes * 4 - 2;
-  auto res = range_search(q.data(), 2, c, radius, 2);
-  for (int64_t j = 0; j < 2; ++j) {
-    std::vector<Neighbor> want;
-    for (int64_t i = 0; i < n; ++i) {
-      int d = ref_dist(q.data() + j * nbytes, codes.data() + i * nbytes, nbytes);
-      if (d <= radius) want.push_back({d, i});
-    }
-    std::sort(want.begin(), want.end());
-    CHECK(res[j].size() == want.size(), "range size nbytes=%d", nbytes);
-    for (size_t i = 0; i < std::min(want.size(), res[j].size()); ++i)
-      CHECK(res[j][i].d == want[i].d && res[j][i].id == want[i].id, "range item");
+  auto res = engine().range_search(q.data(), 2, c, radius, 2);
+  std::vector<Scored<int32_t>> want;
+  for (int64_t i = 0; i < n; ++i) {
+    const int d = ref_dist(q.data(), codes.data() + i * nbytes, nbytes);
+    if (d <= radius) want.push_back({d, i});
   }
+  std::sort(want.begin(), want.end());
+  CHECK(res[0].size() == want.size(), "range size %zu vs %zu", res[0].size(), want.size());
+  for (size_t j = 0; j < std::min(want.size(), res[0].size()); ++j)
+    CHECK(res[0][j].key == want[j].key && res[0][j].row == want[j].row, "range item %zu", j);
 }
 
-template <class T>
+// Band source without sorted cells: every row, the band checked late; against the definition.
 static void test_band(std::mt19937_64& rng, int P, int64_t n, int nbytes, int t, int k) {
-  auto codes = make_codes(rng, n, nbytes, false);
-  auto q = make_codes(rng, 1, nbytes, false);
-  std::vector<T> table(n * P);
-  for (auto& x : table) x = static_cast<T>(40 + rng() % 50);
+  auto codes = make_codes(rng, n, nbytes, true);
+  auto pivots = make_codes(rng, P, nbytes, true);
+  auto query = make_codes(rng, 1, nbytes, true);
+  std::vector<uint8_t> table(n * P);
+  for (int64_t i = 0; i < n; ++i)
+    for (int p = 0; p < P; ++p) table[i * P + p] = ref_dist(codes.data() + i * nbytes, pivots.data() + p * nbytes, nbytes);
+  SnapshotView v;
+  v.codes = {codes.data(), n, nbytes};
+  v.pivots = {pivots.data(), table.data(), false, P};
+  Plan p;
+  p.k = p.pool = p.candidates = k;
+  p.scoring = Scoring::kHamming;
+  p.source = Source::kBand;
+  p.threshold = t;
+  Queries q;
+  q.n = 1;
+  q.codes = query.data();
+  std::vector<int32_t> D;
+  std::vector<int64_t> I;
+  run(v, p, q, RowFilter{}, &D, nullptr, &I);
+  std::vector<int> qd(P);
+  for (int i = 0; i < P; ++i) qd[i] = ref_dist(query.data(), pivots.data() + i * nbytes, nbytes);
+  std::vector<Scored<int32_t>> all;
   std::vector<int32_t> lo(P), hi(P);
-  for (int p = 0; p < P; ++p) {
-    int qd = 40 + rng() % 50;
-    lo[p] = qd - t;
-    hi[p] = qd + t;
-  }
-  Band band;
-  band.table = table.data();
-  band.wide = sizeof(T) == 2;
-  band.P = P;
-  band.lo = lo.data();
-  band.hi = hi.data();
-  std::vector<int64_t> want;
+  for (int i = 0; i < P; ++i) lo[i] = qd[i] - t, hi[i] = qd[i] + t;
+  std::vector<int64_t> in_band;
   for (int64_t i = 0; i < n; ++i) {
     bool ok = true;
-    for (int p = 0; p < P; ++p) ok &= table[i * P + p] >= lo[p] && table[i * P + p] <= hi[p];
-    if (ok) want.push_back(i);
+    for (int p2 = 0; p2 < P; ++p2) ok &= std::abs(qd[p2] - table[i * P + p2]) <= t;
+    if (ok) {
+      in_band.push_back(i);
+      all.push_back({ref_dist(query.data(), codes.data() + i * nbytes, nbytes), i});
+    }
   }
-  auto got = band_filter_rows(band, 0, n, 2);
-  CHECK(got == want, "band filter P=%d isa=%s got %zu want %zu", P, isa_name(kernels().isa),
-        got.size(), want.size());
-  // fused: top-k over passing rows only
-  Codes c{codes.data(), n, nbytes};
-  std::vector<int32_t> D(k);
-  std::vector<int64_t> I(k);
-  knn(q.data(), 1, c, k, 1, D.data(), I.data(), band);
-  std::vector<Neighbor> all;
-  for (int64_t r : want) all.push_back({ref_dist(q.data(), codes.data() + r * nbytes, nbytes), r});
-  std::sort(all.begin(), all.end());
-  for (int j = 0; j < k; ++j) {
-    const int64_t wi = j < (int)all.size() ? all[j].id : -1;
-    CHECK(I[j] == wi, "band knn P=%d j=%d got %ld want %ld", P, j, (long)I[j], (long)wi);
-  }
+  auto want = best(all, k);
+  for (int j = 0; j < static_cast<int>(want.size()); ++j)
+    CHECK(I[j] == want[j].row && D[j] == want[j].key, "band j=%d", j);
+  auto rows = engine().band_filter_rows(v.pivots, n, lo.data(), hi.data(), 0, n, 2);
+  CHECK(rows == in_band, "band rows: %zu vs %zu", rows.size(), in_band.size());
 }
 
-// Partitioned exact search equals the flat scan; nprobe = C too; with a pivot band as well.
-template <class T>
-static void test_partition_typed(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
-  auto codes = make_codes(rng, n, nbytes, true);
-  auto q = make_codes(rng, 3, nbytes, true);
-  // partitions: rows i % C, stored contiguously, ordered by distance to the centre (stable)
-  std::vector<uint8_t> sorted(n * nbytes), centres(C * nbytes);
-  std::vector<int64_t> off(C + 1, 0);
+// Exact search over partitions (rows grouped by centre, sorted by distance to it) equals the
+// flat scan, ties included.
+static void test_partitions(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
+  auto raw = make_codes(rng, n, nbytes, true);
+  auto centres = make_codes(rng, C, nbytes, true);
+  std::vector<std::pair<std::pair<int, int>, int64_t>> key(n);  // (partition, cdist), old row
+  for (int64_t i = 0; i < n; ++i) {
+    int bp = 0, bd = 1 << 30;
+    for (int c = 0; c < C; ++c) {
+      const int d = ref_dist(raw.data() + i * nbytes, centres.data() + c * nbytes, nbytes);
+      if (d < bd) bd = d, bp = c;
+    }
+    key[i] = {{bp, bd}, i};
+  }
+  std::sort(key.begin(), key.end());
+  std::vector<uint8_t> codes(n * nbytes), cdist(n);
+  std::vector<int64_t> offsets(C + 1, 0);
   std::vector<int32_t> radius(C, 0);
-  std::vector<T> cdist(n);
-  int64_t r = 0;
-  for (int c = 0; c < C; ++c) {
-    off[c] = r;
-    std::copy(codes.begin() + (c % n) * nbytes, codes.begin() + (c % n + 1) * nbytes,
-              centres.begin() + c * nbytes);
-    std::vector<std::pair<int32_t, int64_t>> members;
-    for (int64_t i = c; i < n; i += C)
-      members.push_back({ref_dist(codes.data() + i * nbytes, centres.data() + c * nbytes, nbytes), i});
-    std::stable_sort(members.begin(), members.end(),
-                     [](auto a, auto b) { return a.first < b.first; });
-    for (auto [d, i] : members) {
-      std::copy(codes.begin() + i * nbytes, codes.begin() + (i + 1) * nbytes, sorted.begin() + r * nbytes);
-      cdist[r++] = static_cast<T>(d);
-      radius[c] = std::max(radius[c], d);
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(raw.begin() + key[i].second * nbytes, raw.begin() + (key[i].second + 1) * nbytes,
+              codes.begin() + i * nbytes);
+    cdist[i] = static_cast<uint8_t>(key[i].first.second);
+    ++offsets[key[i].first.first + 1];
+    radius[key[i].first.first] = std::max(radius[key[i].first.first], key[i].first.second);
   }
-  off[C] = r;
-  Codes cs{sorted.data(), n, nbytes};
-  Partitions<T> P{centres.data(), C, off.data(), radius.data(), cdist.data()};
-  std::vector<int32_t> D(3 * k), Df(3 * k);
-  std::vector<int64_t> I(3 * k), If(3 * k);
-  knn(q.data(), 3, cs, k, 1, Df.data(), If.data());
-  for (int nprobe : {0, C}) {
-    partition_knn(q.data(), 3, cs, P, PartitionBand<T>{}, k, nprobe, 2, D.data(), I.data(), nullptr);
-    CHECK(D == Df && I == If, "partition nprobe=%d nbytes=%d k=%d", nprobe, nbytes, k);
+  for (int c = 0; c < C; ++c) offsets[c + 1] += offsets[c];
+  SnapshotView v;
+  v.codes = {codes.data(), n, nbytes};
+  v.parts = {centres.data(), C, offsets.data(), radius.data(), cdist.data(), false};
+  auto queries = make_codes(rng, 3, nbytes, true);
+  Plan p;
+  p.k = p.pool = p.candidates = k;
+  p.scoring = Scoring::kHamming;
+  p.source = Source::kPartitions;
+  p.nprobe = 0;
+  Queries q;
+  q.n = 3;
+  q.codes = queries.data();
+  std::vector<int32_t> D;
+  std::vector<int64_t> I;
+  run(v, p, q, RowFilter{}, &D, nullptr, &I);
+  for (int qi = 0; qi < 3; ++qi) {
+    std::vector<Scored<int32_t>> all;
+    for (int64_t i = 0; i < n; ++i)
+      all.push_back({ref_dist(queries.data() + qi * nbytes, codes.data() + i * nbytes, nbytes), i});
+    auto want = best(all, k);
+    for (int j = 0; j < static_cast<int>(want.size()); ++j)
+      CHECK(I[qi * k + j] == want[j].row && D[qi * k + j] == want[j].key,
+            "exact partitions isa=%s q=%d j=%d got (%d,%ld) want (%d,%ld)", isa_name(engine().isa),
+            qi, j, D[qi * k + j], (long)I[qi * k + j], want[j].key, (long)want[j].row);
   }
-  // a pivot band (two pivots: the first and last code) inside partitions
-  const int Pv = 2, t = nbytes * 2;
-  std::vector<T> table(n * Pv);
-  std::vector<int32_t> lo(3 * Pv), hi(3 * Pv);
-  for (int64_t i = 0; i < n; ++i)
-    for (int p = 0; p < Pv; ++p)
-      table[i * Pv + p] = static_cast<T>(ref_dist(sorted.data() + i * nbytes, codes.data() + p * (n - 1) * nbytes, nbytes));
-  for (int j = 0; j < 3; ++j)
-    for (int p = 0; p < Pv; ++p) {
-      const int32_t dq = ref_dist(q.data() + j * nbytes, codes.data() + p * (n - 1) * nbytes, nbytes);
-      lo[j * Pv + p] = dq - t;
-      hi[j * Pv + p] = dq + t;
-    }
-  Band band;
-  band.table = table.data();
-  band.wide = sizeof(T) == 2;
-  band.P = Pv;
-  band.lo = lo.data();
-  band.hi = hi.data();
-  knn(q.data(), 3, cs, k, 1, Df.data(), If.data(), band);
-  partition_knn(q.data(), 3, cs, P, PartitionBand<T>{table.data(), Pv, lo.data(), hi.data()}, k, 0,
-                2, D.data(), I.data(), nullptr);
-  CHECK(D == Df && I == If, "banded partition nbytes=%d k=%d", nbytes, k);
-  // asymmetric scan over every partition = the flat asymmetric scan (rows visited in order)
-  std::normal_distribution<float> g;
-  std::vector<float> z(nbytes * 8);
-  for (auto& v : z) v = g(rng);
-  const AsymQuery a = make_asym_query(z.data(), nbytes * 8);
-  asym_knn(&a, 1, cs, k, 1, Df.data(), If.data());
-  int64_t scanned = 0;
-  asym_partition_knn(&a, 1, cs, centres.data(), C, off.data(), C, k, 2, D.data(), I.data(), &scanned);
-  CHECK(std::equal(D.begin(), D.begin() + k, Df.begin()) && std::equal(I.begin(), I.begin() + k, If.begin()) &&
-            scanned == n, "asymmetric partition scan nbytes=%d k=%d", nbytes, k);
 }
 
-static void test_partition(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
-  if (nbytes * 8 <= 255)
-    test_partition_typed<uint8_t>(rng, nbytes, n, C, k);
-  test_partition_typed<uint16_t>(rng, nbytes, n, C, k);
-}
-
-// The quantized asymmetric scan against its definition, computed here byte by byte.
+// The quantized asymmetric scan (first stage alone) against its definition.
 static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
   auto codes = make_codes(rng, n, nbytes, false);
   const int n_bits = nbytes * 8;
   std::normal_distribution<float> g;
   std::vector<float> z(n_bits);
   for (auto& v : z) v = g(rng);
+  SnapshotView v;
+  v.codes = {codes.data(), n, nbytes};
+  Plan p;
+  p.k = p.pool = p.candidates = k;
+  p.scoring = Scoring::kAsymmetric;
+  p.quantized_only = true;
+  Queries q;
+  q.n = 1;
+  q.projections = z.data();
+  std::vector<int32_t> D;
+  std::vector<int64_t> I;
+  run(v, p, q, RowFilter{}, &D, nullptr, &I);
   const AsymQuery a = make_asym_query(z.data(), n_bits);
-  std::vector<Neighbor> all;
+  std::vector<Scored<int32_t>> all;
   for (int64_t i = 0; i < n; ++i) {
-    int s = 7 * n_bits;
+    int32_t s = asym_bias(n_bits);
     for (int j = 0; j < n_bits; ++j) {
       const int bit = (codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1;
-      const int w = j / 64, b = 8 * (j / 8 % 8) + 7 - j % 8;
-      int v = 0;
-      for (int p = 0; p < 4; ++p) v |= static_cast<int>((a.planes[p][w] >> b) & 1) << p;
-      s -= bit * (v - 8);
+      int level = 0;
+      for (int pl = 0; pl < kAsymPlanes; ++pl) level |= ((a.planes[pl][j / 64] >> word_bit(j)) & 1) << pl;
+      s += bit * (8 - level);
     }
     all.push_back({s, i});
   }
-  std::sort(all.begin(), all.end());
-  std::vector<int32_t> D(k);
-  std::vector<int64_t> I(k);
-  Codes c{codes.data(), n, nbytes};
-  asym_knn(&a, 1, c, k, 2, D.data(), I.data());
-  for (int j = 0; j < k && j < n; ++j)
-    CHECK(D[j] == all[j].d && I[j] == all[j].id, "asym isa=%s nbytes=%d j=%d got (%d,%ld) want (%d,%ld)",
-          isa_name(kernels().isa), nbytes, j, D[j], (long)I[j], all[j].d, (long)all[j].id);
+  auto want = best(all, k);
+  for (int j = 0; j < static_cast<int>(want.size()); ++j)
+    CHECK(D[j] == want[j].key && I[j] == want[j].row, "asym isa=%s nbytes=%d j=%d got (%d,%ld) want (%d,%ld)",
+          isa_name(engine().isa), nbytes, j, D[j], (long)I[j], want[j].key, (long)want[j].row);
+}
+
+// IVF lists: every list probed, no rerank: the exact list scores <q, c> + f <z, 2b - 1>.
+static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
+  const int n_bits = nbytes * 8, dim = n_bits;
+  auto codes = make_codes(rng, n, nbytes, false);
+  std::normal_distribution<float> g;
+  std::vector<float> centres(C * dim), factors(n), proj(dim * n_bits, 0), x(dim);
+  for (auto& v : centres) v = g(rng);
+  for (auto& v : factors) v = 0.5f + std::fabs(g(rng));
+  for (int d = 0; d < dim; ++d) proj[d * n_bits + d] = 1;  // z = q
+  for (auto& v : x) v = g(rng);
+  std::vector<int64_t> offsets(C + 1);
+  for (int c = 0; c <= C; ++c) offsets[c] = n * c / C;
+  SnapshotView v;
+  v.codes = {codes.data(), n, nbytes};
+  v.transform = {nullptr, proj.data(), dim, n_bits};
+  v.lists = {centres.data(), C, dim, offsets.data(), factors.data()};
+  Plan p;
+  p.k = p.candidates = k;
+  p.pool = std::max(2 * k, k + 64);
+  p.scoring = Scoring::kAsymmetric;
+  p.source = Source::kLists;
+  p.nprobe = C;
+  Queries q;
+  q.n = 1;
+  q.vectors = x.data();
+  q.dim = dim;
+  std::vector<float> S;
+  std::vector<int64_t> I;
+  run(v, p, q, RowFilter{}, nullptr, &S, &I);
+  std::vector<Scored<float>> all;
+  for (int64_t i = 0; i < n; ++i) {
+    const int c = static_cast<int>(std::upper_bound(offsets.begin() + 1, offsets.end(), i) - offsets.begin() - 1);
+    double cs = 0, bs = 0;
+    for (int d = 0; d < dim; ++d) cs += x[d] * centres[c * dim + d];
+    for (int j = 0; j < n_bits; ++j) bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
+    all.push_back({static_cast<float>(-(cs + factors[i] * bs)), i});
+  }
+  auto want = best(all, k);
+  int same = 0;
+  for (int j = 0; j < static_cast<int>(want.size()); ++j) {
+    same += std::count(I.begin(), I.end(), want[j].row) > 0;
+    const int64_t r = I[j];
+    auto it = std::find_if(all.begin(), all.end(), [&](const Scored<float>& s) { return s.row == r; });
+    CHECK(it != all.end() && std::fabs(-it->key - S[j]) < 1e-3f * (1 + std::fabs(S[j])),
+          "list score isa=%s j=%d", isa_name(engine().isa), j);
+  }
+  CHECK(same >= static_cast<int>(want.size()) - 1, "lists: %d of %zu", same, want.size());
 }
 
 int main() {
-  std::mt19937_64 rng(12345);
-  int tested = 0;
-  for (int level = 0; level <= static_cast<int>(best_isa()); ++level) {
+  std::mt19937_64 rng(11);
+  for (int level = 0; level <= static_cast<int>(cpu_features().best); ++level) {
     set_isa(static_cast<Isa>(level));
-    for (int nbytes : {8, 16, 24, 32, 64, 128}) {
-      for (int k : {1, 3, 10, 65, 300}) {
-        test_knn(rng, nbytes, 517, 3, k, false, 1);
-        test_knn(rng, nbytes, 517, 3, k, true, 2);
-      }
-      test_knn(rng, nbytes, 0, 2, 5, false, 1);
-      test_knn(rng, nbytes, 7, 1, 20, false, 2);
-      test_knn(rng, nbytes, 70000, 1, 10, true, 2);   // split across threads, ties
-      test_knn(rng, nbytes, 70000, 1, 200, true, 2);  // counting select, split
-      test_distances_and_range(rng, nbytes, 1031);
-    }
-    for (int nbytes : {8, 16, 32, 128}) {
-      test_partition(rng, nbytes, 3000, 37, 10);
-      test_partition(rng, nbytes, 500, 7, 70);
-      test_asym(rng, nbytes, 777, 20);
-      test_asym(rng, nbytes, 777, 100);
-    }
-    for (int P : {1, 3, 8, 16}) {
-      test_band<uint8_t>(rng, P, 3001, 16, 12, 10);
-      test_band<uint16_t>(rng, P, 3001, 32, 12, 100);
-    }
-    ++tested;
+    for (int nbytes : {8, 16, 24, 32, 48, 128})
+      for (int64_t n : {0, 1, 7, 8, 9, 100, 1000})
+        for (int k : {1, 10, 70}) test_knn(rng, nbytes, n, 3, k, n % 2 == 1, 2, false);
+    test_knn(rng, 16, 70000, 1, 10, true, 2, false);   // one query split across threads
+    test_knn(rng, 16, 70000, 1, 1000, true, 2, false);  // counting select, split
+    test_knn(rng, 16, 20000, 5, 10, true, 2, true);     // filtered
+    test_knn(rng, 16, 2000, 70, 100, false, 2, true);   // a batch sharing blocks, filtered
+    for (int nbytes : {8, 16, 32, 128}) test_distances_and_range(rng, nbytes, 1000);
+    for (int P : {1, 8, 16}) test_band(rng, P, 3000, 16, 3, 10);
+    for (int nbytes : {8, 16, 32}) test_partitions(rng, nbytes, 2000, 17, 10);
+    for (int nbytes : {8, 16, 24, 32, 48, 128}) test_asym(rng, nbytes, 1000, 50);
+    for (int nbytes : {16, 32, 48}) test_lists(rng, nbytes, 600, 7, 20);
   }
-  std::printf("%d passed, %d failed\n", tested, failures ? 1 : 0);
+  std::printf("%d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
 }

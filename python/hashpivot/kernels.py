@@ -1,4 +1,6 @@
-"""Exact Hamming search over packed codes, run by the C++ core with the GIL released.
+"""The compiled kernels over packed codes you hold yourself: exact Hamming k-NN and range search,
+distance matrices, the pivot band filter, asymmetric scoring of float projections. Each call
+runs in C++ with the GIL released (an :class:`~hashpivot.Index` does all of this for you).
 
 Results follow faiss' conventions: distances ascending, ties broken by the smaller row, and
 ``(n_bits + 1, -1)`` in the places where fewer than ``k`` rows exist.
@@ -6,29 +8,19 @@ Results follow faiss' conventions: distances ascending, ties broken by the small
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core
+from ._validate import count, threads as _threads, to_numpy
 from .codes import as_codes
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError, InvalidTypeError, LimitError
+from .plan import quantized_pool
 
-
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise InvalidInputError(f"threads must be a positive integer or None, got {threads!r}")
-    return int(threads)
-
-
-def _count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+# Results of one call beyond this many entries (k x queries) are refused: a k far beyond the
+# number of codes would only allocate padding.
+MAX_RESULT_ENTRIES = 1 << 28
 
 
 def _pair(queries: np.ndarray, codes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -41,8 +33,17 @@ def _pair(queries: np.ndarray, codes: np.ndarray) -> Tuple[np.ndarray, np.ndarra
     return q, c
 
 
+def _k(k: object, nq: int) -> int:
+    k = count(k, "k", 0)
+    if nq * k > MAX_RESULT_ENTRIES:
+        raise LimitError(f"k={k:,} for {nq:,} queries would allocate {nq * k:,} results; "
+                         "ask for at most the number of codes")
+    return k
+
+
 def cpu_features() -> dict:
-    """Which kernel is in use (``isa``), the best this CPU supports, and the CPU flags.
+    """Which kernel is in use (``isa``), the best this CPU supports, its flags, and the threads
+    hashpivot uses (the CPU affinity mask, or ``HASHPIVOT_NUM_THREADS``).
 
     Set ``HASHPIVOT_ISA=portable|popcnt|avx2|avx512`` before import to force a lower level.
     """
@@ -57,20 +58,22 @@ def hamming_knn(
     ``k`` may exceed ``len(codes)``; the missing places hold distance ``n_bits + 1`` and id -1.
     """
     q, c = _pair(queries, codes)
-    return _core.knn(q, c, _count(k, "k", 0), _threads(threads))
+    return _core.knn(q, c, _k(k, q.shape[0]), _threads(threads))
 
 
-def hamming_range(
-    query: np.ndarray, codes: np.ndarray, radius: int, threads: Optional[int] = None
-):
+def hamming_range(query: np.ndarray, codes: np.ndarray, radius: int,
+                  threads: Optional[int] = None
+                  ) -> Union[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every code within ``radius`` (inclusive) of the query, by ascending distance then id.
 
     A single query (1-D, or one row) returns ``(distances int32, ids int64)``; a 2-D batch
-    returns faiss' ``(lims, distances, ids)``, query i owning ``lims[i]:lims[i + 1]``.
+    returns faiss' ``(lims, distances, ids)``, query i owning ``lims[i]:lims[i + 1]``. A radius
+    above n_bits means every code.
     """
-    single = isinstance(query, np.ndarray) and query.ndim == 1
+    single = isinstance(to_numpy(query), np.ndarray) and to_numpy(query).ndim == 1
     q, c = _pair(query, codes)
-    lims, d, i = _core.range_search(q, c, _count(radius, "radius", 0), _threads(threads))
+    r = min(count(radius, "radius", 0, np.iinfo(np.int64).max), c.shape[1] * 8)
+    lims, d, i = _core.range_search(q, c, r, _threads(threads))
     return (d, i) if single else (lims, d, i)
 
 
@@ -79,11 +82,16 @@ def hamming_distances(
 ) -> np.ndarray:
     """All distances, an int32 array (nq, n)."""
     q, c = _pair(queries, codes)
+    if q.shape[0] * c.shape[0] > MAX_RESULT_ENTRIES:
+        raise LimitError(f"a {q.shape[0]:,} x {c.shape[0]:,} distance matrix is too large; "
+                         "ask in chunks")
     return _core.distances(q, c, _threads(threads))
 
 
-def _bounds(query_dists: np.ndarray, threshold: int, n_pivots: int) -> Tuple[np.ndarray, np.ndarray]:
-    qd = np.asarray(query_dists)
+def band_bounds(query_dists: np.ndarray, threshold: int, n_pivots: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """The pivot band's per-pivot bounds (d_q - t, d_q + t) as int32 (nq, P)."""
+    qd = np.asarray(to_numpy(query_dists))
     if qd.ndim == 1:
         qd = qd.reshape(1, -1)
     if not np.issubdtype(qd.dtype, np.integer):
@@ -92,18 +100,20 @@ def _bounds(query_dists: np.ndarray, threshold: int, n_pivots: int) -> Tuple[np.
         raise InvalidInputError(
             f"query pivot distances must have {n_pivots} columns (one per pivot), got {qd.shape}"
         )
-    t = _count(threshold, "threshold", 0)
-    qd = qd.astype(np.int64)
-    lo = np.ascontiguousarray(np.clip(qd - t, -(1 << 20), 1 << 20), dtype=np.int32)
-    hi = np.ascontiguousarray(np.clip(qd + t, -(1 << 20), 1 << 20), dtype=np.int32)
+    t = count(threshold, "threshold", 0)
+    qd = np.clip(qd.astype(np.int64), -(1 << 20), 1 << 20)
+    lo = np.ascontiguousarray(np.clip(qd - t, -(1 << 30), 1 << 30), dtype=np.int32)
+    hi = np.ascontiguousarray(np.clip(qd + t, -(1 << 30), 1 << 30), dtype=np.int32)
     return lo, hi
 
 
 def _table(table: np.ndarray) -> np.ndarray:
+    table = to_numpy(table)
     if not isinstance(table, np.ndarray) or table.dtype not in (np.uint8, np.uint16):
         raise InvalidTypeError("pivot table must be a uint8 or uint16 numpy array (n, n_pivots)")
-    if table.ndim != 2 or not 1 <= table.shape[1] <= 16:
-        raise InvalidInputError(f"pivot table must be (n, n_pivots <= 16), got {table.shape}")
+    if table.ndim != 2 or not 1 <= table.shape[1] <= _core.MAX_PIVOTS:
+        raise InvalidInputError(f"pivot table must be (n, n_pivots <= {_core.MAX_PIVOTS}), "
+                                f"got {table.shape}")
     if not table.flags.c_contiguous:
         raise InvalidInputError("pivot table is not C-contiguous: pass np.ascontiguousarray(...)")
     return table
@@ -116,7 +126,7 @@ def pivot_filter(
     every pivot i. ``table`` is (n, P) uint8/uint16, ``query_dists`` the query's P distances.
     Returns the kept rows (int64, ascending)."""
     table = _table(table)
-    lo, hi = _bounds(query_dists, threshold, table.shape[1])
+    lo, hi = band_bounds(query_dists, threshold, table.shape[1])
     if lo.shape[0] != 1:
         raise InvalidInputError("pivot_filter takes one query's pivot distances")
     return _core.pivot_filter(table, lo, hi, 0, table.shape[0], _threads(threads))
@@ -131,21 +141,23 @@ def pivot_knn(
     threshold: int,
     threads: Optional[int] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`hamming_knn` over the rows that pass the pivot band filter only, fused so that a
-    code is read only for a row that passes. ``query_dists``: (nq, P) pivot distances."""
+    """:func:`hamming_knn` over the rows that pass the pivot band filter only.
+    ``query_dists``: (nq, P) pivot distances."""
     q, c = _pair(queries, codes)
     table = _table(table)
-    lo, hi = _bounds(query_dists, threshold, table.shape[1])
+    lo, hi = band_bounds(query_dists, threshold, table.shape[1])
     if lo.shape[0] != q.shape[0]:
         raise InvalidInputError("query_dists needs one row per query")
     if table.shape[0] != c.shape[0]:
         raise InvalidInputError(
             f"pivot table has {table.shape[0]} rows but there are {c.shape[0]} codes"
         )
-    return _core.knn(q, c, _count(k, "k", 0), _threads(threads), table, lo, hi)
+    return _core.knn(q, c, _k(k, q.shape[0]), _threads(threads), table=table, lo=lo, hi=hi)
 
 
-def _projections(z: np.ndarray, n_bits: int) -> np.ndarray:
+def projections(z: np.ndarray, n_bits: int) -> np.ndarray:
+    """Float query projections as the kernels take them: float32 (nq, n_bits), finite."""
+    z = to_numpy(z)
     if not isinstance(z, np.ndarray) or not np.issubdtype(z.dtype, np.floating):
         raise InvalidTypeError("query projections must be a float numpy array (nq, n_bits)")
     z = np.ascontiguousarray(z.reshape(1, -1) if z.ndim == 1 else z, dtype=np.float32)
@@ -157,25 +169,23 @@ def _projections(z: np.ndarray, n_bits: int) -> np.ndarray:
     return z
 
 
-def asymmetric_knn(projections: np.ndarray, codes: np.ndarray, k: int,
+def asymmetric_knn(projections_: np.ndarray, codes: np.ndarray, k: int,
                    threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Full scan by the asymmetric score z . (2 b - 1) of a float query projection z (for ITQ,
     ``ITQ.project(query)``) against each code's +-1 bits, z quantized to 16 levels for speed:
     ``(scores float32 (nq, k) descending, ids int64)``. The quantized scan keeps
     max(2k, k + 64) rows, whose exact float scores choose the k returned."""
     c = as_codes(codes)
-    z = _projections(projections, c.shape[1] * 8)
-    k = _count(k, "k", 0)
-    # the quantized scan over-fetches; exact float scores then pick the k best
-    _, rows = _core.asym_knn(z, c, max(2 * k, k + 64), _threads(threads))
-    return _core.asym_rescore(z, c, rows, k, _threads(threads))
+    z = projections(projections_, c.shape[1] * 8)
+    k = _k(k, z.shape[0])
+    return _core.asym_knn(z, c, k, quantized_pool(k), _threads(threads))
 
 
-def asymmetric_rescore(projections: np.ndarray, codes: np.ndarray, candidates: np.ndarray, k: int,
-                       threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def asymmetric_rescore(projections_: np.ndarray, codes: np.ndarray, candidates: np.ndarray,
+                       k: int, threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Exact asymmetric scores of candidate rows (nq, M; -1 = none): the k best per query,
     ``(scores float32 descending, rows int64)``, -inf / -1 where fewer exist."""
     c = as_codes(codes)
-    z = _projections(projections, c.shape[1] * 8)
-    cand = np.ascontiguousarray(np.asarray(candidates, dtype=np.int64).reshape(z.shape[0], -1))
-    return _core.asym_rescore(z, c, cand, _count(k, "k", 0), _threads(threads))
+    z = projections(projections_, c.shape[1] * 8)
+    cand = np.ascontiguousarray(np.asarray(to_numpy(candidates), dtype=np.int64).reshape(z.shape[0], -1))
+    return _core.asym_rescore(z, c, cand, _k(k, z.shape[0]), _threads(threads))

@@ -1,0 +1,148 @@
+// What the first stage ranks rows by (a metric gives a key, smaller is better) and which rows it
+// may take (a filter before the key, a pivot band after it). Generic over the ISA's arithmetic
+// A (isa/*.h); compiled once per ISA inside that ISA's target region, in an anonymous namespace.
+#pragma once
+#include "prelude.h"
+
+namespace hashpivot {
+namespace {
+
+// Hamming distance to the query code.
+template <class A, int W>
+struct HammingMetric {
+  using Key = int32_t;
+  static constexpr bool kIsHamming = true, kIsList = false;
+  using G = typename A::template Hamming8<W>;
+  static constexpr bool kGroup = G::kEnabled;
+  QueryWords<W> qw;
+  G g;
+  HP_INLINE HammingMetric(const uint8_t* q, int nbytes) : qw(q, nbytes / 8), g(q) {}
+  HP_INLINE Key one(const uint8_t* c, int64_t) const { return hamming<typename A::Pop, W>(qw, c); }
+  // keys of 8 consecutive rows as a vector; lt: a bit per key < thr; store: write them out
+  HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
+  template <class VK>
+  static HP_INLINE uint32_t lt(VK d, Key thr) { return A::lt_mask(d, thr); }
+  template <class VK>
+  static HP_INLINE void store(VK d, Key* out) { A::store(d, out); }
+};
+
+// The quantized asymmetric distance (asymmetric.h).
+template <class A, int W>
+struct AsymMetric {
+  using Key = int32_t;
+  static constexpr bool kIsHamming = false, kIsList = false;
+  using G = typename A::template Asym8<W>;
+  static constexpr bool kGroup = G::kEnabled;
+  const AsymQuery* a;
+  int words;
+  int32_t bias;
+  G g;
+  HP_INLINE explicit AsymMetric(const AsymQuery& q)
+      : a(&q), words(W > 0 ? W : q.words), bias(asym_bias(q.n_bits)), g(q) {}
+  HP_INLINE Key one(const uint8_t* c, int64_t) const {
+    using Pop = typename A::Pop;
+    int32_t s = bias;
+    for (int w = 0; w < words; ++w) {
+      const uint64_t b = load_u64(c + 8 * w);
+      s += 8 * Pop::count(b);
+      for (int p = 0; p < kAsymPlanes; ++p) s -= Pop::count(b & a->planes[p][w]) << p;
+    }
+    return s;
+  }
+  HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
+  template <class VK>
+  static HP_INLINE uint32_t lt(VK d, Key thr) { return A::lt_mask(d, thr); }
+  template <class VK>
+  static HP_INLINE void store(VK d, Key* out) { A::store(d, out); }
+};
+
+// IVF rows: key = -(<q, c> + factor * <z, 2b - 1>), with <z, 2b - 1> from the quantized distance
+// d as step * (22 n - sum_v - 2 d): key = c0 + factor * (c1 + c2 * d), c0 = -<q, c> per list.
+template <class A, int W>
+struct ListMetric {
+  using Key = float;
+  static constexpr bool kIsHamming = false, kIsList = true;
+  static constexpr bool kGroup = AsymMetric<A, W>::kGroup;
+  AsymMetric<A, W> asym;
+  const float* factors;
+  float c0 = 0, c1, c2;
+  HP_INLINE ListMetric(const AsymQuery& q, const float* f)
+      : asym(q), factors(f), c1(-asym_score_offset(q)), c2(2 * q.step) {}
+  HP_INLINE void set_list(float centre_score) { c0 = -centre_score; }
+  HP_INLINE Key one(const uint8_t* c, int64_t row) const {
+    return c0 + factors[row] * (c1 + c2 * static_cast<float>(asym.one(c, row)));
+  }
+  HP_INLINE auto group(const uint8_t* c, int64_t row) const {
+    return A::affine(asym.g.dist(c), factors + row, c0, c1, c2);
+  }
+  template <class VK>
+  static HP_INLINE uint32_t lt(VK k, Key thr) { return A::lt_mask_ps(k, thr); }
+  template <class VK>
+  static HP_INLINE void store(VK k, Key* out) { A::store_ps(k, out); }
+};
+
+// ---- which rows may enter ----
+struct NoFilter {
+  static constexpr bool kActive = false;
+  HP_INLINE uint32_t pre8(int64_t) const { return 0xFF; }
+  HP_INLINE bool allows(int64_t) const { return true; }
+};
+
+// A bitmap over rows, checked for 8 rows at once before their keys are computed.
+struct BitFilter {
+  static constexpr bool kActive = true;
+  const uint64_t* w;
+  HP_INLINE uint32_t pre8(int64_t row) const {  // bit j: row + j allowed
+    const int64_t word = row >> 6;
+    const int off = static_cast<int>(row & 63);
+    uint64_t bits = w[word] >> off;
+    if (off > 56) bits |= w[word + 1] << (64 - off);  // the bitmap has a spare word
+    return static_cast<uint32_t>(bits & 0xFF);
+  }
+  HP_INLINE bool allows(int64_t row) const { return (w[row >> 6] >> (row & 63)) & 1; }
+};
+
+struct NoBand {
+  static constexpr bool kActive = false;
+  HP_INLINE bool pass(int64_t) const { return true; }
+};
+
+// |d(q, p_i) - d(x, p_i)| <= t for every pivot, checked only for rows whose key beats the
+// threshold (measured: a check per row costs as much as the SIMD distance it would save).
+template <class T>
+struct BandCheck {
+  static constexpr bool kActive = true;
+  const T* table;
+  int P;
+  const int32_t* lo;
+  const int32_t* hi;
+  HP_INLINE bool pass(int64_t row) const {
+    const T* r = table + row * P;
+    bool ok = true;
+    for (int p = 0; p < P; ++p) ok &= (r[p] >= lo[p]) & (r[p] <= hi[p]);
+    return ok;
+  }
+};
+
+// Calls on_pass(row) for each row of [begin, end) inside the band, in row order.
+template <class A, class T, class F>
+HP_INLINE void band_rows(const BandCheck<T>& band, int64_t begin, int64_t end, F&& on_pass) {
+  int64_t i = begin;
+  if constexpr (A::kBand8x4 && sizeof(T) == 1) {
+    if (band.P == 8) {
+      const typename A::Band8x4 b8(band.lo, band.hi);
+      for (; i + 4 <= end; i += 4) {
+        unsigned m = b8.pass(reinterpret_cast<const uint8_t*>(band.table) + i * 8);
+        while (m) {
+          on_pass(i + __builtin_ctz(m));
+          m &= m - 1;
+        }
+      }
+    }
+  }
+  for (; i < end; ++i)
+    if (band.pass(i)) on_pass(i);
+}
+
+}  // namespace
+}  // namespace hashpivot

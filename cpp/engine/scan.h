@@ -1,0 +1,71 @@
+// The one scan loop: rows [begin, end) (or a list of rows) fed to a collector, 8 rows at a time
+// where the ISA has a group kernel. A row enters when its key beats the collector's threshold,
+// the filter allows it and it passes the pivot band.
+#pragma once
+#include "metrics.h"
+
+namespace hashpivot {
+namespace {
+
+constexpr int kGatherAhead = 16;  // rows of a list are random: keep several misses in flight
+
+template <class M, class C, class F, class B>
+HP_INLINE void scan_range(const M& m, const uint8_t* codes, int64_t nb, int64_t begin, int64_t end,
+                          C& col, const F& filter, const B& band) {
+  using Key = typename M::Key;
+  Key thr = col.threshold();
+  int64_t i = begin;
+  if constexpr (M::kGroup) {
+    alignas(32) Key keys[8];
+    for (; i + 8 <= end; i += 8) {
+      uint32_t allowed = 0xFF;
+      if constexpr (F::kActive) {
+        allowed = filter.pre8(i);
+        if (!allowed) continue;
+      }
+      const auto group = m.group(codes + i * nb, i);
+      uint32_t mask = M::lt(group, thr) & allowed;
+      if (__builtin_expect(mask == 0, 1)) continue;
+      M::store(group, keys);  // only for a group with a row to push
+      while (mask) {
+        const int j = __builtin_ctz(mask);
+        mask &= mask - 1;
+        if (keys[j] < thr && band.pass(i + j)) {
+          col.push(keys[j], i + j);
+          thr = col.threshold();
+        }
+      }
+    }
+  }
+  for (; i < end; ++i) {
+    if constexpr (F::kActive)
+      if (!filter.allows(i)) continue;
+    const Key key = m.one(codes + i * nb, i);
+    if (key < thr && band.pass(i)) {
+      col.push(key, i);
+      thr = col.threshold();
+    }
+  }
+}
+
+// Rows given by a list (increasing), their codes gathered.
+template <class M, class C, class B>
+HP_INLINE void scan_list(const M& m, const uint8_t* codes, int64_t nb, const int64_t* rows,
+                         int64_t n, C& col, const B& band) {
+  using Key = typename M::Key;
+  Key thr = col.threshold();
+  for (int64_t j = 0; j < std::min<int64_t>(n, kGatherAhead); ++j)
+    __builtin_prefetch(codes + rows[j] * nb);
+  for (int64_t j = 0; j < n; ++j) {
+    if (j + kGatherAhead < n) __builtin_prefetch(codes + rows[j + kGatherAhead] * nb);
+    const int64_t r = rows[j];
+    const Key key = m.one(codes + r * nb, r);
+    if (key < thr && band.pass(r)) {
+      col.push(key, r);
+      thr = col.threshold();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hashpivot

@@ -1,0 +1,627 @@
+// The stages of one query: prepare it (projection, code, quantized planes, pivot band), list the
+// rows its first stage reads (segments of the source), run the first stage (top `pool` by the
+// metric), re-score the pool exactly (asymmetric), rerank with the stored vectors, write.
+#pragma once
+#include "scan.h"
+
+namespace hashpivot {
+namespace {
+
+constexpr int64_t kBlockBytes = 128 * 1024;  // codes a chunk of queries shares while in L2
+constexpr size_t kWarmPartitions = 8;        // exact mode: nearest partitions visited first
+constexpr int kRerankAhead = 4;              // stored vectors prefetched ahead of the rerank
+
+// Rows [begin, end) of one partition or list (or the whole table, or a pivot-band window).
+struct Segment {
+  int64_t begin, end;
+  float centre_score;   // lists: <q, c>
+  int32_t centre_dist;  // partitions: key of the centre (Hamming: the ring bound's d(q, c))
+  int64_t group;        // the partition or list (-1: none)
+};
+
+struct QueryState {
+  const float* vec = nullptr;         // the query vector (unit length under cosine)
+  std::vector<float> unit;            // its normalised copy, when normalising
+  std::vector<float> z;               // float projection
+  std::vector<uint8_t> code;          // packed sign(z) (or the given code)
+  AsymQuery asym;                     // quantized z
+  std::vector<int32_t> lo, hi;        // pivot band bounds
+  std::vector<Segment> segs;          // what the first stage reads
+  int64_t seg_rows = 0;               // rows in segs
+  std::vector<float> centre_scores;   // lists: <q, c> of every list
+  std::vector<Scored<float>> pool;    // first stage, then each later stage, in place
+  int64_t scanned = 0;
+};
+
+struct FirstStage {
+  std::vector<Scored<float>> pool;
+  int64_t scanned = 0;
+};
+
+struct Ctx {
+  const SnapshotView& s;
+  const Plan& p;
+  const Queries& q;
+  const RowFilter& f;
+  int nb, n_bits;
+  int pool_k;  // rows the first stage keeps (at most the rows there are)
+};
+
+template <class K>
+void to_float(std::vector<Scored<K>>&& in, std::vector<Scored<float>>& out) {
+  out.resize(in.size());
+  for (size_t j = 0; j < in.size(); ++j) out[j] = {static_cast<float>(in[j].key), in[j].row};
+}
+
+inline int64_t count_bits(const uint64_t* w, int64_t b, int64_t e) {
+  int64_t n = 0;
+  for (int64_t r = b; r < e && (r & 63);) n += (w[r >> 6] >> (r & 63)) & 1, ++r, b = r;
+  for (; b + 64 <= e; b += 64) n += __builtin_popcountll(w[b >> 6]);
+  for (; b < e; ++b) n += (w[b >> 6] >> (b & 63)) & 1;
+  return n;
+}
+
+// 64 partial sums in a fixed order: vectorised by the compiler (four independent vector
+// chains with AVX-512, eight with AVX2), the same result on every ISA.
+constexpr int kDotLanes = 64;
+template <class T, class Conv>
+HP_INLINE float dot_lanes(const float* q, const T* x, int dim, Conv conv) {
+  float acc[kDotLanes] = {0};
+  int j = 0;
+  for (; j + kDotLanes <= dim; j += kDotLanes)
+    for (int u = 0; u < kDotLanes; ++u) acc[u] += q[j + u] * conv(x[j + u]);
+  float s = 0;
+  for (; j < dim; ++j) s += q[j] * conv(x[j]);
+  for (int u = 0; u < kDotLanes; ++u) s += acc[u];
+  return s;
+}
+
+// ---- prepare ----
+constexpr int kProjectRowsMax = 4;  // rows projected together: each matrix load serves them
+
+// z_i = (x_i - mean) @ proj for rows x_0 .. x_{n-1} (n <= the ISA's kProjectRows): each z_ij
+// is the sum over d ascending of (x_id - mean_d) P[d, j], the same sums on every ISA and
+// however many rows share the pass (no FMA contraction: -ffp-contract=off). Rows x 4 vectors of
+// sums stay in registers (the ISA's float lanes: 16, 8 or 4) while the matrix streams by once.
+template <class A>
+void project_rows(const Transform& t, const float* const* x, int n, float* const* z) {
+  constexpr int L = A::kFloatLanes, kVecs = 4, kRows = A::kProjectRows, kCols = L * kVecs;
+  typedef float FV __attribute__((vector_size(sizeof(float) * L)));
+  thread_local std::vector<float> xc;
+  xc.assign(static_cast<size_t>(kRows) * t.dim, 0.0f);
+  for (int r = 0; r < n; ++r)
+    for (int d = 0; d < t.dim; ++d) xc[r * t.dim + d] = t.mean ? x[r][d] - t.mean[d] : x[r][d];
+  for (int j0 = 0; j0 < t.n_bits; j0 += kCols) {  // n_bits is a multiple of 64
+    FV acc[kRows][kVecs] = {};
+    for (int d = 0; d < t.dim; ++d) {
+      const float* row = t.proj + static_cast<int64_t>(d) * t.n_bits + j0;
+      FV p[kVecs];
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) std::memcpy(&p[v], row + L * v, sizeof(FV));
+#pragma GCC unroll 4
+      for (int r = 0; r < kRows; ++r) {
+        const float xd = xc[r * t.dim + d];
+#pragma GCC unroll 4
+        for (int v = 0; v < kVecs; ++v) acc[r][v] += xd * p[v];
+      }
+    }
+    for (int r = 0; r < n; ++r) std::memcpy(z[r] + j0, acc[r], sizeof(acc[r]));
+  }
+}
+
+template <class A>
+void project(const Transform& t, const float* x, float* z) {
+  project_rows<A>(t, &x, 1, &z);
+}
+
+inline void pack_signs(const float* z, int n_bits, uint8_t* code) {  // bit j: z_j >= 0
+  for (int m = 0; m < n_bits / 8; ++m) {
+    uint8_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint8_t>(z[8 * m + i] >= 0) << (7 - i);
+    code[m] = v;
+  }
+}
+
+// Queries [q0, q1): projections (a few rows per pass), codes, quantized planes, pivot bands.
+template <class A>
+void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
+  const SnapshotView& s = c.s;
+  for (int64_t qi = q0; qi < q1; ++qi) {
+    QueryState& st = sts[qi - q0];
+    st.code.resize(c.nb);
+    st.z.resize(c.n_bits);
+    st.scanned = 0;
+    st.vec = c.q.vectors ? c.q.vectors + qi * c.q.dim : nullptr;
+    if (st.vec && c.q.normalize) {  // scaled by the largest entry first: no underflow
+      st.unit.resize(c.q.dim);
+      float big = 0;
+      for (int d = 0; d < c.q.dim; ++d) big = std::max(big, std::fabs(st.vec[d]));
+      float sum = 0;
+      for (int d = 0; d < c.q.dim; ++d) sum += (st.vec[d] / big) * (st.vec[d] / big);
+      const float norm = std::sqrt(sum);
+      for (int d = 0; d < c.q.dim; ++d) st.unit[d] = (st.vec[d] / big) / norm;
+      st.vec = st.unit.data();
+    }
+  }
+  if (!c.q.codes && !c.q.projections) {
+    for (int64_t b = q0; b < q1; b += A::kProjectRows) {
+      const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
+      const float* x[kProjectRowsMax];
+      float* z[kProjectRowsMax];
+      for (int r = 0; r < m; ++r) {
+        x[r] = sts[b + r - q0].vec;
+        z[r] = sts[b + r - q0].z.data();
+      }
+      project_rows<A>(s.transform, x, m, z);
+    }
+  }
+  for (int64_t qi = q0; qi < q1; ++qi) {
+    QueryState& st = sts[qi - q0];
+    if (c.q.codes) {
+      std::memcpy(st.code.data(), c.q.codes + qi * c.nb, c.nb);
+    } else {
+      if (c.q.projections)
+        std::memcpy(st.z.data(), c.q.projections + qi * c.n_bits, sizeof(float) * c.n_bits);
+      pack_signs(st.z.data(), c.n_bits, st.code.data());
+      if (c.p.scoring == Scoring::kAsymmetric) st.asym = make_asym_query(st.z.data(), c.n_bits);
+    }
+    if (c.p.threshold >= 0) {
+      const int P = s.pivots.P;
+      st.lo.resize(P);
+      st.hi.resize(P);
+      if (c.q.lo) {
+        std::memcpy(st.lo.data(), c.q.lo + qi * P, sizeof(int32_t) * P);
+        std::memcpy(st.hi.data(), c.q.hi + qi * P, sizeof(int32_t) * P);
+        continue;
+      }
+      const QueryWords<0> qw(st.code.data(), c.nb / 8);
+      for (int i = 0; i < P; ++i) {
+        const int d = hamming<typename A::Pop, 0>(qw, s.pivots.pivots + i * c.nb);
+        st.lo[i] = d - c.p.threshold;
+        st.hi[i] = d + c.p.threshold;
+      }
+    }
+  }
+}
+
+// ---- what the first stage reads ----
+// The row windows holding exactly the rows inside the band on the sorted pivots.
+inline void band_windows(const Ctx& c, const QueryState& st, std::vector<Segment>& out) {
+  const SortedCells& L = c.s.cells;
+  const int n_bits = c.n_bits;
+  if (L.levels == 0) {  // rows not sorted: every row, the band checked late
+    out.push_back({0, c.s.codes.n, 0, 0, -1});
+    return;
+  }
+  const int l0 = std::max(st.lo[0], 0), h0 = std::min(st.hi[0], n_bits);
+  if (L.levels == 1) {
+    if (l0 <= h0 && L.offsets[l0] < L.offsets[h0 + 1])
+      out.push_back({L.offsets[l0], L.offsets[h0 + 1], 0, 0, -1});
+    return;
+  }
+  const int l1 = std::max(st.lo[1], 0), h1 = std::min(st.hi[1], n_bits);
+  if (l1 > h1) return;
+  for (int64_t v0 = l0; v0 <= h0; ++v0) {  // cells (v0, l1..h1) are contiguous
+    const int64_t b = L.offsets[cell_key(v0, l1, 2, n_bits)];
+    const int64_t e = L.offsets[cell_key(v0, h1, 2, n_bits) + 1];
+    if (b >= e) continue;
+    if (!out.empty() && out.back().end == b)
+      out.back().end = e;
+    else
+      out.push_back({b, e, 0, 0, -1});
+  }
+}
+
+// The probed groups (partitions or lists) given each group's key (smaller = nearer): the
+// `nprobe` nearest, and with a filter as many more as it takes to see `probe_rows` allowed
+// rows; segments in memory order.
+inline void probe(const Ctx& c, const int64_t* offsets, int64_t C, std::vector<Scored<float>>& keys,
+                  const float* scores, const int32_t* dists, std::vector<Segment>& out) {
+  const int64_t nprobe = std::min<int64_t>(std::max(c.p.nprobe, 1), C);
+  const bool adaptive = c.f.active() && c.p.probe_rows > 0;
+  size_t take = static_cast<size_t>(nprobe);
+  if (!adaptive) {
+    std::nth_element(keys.begin(), keys.begin() + (take - 1), keys.end());
+    keys.resize(take);
+  } else {
+    std::sort(keys.begin(), keys.end());
+    int64_t seen = 0;
+    size_t j = 0;
+    for (; j < keys.size() && (j < take || seen < c.p.probe_rows); ++j) {
+      const int64_t g = keys[j].row;
+      seen += count_bits(c.f.bits, offsets[g], offsets[g + 1]);
+    }
+    keys.resize(j);
+  }
+  std::sort(keys.begin(), keys.end(), [](const Scored<float>& a, const Scored<float>& b) {
+    return a.row < b.row;
+  });
+  for (const auto& k : keys) {
+    const int64_t g = k.row;
+    if (offsets[g] < offsets[g + 1])
+      out.push_back({offsets[g], offsets[g + 1], scores ? scores[g] : 0.0f, dists ? dists[g] : 0, g});
+  }
+}
+
+// Keys of n consecutive codes (every one: the threshold never stops a row).
+template <class M>
+void all_keys(const M& m, const uint8_t* codes, int64_t nb, int64_t n, typename M::Key* out) {
+  int64_t i = 0;
+  if constexpr (M::kGroup) {
+    for (; i + 8 <= n; i += 8) M::store(m.group(codes + i * nb, i), out + i);
+  }
+  for (; i < n; ++i) out[i] = m.one(codes + i * nb, i);
+}
+
+template <class A, int W>
+void list_segments(const Ctx& c, QueryState& st) {
+  const SnapshotView& s = c.s;
+  st.segs.clear();
+  if (s.lists.C) {  // <q, c> of every list: the probe's order and each row's base score
+    const FloatLists& L = s.lists;
+    st.centre_scores.resize(L.C);
+    const float* qv = st.vec;
+    for (int64_t g = 0; g < L.C; ++g)
+      st.centre_scores[g] = dot_lanes(qv, L.centres + g * L.dim, L.dim, [](float v) { return v; });
+  }
+  switch (c.p.source) {
+    case Source::kAll:
+      st.segs.push_back({0, s.codes.n, 0, 0, -1});
+      break;
+    case Source::kBand:
+      band_windows(c, st, st.segs);
+      break;
+    case Source::kPartitions: {
+      if (c.p.nprobe == 0) break;  // exact mode plans its own visit
+      const HammingPartitions& P = s.parts;
+      std::vector<int32_t> d(P.C);
+      if (c.p.scoring == Scoring::kHamming || c.p.hamming_first)
+        all_keys(HammingMetric<A, W>(st.code.data(), c.nb), P.centres, c.nb, P.C, d.data());
+      else
+        all_keys(AsymMetric<A, W>(st.asym), P.centres, c.nb, P.C, d.data());
+      std::vector<Scored<float>> keys(P.C);
+      for (int64_t g = 0; g < P.C; ++g) keys[g] = {static_cast<float>(d[g]), g};
+      probe(c, P.offsets, P.C, keys, nullptr, d.data(), st.segs);
+      break;
+    }
+    case Source::kLists: {
+      const FloatLists& L = s.lists;
+      std::vector<Scored<float>> keys(L.C);
+      for (int64_t g = 0; g < L.C; ++g) keys[g] = {-st.centre_scores[g], g};
+      probe(c, L.offsets, L.C, keys, st.centre_scores.data(), nullptr, st.segs);
+      break;
+    }
+    case Source::kAllowed:
+      break;
+  }
+  st.seg_rows = 0;
+  for (const Segment& g : st.segs) st.seg_rows += g.end - g.begin;
+  if (c.p.source == Source::kAllowed) st.seg_rows = c.f.n_rows;
+}
+
+// The rows [from, to) of the concatenation of segments, one call per piece.
+template <class F>
+HP_INLINE void for_slice(const std::vector<Segment>& segs, int64_t from, int64_t to, F&& fn) {
+  int64_t pos = 0;
+  for (const Segment& g : segs) {
+    const int64_t len = g.end - g.begin;
+    const int64_t b = std::max(from, pos), e = std::min(to, pos + len);
+    if (b < e) fn(g, g.begin + (b - pos), g.begin + (e - pos));
+    pos += len;
+    if (pos >= to) break;
+  }
+}
+
+// ---- the ring bound of a Hamming partition ----
+// First r of [b, e) with a[r] >= v (a ascending), e if none: branch-free binary search
+// (conditional moves; an ordinary one mispredicts about half its steps).
+template <class T>
+HP_INLINE int64_t first_at_least(const T* a, int64_t b, int64_t e, int32_t v) {
+  int64_t len = e - b;
+  if (len <= 0) return e;
+  const T* base = a + b;
+  while (len > 1) {
+    const int64_t half = len / 2;
+    base = static_cast<int32_t>(base[half - 1]) < v ? base + half : base;
+    len -= half;
+  }
+  return (base - a) + (static_cast<int32_t>(*base) < v);
+}
+
+// The rows of partition g that can still enter a collector whose threshold is thr (a row needs
+// d(q, x) < thr, and d(q, x) >= |d(q, c) - d(x, c)|): one contiguous window, empty when
+// d(q, c) - radius cannot beat thr. The threshold only shrinks, so a window found with an
+// earlier value is a superset: still exact.
+template <class T>
+HP_INLINE void ring_window_t(const HammingPartitions& P, const T* cd, int64_t g, int32_t dq,
+                             int32_t thr, int n_bits, int64_t* b, int64_t* e) {
+  *b = P.offsets[g];
+  *e = P.offsets[g + 1];
+  if (thr > n_bits || *b >= *e) return;  // not full yet: every row may enter
+  const int32_t bound = thr - 1;
+  if (dq - P.radius[g] > bound) {
+    *e = *b;
+    return;
+  }
+  if (cd[*b] < dq - bound) *b = first_at_least(cd, *b, *e, dq - bound);
+  if (cd[*e - 1] > dq + bound) *e = first_at_least(cd, *b, *e, dq + bound + 1);
+}
+HP_INLINE void ring_window(const HammingPartitions& P, int64_t g, int32_t dq, int32_t thr,
+                           int n_bits, int64_t* b, int64_t* e) {
+  if (P.wide)
+    ring_window_t(P, static_cast<const uint16_t*>(P.cdist), g, dq, thr, n_bits, b, e);
+  else
+    ring_window_t(P, static_cast<const uint8_t*>(P.cdist), g, dq, thr, n_bits, b, e);
+}
+
+inline void prefetch_rows(const uint8_t* codes, int64_t b, int64_t e, int nb) {
+  const uint8_t* p = codes + b * nb;
+  const int64_t bytes = std::min<int64_t>((e - b) * nb, 8192);  // the first 8 KB
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+}
+
+inline int64_t list_of(const FloatLists& L, int64_t row) {
+  return std::upper_bound(L.offsets + 1, L.offsets + L.C + 1, row) - (L.offsets + 1);
+}
+
+// ---- the first stage, one instantiation per metric x collector x filter x band ----
+template <class M>
+HP_INLINE M make_metric(const Ctx& c, const QueryState& st) {
+  if constexpr (M::kIsHamming) return M(st.code.data(), c.nb);
+  else if constexpr (M::kIsList) return M(st.asym, c.s.lists.factors);
+  else return M(st.asym);
+}
+
+template <class A, class M, class C, class F, class B>
+struct FirstStageImpl {
+  static F filter(const Ctx& c) {
+    if constexpr (F::kActive) return F{c.f.bits};
+    else return F{};
+  }
+  static B band(const Ctx& c, const QueryState& st) {
+    if constexpr (B::kActive) {
+      using T = std::remove_cv_t<std::remove_pointer_t<decltype(B::table)>>;
+      return B{static_cast<const T*>(c.s.pivots.table), c.s.pivots.P, st.lo.data(), st.hi.data()};
+    } else {
+      return B{};
+    }
+  }
+  static constexpr bool kRing = std::is_same_v<typename M::Key, int32_t> && M::kIsHamming;
+
+  static typename C::Key none(const Ctx& c) {
+    if constexpr (std::is_same_v<typename C::Key, float>) return std::numeric_limits<float>::infinity();
+    else if constexpr (M::kIsHamming) return c.n_bits + 1;
+    else return asym_max_distance(c.n_bits) + 1;
+  }
+
+  // rows [from, to) of the query's segments (or of the allowed rows) into out
+  static void part(const Ctx& c, const QueryState& st, int64_t from, int64_t to, FirstStage& out) {
+    M m = make_metric<M>(c, st);
+    C col;
+    col.reset(c.pool_k, none(c));
+    const F f = filter(c);
+    const B bd = band(c, st);
+    const uint8_t* codes = c.s.codes.data;
+    int64_t scanned = 0;
+    if (c.p.source == Source::kAllowed) {
+      if constexpr (M::kIsList) {  // rows of several lists: each list's base score in turn
+        const FloatLists& L = c.s.lists;
+        for (int64_t j = from; j < to;) {
+          const int64_t g = list_of(L, c.f.rows[j]);
+          int64_t e = j;
+          while (e < to && c.f.rows[e] < L.offsets[g + 1]) ++e;
+          m.set_list(st.centre_scores[g]);
+          scan_list(m, codes, c.nb, c.f.rows + j, e - j, col, bd);
+          j = e;
+        }
+      } else {
+        scan_list(m, codes, c.nb, c.f.rows + from, to - from, col, bd);
+      }
+      scanned = to - from;
+    } else {
+      const bool ring = kRing && c.p.source == Source::kPartitions;
+      for_slice(st.segs, from, to, [&](const Segment& g, int64_t b, int64_t e) {
+        if constexpr (M::kIsList) m.set_list(g.centre_score);
+        if (ring) {
+          int64_t rb, re;
+          ring_window(c.s.parts, g.group, g.centre_dist, col.threshold(), c.n_bits, &rb, &re);
+          b = std::max(b, rb);
+          e = std::min(e, re);
+          if (b >= e) return;
+        }
+        scan_range(m, codes, c.nb, b, e, col, f, bd);
+        scanned += e - b;
+      });
+    }
+    to_float(col.take(), out.pool);
+    out.scanned = scanned;
+  }
+
+  // every segment of several queries, one L2-sized block of rows at a time: each query scans
+  // its part of a block before the next block, so a batch costs compute, not bandwidth
+  static void batch(const Ctx& c, QueryState* const* sts, int64_t count) {
+    std::vector<M> ms;
+    std::vector<B> bands;
+    std::vector<C> cols(count);
+    std::vector<size_t> next(count, 0);
+    ms.reserve(count);
+    bands.reserve(count);
+    for (int64_t j = 0; j < count; ++j) {
+      ms.push_back(make_metric<M>(c, *sts[j]));
+      bands.push_back(band(c, *sts[j]));
+      cols[j].reset(c.pool_k, none(c));
+    }
+    const F f = filter(c);
+    const int64_t n = c.s.codes.n;
+    const int64_t block = std::max<int64_t>(64, kBlockBytes / c.nb) & ~int64_t(7);
+    for (int64_t b0 = 0; b0 < n; b0 += block) {
+      const int64_t e0 = std::min(n, b0 + block);
+      for (int64_t j = 0; j < count; ++j) {
+        const std::vector<Segment>& w = sts[j]->segs;
+        size_t& i = next[j];
+        while (i < w.size() && w[i].end <= b0) ++i;
+        for (size_t h = i; h < w.size() && w[h].begin < e0; ++h) {
+          const int64_t b = std::max(b0, w[h].begin), e = std::min(e0, w[h].end);
+          scan_range(ms[j], c.s.codes.data, c.nb, b, e, cols[j], f, bands[j]);
+          sts[j]->scanned += e - b;
+        }
+      }
+    }
+    for (int64_t j = 0; j < count; ++j) to_float(cols[j].take(), sts[j]->pool);
+  }
+};
+
+// Exact search over Hamming partitions: every partition whose lower bound d(q, c) - r can still
+// beat the k-th distance, nearest first until the bound is good, then in memory order (short
+// windows in distance order jump around memory: measured several times the cost per row).
+// Rows arrive out of order, so ties are settled by row in the heap.
+template <class A, class M, class F, class B>
+void exact_partitions(const Ctx& c, const QueryState& st, int64_t, int64_t, FirstStage& out) {
+  const HammingPartitions& P = c.s.parts;
+  const M m = make_metric<M>(c, st);
+  const F f = FirstStageImpl<A, M, TieHeap<int32_t>, F, B>::filter(c);
+  const B bd = FirstStageImpl<A, M, TieHeap<int32_t>, F, B>::band(c, st);
+  const int n_bits = c.n_bits;
+  TieHeap<int32_t> col;
+  col.reset(c.pool_k, n_bits + 1);
+  std::vector<int32_t> dc(P.C);
+  all_keys(m, P.centres, c.nb, P.C, dc.data());
+  std::vector<int64_t> start(n_bits + 2, 0), order(P.C);  // counting sort by distance
+  for (int64_t g = 0; g < P.C; ++g) ++start[dc[g] + 1];
+  for (int d = 0; d <= n_bits; ++d) start[d + 1] += start[d];
+  for (int64_t g = 0; g < P.C; ++g) order[start[dc[g]]++] = g;
+  int64_t scanned = 0;
+  auto scan = [&](int64_t b, int64_t e) {
+    scan_range(m, c.s.codes.data, c.nb, b, e, col, f, bd);
+    scanned += e - b;
+  };
+  auto window = [&](int64_t g, int64_t* b, int64_t* e) {
+    ring_window(P, g, dc[g], col.threshold(), n_bits, b, e);
+  };
+  size_t j = 0;
+  int64_t b, e;
+  for (; j < order.size() && (j < kWarmPartitions || !col.full()); ++j) {
+    window(order[j], &b, &e);
+    if (b < e) scan(b, e);
+  }
+  if (j < order.size()) {
+    std::vector<uint8_t> todo(P.C, 0);
+    for (size_t i = j; i < order.size(); ++i)
+      todo[order[i]] = dc[order[i]] - P.radius[order[i]] <= col.kth();
+    auto next = [&](int64_t g, int64_t* b, int64_t* e) {  // first non-empty window from g
+      for (; g < P.C; ++g) {
+        if (!todo[g]) continue;
+        window(g, b, e);
+        if (*b < *e) break;
+      }
+      return g;
+    };
+    int64_t g = next(0, &b, &e), b2, e2;
+    int32_t kth = col.kth();
+    while (g < P.C) {
+      if (col.kth() != kth) window(g, &b, &e);  // narrow it to the new bound
+      const int64_t g2 = next(g + 1, &b2, &e2);
+      kth = col.kth();
+      if (g2 < P.C) prefetch_rows(c.s.codes.data, b2, std::min(e2, b2 + 32), c.nb);
+      if (b < e) scan(b, e);
+      g = g2;
+      b = b2;
+      e = e2;
+    }
+  }
+  to_float(col.take(), out.pool);
+  out.scanned = scanned;
+}
+
+// ---- later stages ----
+
+// Exact asymmetric scores of the pool (float tables), the best `candidates` kept.
+inline void rescore(const Ctx& c, QueryState& st) {
+  thread_local AsymTables tables;
+  tables.build(st.z.data(), c.n_bits);
+  const uint8_t* codes = c.s.codes.data;
+  const bool lists = c.s.lists.C > 0;  // ivf rows: base score of the list + factor * code score
+  auto& pool = st.pool;
+  for (size_t j = 0; j < std::min<size_t>(pool.size(), kGatherAhead); ++j)
+    __builtin_prefetch(codes + pool[j].row * c.nb);
+  for (size_t j = 0; j < pool.size(); ++j) {
+    if (j + kGatherAhead < pool.size()) __builtin_prefetch(codes + pool[j + kGatherAhead].row * c.nb);
+    const int64_t r = pool[j].row;
+    float s = tables.score(codes + r * c.nb);
+    if (lists) s = st.centre_scores[list_of(c.s.lists, r)] + c.s.lists.factors[r] * s;
+    pool[j].key = -s;
+  }
+  keep_smallest(pool, static_cast<size_t>(c.p.candidates));
+}
+
+template <class A>
+float stored_dot(const VectorStore& st, const float* q, int64_t r, float* tmp) {
+  switch (st.type) {
+    case StoreType::kFloat32:
+      return dot_lanes(q, static_cast<const float*>(st.data) + r * st.dim, st.dim, [](float v) { return v; });
+    case StoreType::kFloat16: {
+      const uint16_t* x = static_cast<const uint16_t*>(st.data) + r * st.dim;
+      int j = 0;
+      for (; j + 8 <= st.dim; j += 8) A::half8(x + j, tmp + j);
+      for (; j < st.dim; ++j) tmp[j] = half_to_float(x[j]);
+      return dot_lanes(q, tmp, st.dim, [](float v) { return v; });
+    }
+    default:
+      return st.scales[r] * dot_lanes(q, static_cast<const int8_t*>(st.data) + r * st.dim, st.dim,
+                                  [](int8_t v) { return static_cast<float>(v); });
+  }
+}
+
+template <class A>
+void rerank(const Ctx& c, QueryState& st) {
+  const VectorStore& vs = c.s.store;
+  const float* qv = st.vec;
+  thread_local std::vector<float> tmp;
+  tmp.resize(vs.dim);
+  const size_t elem = vs.type == StoreType::kFloat32 ? 4 : vs.type == StoreType::kFloat16 ? 2 : 1;
+  const size_t row_bytes = elem * vs.dim;
+  auto prefetch_row = [&](int64_t r) {  // candidates are random rows: fetch ahead
+    const char* p = static_cast<const char*>(vs.data) + r * row_bytes;
+    for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(p + o);
+  };
+  auto& pool = st.pool;
+  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j) prefetch_row(pool[j].row);
+  for (size_t j = 0; j < pool.size(); ++j) {
+    if (j + kRerankAhead < pool.size()) prefetch_row(pool[j + kRerankAhead].row);
+    pool[j].key = -stored_dot<A>(vs, qv, pool[j].row, tmp.data());
+  }
+  keep_smallest(pool, static_cast<size_t>(c.p.k));
+}
+
+// Scores (or Hamming distances) and ids of one query, padded with (-inf or n_bits + 1, -1).
+inline void write(const Ctx& c, const QueryState& st, int64_t qi, Results& r) {
+  const int k = c.p.k;
+  const size_t m = std::min<size_t>(k, st.pool.size());
+  int64_t* ids = r.ids + qi * k;
+  for (size_t j = 0; j < m; ++j) {
+    const int64_t row = st.pool[j].row;
+    ids[j] = c.s.ids ? c.s.ids[row] : row;
+  }
+  for (size_t j = m; j < static_cast<size_t>(k); ++j) ids[j] = -1;
+  if (r.distances) {
+    int32_t* d = r.distances + qi * k;
+    for (size_t j = 0; j < m; ++j) d[j] = static_cast<int32_t>(st.pool[j].key);
+    for (size_t j = m; j < static_cast<size_t>(k); ++j) d[j] = c.n_bits + 1;
+  } else {
+    float* s = r.scores + qi * k;
+    for (size_t j = 0; j < m; ++j) s[j] = -st.pool[j].key;
+    for (size_t j = m; j < static_cast<size_t>(k); ++j) s[j] = -std::numeric_limits<float>::infinity();
+  }
+}
+
+template <class A>
+void finish(const Ctx& c, QueryState& st, int64_t qi, Results& r) {
+  if (c.p.scoring == Scoring::kAsymmetric && !c.p.exact_allowed && !c.p.quantized_only)
+    rescore(c, st);
+  if (c.p.rerank) rerank<A>(c, st);
+  if (st.pool.size() > static_cast<size_t>(c.p.k)) st.pool.resize(c.p.k);
+  write(c, st, qi, r);
+}
+
+}  // namespace
+}  // namespace hashpivot

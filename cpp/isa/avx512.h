@@ -1,0 +1,146 @@
+// AVX-512 arithmetic (F, BW, VL and VPOPCNTDQ): a vector popcount of 8 words per instruction.
+// What AVX-512 does not change (the float keys, float16 loads, the pivot band) comes from Avx2.
+// Included only inside the `#pragma GCC target("avx512f,...")` region of isa/avx512.cpp, in an
+// anonymous namespace.
+#pragma once
+#include <immintrin.h>
+
+#include "avx2.h"
+
+namespace hashpivot {
+namespace {
+
+// Vector members are alignas(32/64): their types were declared at the baseline ISA, where GCC
+// aligns them to 16 bytes, yet AVX code loads them with aligned moves (a crash in a vector).
+
+struct Avx512 : Avx2 {
+  static constexpr Isa kIsa = Isa::kAvx512;
+  using V = __m256i;
+  static constexpr int kFloatLanes = 16;
+  static constexpr int kProjectRows = 4;  // 32 zmm registers
+
+  // lt_mask is Avx2's movemask: with the compare-into-mask form, GCC 12 builds reported lanes
+  // past the 8 rows of a group (AddressSanitizer caught the read).
+
+  // A code of W <= 8 words in one register (the missing words zero).
+  template <int W>
+  static HP_INLINE __m512i load_code(const uint8_t* c) {
+    return _mm512_maskz_loadu_epi64(static_cast<__mmask8>((1u << W) - 1), c);
+  }
+
+  template <int W>
+  struct Hamming8 {  // W = 3..8: one register a code, reduced
+    static constexpr bool kEnabled = W >= 3 && W <= 8;
+    alignas(64) __m512i qv;
+    HP_INLINE explicit Hamming8(const uint8_t* q) {
+      if constexpr (kEnabled) qv = load_code<W>(q);
+    }
+    HP_INLINE V dist(const uint8_t* c) const {
+      alignas(32) int32_t d[8];
+      for (int r = 0; r < 8; ++r)
+        d[r] = static_cast<int32_t>(_mm512_reduce_add_epi64(
+            _mm512_popcnt_epi64(_mm512_xor_si512(load_code<W>(c + r * 8 * W), qv))));
+      return _mm256_load_si256((const __m256i*)d);
+    }
+  };
+
+  // 8 u64 lanes: 8 popcount(b) - sum_p 2^p popcount(b & V_p), one lane per code word.
+  struct AsymPlanes {
+    alignas(64) __m512i v[kAsymPlanes];
+    HP_INLINE __m512i lanes(__m512i b) const {
+      __m512i s = _mm512_slli_epi64(_mm512_popcnt_epi64(b), 3);
+      for (int p = 0; p < kAsymPlanes; ++p)
+        s = _mm512_sub_epi64(s, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(b, v[p])), p));
+      return s;
+    }
+  };
+
+  template <int W>
+  struct Asym8 {  // W = 3..8: one register a code, reduced
+    static constexpr bool kEnabled = W >= 3 && W <= 8;
+    AsymPlanes planes;
+    int32_t bias;
+    HP_INLINE explicit Asym8(const AsymQuery& a) : bias(asym_bias(a.n_bits)) {
+      if constexpr (kEnabled)
+        for (int p = 0; p < kAsymPlanes; ++p) planes.v[p] = load_code<W>((const uint8_t*)a.planes[p]);
+    }
+    HP_INLINE V dist(const uint8_t* c) const {
+      alignas(32) int32_t d[8];
+      for (int r = 0; r < 8; ++r)
+        d[r] = bias + static_cast<int32_t>(
+                          _mm512_reduce_add_epi64(planes.lanes(load_code<W>(c + r * 8 * W))));
+      return _mm256_load_si256((const __m256i*)d);
+    }
+  };
+};
+
+// W = 1 and 2: 8 codes in one or two registers, lanes combined by permutes.
+template <>
+struct Avx512::Hamming8<1> {
+  static constexpr bool kEnabled = true;
+  alignas(64) __m512i qv;
+  HP_INLINE explicit Hamming8(const uint8_t* q) : qv(_mm512_set1_epi64((long long)load_u64(q))) {}
+  HP_INLINE V dist(const uint8_t* c) const {
+    return _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), qv)));
+  }
+};
+
+template <>
+struct Avx512::Hamming8<2> {
+  static constexpr bool kEnabled = true;
+  alignas(64) __m512i qv;
+  alignas(64) __m512i even;
+  alignas(64) __m512i odd;
+  HP_INLINE explicit Hamming8(const uint8_t* q)
+      : qv(_mm512_set4_epi64((long long)load_u64(q + 8), (long long)load_u64(q),
+                             (long long)load_u64(q + 8), (long long)load_u64(q))),
+        even(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)),
+        odd(_mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)) {}
+  HP_INLINE V dist(const uint8_t* c) const {
+    const __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), qv));
+    const __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 64), qv));
+    const __m512i s = _mm512_add_epi64(_mm512_permutex2var_epi64(p0, even, p1),
+                                       _mm512_permutex2var_epi64(p0, odd, p1));
+    return _mm512_cvtepi64_epi32(s);
+  }
+};
+
+template <>
+struct Avx512::Asym8<1> {
+  static constexpr bool kEnabled = true;
+  AsymPlanes planes;
+  alignas(64) __m512i biasv;
+  HP_INLINE explicit Asym8(const AsymQuery& a) : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
+    for (int p = 0; p < kAsymPlanes; ++p) planes.v[p] = _mm512_set1_epi64((long long)a.planes[p][0]);
+  }
+  HP_INLINE V dist(const uint8_t* c) const {
+    return _mm512_cvtepi64_epi32(_mm512_add_epi64(planes.lanes(_mm512_loadu_si512(c)), biasv));
+  }
+};
+
+template <>
+struct Avx512::Asym8<2> {
+  static constexpr bool kEnabled = true;
+  AsymPlanes planes;
+  alignas(64) __m512i biasv;
+  alignas(64) __m512i even;
+  alignas(64) __m512i odd;
+  HP_INLINE explicit Asym8(const AsymQuery& a)
+      : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))),
+        even(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)),
+        odd(_mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)) {
+    for (int p = 0; p < kAsymPlanes; ++p)
+      planes.v[p] = _mm512_set4_epi64((long long)a.planes[p][1], (long long)a.planes[p][0],
+                                      (long long)a.planes[p][1], (long long)a.planes[p][0]);
+  }
+  HP_INLINE V dist(const uint8_t* c) const {
+    const __m512i s0 = planes.lanes(_mm512_loadu_si512(c));
+    const __m512i s1 = planes.lanes(_mm512_loadu_si512(c + 64));
+    const __m512i s = _mm512_add_epi64(_mm512_permutex2var_epi64(s0, even, s1),
+                                       _mm512_permutex2var_epi64(s0, odd, s1));
+    return _mm512_cvtepi64_epi32(_mm512_add_epi64(s, biasv));
+  }
+};
+
+}  // namespace
+}  // namespace hashpivot

@@ -1,0 +1,152 @@
+// What one search reads: an immutable version of the rows (a snapshot) and the plan of the
+// search. The views hold raw pointers into arrays that bindings.cpp validated once, when the
+// snapshot was made, and keeps alive; nothing here is checked again per search.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace hashpivot {
+
+// Errors the bindings translate into hashpivot's Python exceptions.
+struct InputError : std::invalid_argument {  // -> InvalidInputError
+  using std::invalid_argument::invalid_argument;
+};
+struct DtypeError : std::invalid_argument {  // -> InvalidTypeError
+  using std::invalid_argument::invalid_argument;
+};
+struct NonFiniteError : InputError {  // -> NonFiniteError
+  using InputError::InputError;
+};
+struct ZeroVectorError : InputError {  // -> ZeroVectorError
+  using InputError::InputError;
+};
+
+struct CodeView {
+  const uint8_t* data = nullptr;
+  int64_t n = 0;
+  int nbytes = 0;
+  int n_bits() const { return nbytes * 8; }
+};
+
+// z = (x - mean) @ proj: the float query projection (mean may be absent: no centring).
+struct Transform {
+  const float* mean = nullptr;
+  const float* proj = nullptr;  // (dim, n_bits)
+  int dim = 0;
+  int n_bits = 0;
+  bool active() const { return proj != nullptr; }
+};
+
+// Pivots and every row's distance to each (n, P) table, uint8 or uint16 (n_bits > 255).
+struct PivotTable {
+  const uint8_t* pivots = nullptr;  // (P, nbytes)
+  const void* table = nullptr;
+  bool wide = false;
+  int P = 0;
+};
+
+// Flat layout: rows sorted by their distance to the first `levels` pivots, cell starts in
+// offsets ((n_bits + 1)^levels + 1 entries).
+inline int64_t cell_key(int64_t d0, int64_t d1, int levels, int n_bits) {
+  return levels == 1 ? d0 : d0 * (n_bits + 1) + d1;
+}
+struct SortedCells {
+  const int64_t* offsets = nullptr;
+  int levels = 0;
+};
+
+// Partitioned layout: rows grouped by the nearest centre code, each group ordered by the
+// distance to its centre (cdist), with its covering radius.
+struct HammingPartitions {
+  const uint8_t* centres = nullptr;  // (C, nbytes)
+  int64_t C = 0;
+  const int64_t* offsets = nullptr;  // C + 1
+  const int32_t* radius = nullptr;   // C
+  const void* cdist = nullptr;       // n, uint8 or uint16 like the pivot table
+  bool wide = false;
+};
+
+// IVF layout: rows grouped by the nearest float centre; codes are of the residual x - c and a
+// row's score is <q, c> + factor * <z, 2b - 1>.
+struct FloatLists {
+  const float* centres = nullptr;  // (C, dim)
+  int64_t C = 0;
+  int dim = 0;
+  const int64_t* offsets = nullptr;  // C + 1
+  const float* factors = nullptr;    // n
+};
+
+enum class StoreType { kNone = 0, kFloat32 = 1, kFloat16 = 2, kInt8 = 3 };
+
+// Stored vectors for the exact rerank (int8 rows are scale * values).
+struct VectorStore {
+  const void* data = nullptr;
+  StoreType type = StoreType::kNone;
+  int dim = 0;
+  const float* scales = nullptr;
+};
+
+struct SnapshotView {
+  CodeView codes;
+  const int64_t* ids = nullptr;  // user id of each row (null: ids are rows)
+  Transform transform;
+  PivotTable pivots;
+  SortedCells cells;
+  HammingPartitions parts;
+  FloatLists lists;
+  VectorStore store;
+};
+
+enum class Scoring { kHamming = 0, kAsymmetric = 1 };
+enum class Source { kAll = 0, kBand = 1, kPartitions = 2, kLists = 3, kAllowed = 4 };
+
+// One search, as python/hashpivot/plan.py made it: the first stage ranks rows from `source` by
+// `scoring` (by Hamming when hamming_first) and keeps `pool`; an asymmetric search re-scores the
+// pool exactly and keeps `candidates`; `rerank` scores those with the stored vectors.
+struct Plan {
+  int k = 10;
+  Scoring scoring = Scoring::kAsymmetric;
+  Source source = Source::kAll;
+  int pool = 0;
+  int candidates = 0;
+  bool hamming_first = false;
+  int threshold = -1;  // pivot band t; -1: none
+  int nprobe = 0;      // partitions or lists probed; 0 with partitions: exact
+  int64_t probe_rows = 0;  // with a filter: probe lists until this many allowed rows were seen
+  bool rerank = false;
+  bool exact_allowed = false;  // the allowed rows are few: rerank them all, no code stage
+  bool quantized_only = false;  // asymmetric: return the first stage's quantized distances
+  int threads = 0;
+};
+
+// Rows a filtered search may return: a bitmap over rows (one spare word at the end) and, for
+// Source::kAllowed, the allowed rows in increasing order.
+struct RowFilter {
+  const uint64_t* bits = nullptr;
+  const int64_t* rows = nullptr;
+  int64_t n_rows = 0;
+  bool active() const { return bits != nullptr; }
+};
+
+// The queries of one call: float vectors (projected by the snapshot's transform), float
+// projections given directly, or packed codes (Hamming search only).
+struct Queries {
+  int64_t n = 0;
+  const float* vectors = nullptr;  // (n, dim)
+  int dim = 0;
+  bool normalize = false;          // cosine: each vector scaled to unit length first
+  const float* projections = nullptr;  // (n, n_bits)
+  const uint8_t* codes = nullptr;  // (n, nbytes)
+  const int32_t* lo = nullptr;     // (n, P) pivot band bounds given directly (else computed
+  const int32_t* hi = nullptr;     // from the snapshot's pivots and the plan's threshold)
+};
+
+struct Results {
+  float* scores = nullptr;      // (n, k) when the output is float
+  int32_t* distances = nullptr;  // (n, k) when it is Hamming distances
+  int64_t* ids = nullptr;       // (n, k)
+  int64_t scanned = 0;          // rows scored by the first stage, all queries
+};
+
+}  // namespace hashpivot

@@ -1,0 +1,349 @@
+"""An index directory on disk: ``header.json`` plus the arrays and models it names.
+
+Saving never touches a file that hashpivot did not write for this index:
+
+* a directory holding files but no hashpivot header is refused (:class:`IndexDirectoryError`);
+* each save writes a new generation of files (``codes-<gen>.npy`` ...), fsyncs them, replaces the
+  header atomically, then removes only the files the *previous header* named;
+* a journal (``.hashpivot-pending.json``) lists the files a save is about to write, so the next
+  save can remove what a killed one left behind; after a save it is gone;
+* saves to one directory are serialised by an exclusive ``flock`` on the directory itself (no
+  lock file), across threads and processes;
+* a failed save (disk full) removes what it wrote and raises :class:`StorageError` with the file
+  and the space it needed; files are created with the process's umask, like ``open()``'s.
+
+Loading validates the header's fields against sane bounds and every member's declared dtype and
+shape against what the header implies *before* it opens or allocates anything; members must be
+regular files inside the directory (symlinks are refused); a reader that finds a member gone
+because a concurrent save replaced the index reads the new header and starts again, so it sees
+the old index or the new one, never a false corruption.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import json
+import os
+import shutil
+import stat
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+
+import numpy as np
+
+from ._io import file_mode, fsync_dir, sha256_array
+from .errors import (CorruptFileError, FormatVersionError, IndexDirectoryError, IndexFormatError,
+                     InvalidInputError, MissingFileError, StorageError)
+
+PathLike = Union[str, "os.PathLike[str]"]
+HEADER = "header.json"
+JOURNAL = ".hashpivot-pending.json"
+FORMAT = "hashpivot-index"
+MAX_HEADER_BYTES = 1 << 24       # a header is a few kilobytes (meta included)
+MAX_BLOB_BYTES = 1 << 30         # an ITQ model is a few hundred kilobytes
+LOAD_RETRIES = 20                # a reader racing that many saves in a row gives up
+Expectation = Dict[str, Tuple[np.dtype, Tuple[int, ...]]]
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on the directory (flock on its own descriptor: no lock file)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_header_bytes(root: Path) -> Optional[bytes]:
+    p = root / HEADER
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptFileError(f"{p} is not a regular file (a symlink?): refused")
+    if st.st_size > MAX_HEADER_BYTES:
+        raise CorruptFileError(f"{p} is {st.st_size:,} bytes: not a hashpivot header")
+    with open(p, "rb") as f:
+        return f.read(MAX_HEADER_BYTES + 1)
+
+
+def parse_header(raw: bytes, where: Path) -> Dict[str, Any]:
+    try:
+        header = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise CorruptFileError(f"{where} is corrupt (not JSON)") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise CorruptFileError(f"{where.parent} is not a hashpivot index (format {fmt!r})")
+    return header
+
+
+def member_files(header: Dict[str, Any]) -> set:
+    """The files a header names (arrays and models)."""
+    files = set()
+    for e in (header.get("arrays") or {}).values():
+        if isinstance(e, dict) and isinstance(e.get("file"), str):
+            files.add(e["file"])
+    for name in (header.get("files") or {}).values():
+        if isinstance(name, str):
+            files.add(name)
+    if isinstance(header.get("itq"), str):  # format 1 and 2 named the ITQ model here
+        files.add(header["itq"])
+    return files
+
+
+def _safe_name(name: object) -> bool:
+    return (isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and
+            not name.startswith(".") and name not in (HEADER, JOURNAL))
+
+
+def _remove(root: Path, names) -> None:
+    for name in names:
+        if _safe_name(name) or (isinstance(name, str) and name.startswith(".") and
+                                name.endswith(".tmp") and "/" not in name):
+            try:
+                os.unlink(root / name)
+            except FileNotFoundError:
+                pass
+
+
+def _clean_journal(root: Path, keep: set) -> None:
+    """Removes what a killed save listed in its journal (files the header does not name)."""
+    j = root / JOURNAL
+    try:
+        raw = j.read_bytes()
+    except FileNotFoundError:
+        return
+    try:
+        pending = [f for f in json.loads(raw.decode()) if isinstance(f, str)]
+    except (ValueError, TypeError, UnicodeDecodeError):
+        pending = []
+    _remove(root, [f for f in pending if f not in keep])
+    os.unlink(j)
+
+
+def _write_file(root: Path, name: str, write: Callable[[Any], None], mode: int) -> None:
+    """write(file) into .<name>.tmp, fsync, rename to name."""
+    tmp = root / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, root / name)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _space_message(root: Path, name: str, need: int, err: OSError) -> str:
+    try:
+        free = shutil.disk_usage(root).free
+        where = f"; {free / 1e6:,.1f} MB free on that file system"
+    except OSError:
+        where = ""
+    return (f"saving the index to {root} failed writing {name} ({need / 1e6:,.1f} MB to write "
+            f"in all{where}): {err.strerror or err}; nothing of this save was left behind and the "
+            "previous index, if any, is intact")
+
+
+def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray],
+             blobs: Dict[str, Callable[[Any], None]]) -> None:
+    """Writes an index directory (see the module's docstring). ``header`` holds the index's
+    fields; ``arrays`` become ``<name>-<gen>.npy``; ``blobs`` (name -> writer) become
+    ``<name>-<gen>.npz``."""
+    root = Path(path)
+    try:
+        meta_json = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as e:  # before anything touches the disk
+        raise InvalidInputError(f"the index header (meta included) must be plain JSON: {e}") from None
+    del meta_json
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the index directory {root}: {e.strerror or e}") from e
+    if not root.is_dir():
+        raise IndexDirectoryError(f"{root} is not a directory")
+    mode = file_mode()
+    with _locked(root):
+        raw = _read_header_bytes(root)
+        if raw is None:
+            others = [p.name for p in root.iterdir() if p.name != JOURNAL]
+            if others:
+                raise IndexDirectoryError(
+                    f"{root} is not empty and holds no hashpivot index ({len(others)} other "
+                    f"file(s), e.g. {sorted(others)[0]!r}): save into a new or empty directory "
+                    "(nothing was changed)")
+            old_files: set = set()
+        else:
+            try:
+                old_files = member_files(parse_header(raw, root / HEADER))
+            except IndexFormatError:
+                raise IndexDirectoryError(
+                    f"{root} has a {HEADER} that is not a readable hashpivot index: refusing to "
+                    "save over it (nothing was changed)") from None
+        _clean_journal(root, old_files)
+        gen = uuid.uuid4().hex[:12]
+        names = {name: f"{name}-{gen}.npy" for name in arrays}
+        blob_names = {name: f"{name}-{gen}.npz" for name in blobs}
+        new_files = list(names.values()) + list(blob_names.values())
+        pending = new_files + [f".{f}.tmp" for f in new_files] + [f".{HEADER}.tmp"]
+        _write_file(root, JOURNAL, lambda f: f.write(json.dumps(pending).encode()), mode)
+        need = sum(a.nbytes for a in arrays.values())
+        current = JOURNAL
+        try:
+            entries = {}
+            for name, a in arrays.items():
+                a = np.ascontiguousarray(a)
+                current = names[name]
+                _write_file(root, current, lambda f, a=a: np.save(f, a, allow_pickle=False), mode)
+                entries[name] = {"file": names[name], "dtype": str(a.dtype),
+                                 "shape": list(a.shape), "sha256": sha256_array(a)}
+            for name, write in blobs.items():
+                current = blob_names[name]
+                _write_file(root, current, write, mode)
+            full = dict(header, arrays=entries, files=blob_names)
+            current = HEADER
+            _write_file(root, HEADER, lambda f: f.write(json.dumps(full, indent=1).encode()),
+                        mode)
+        except BaseException as e:
+            _remove(root, pending)
+            try:
+                os.unlink(root / JOURNAL)
+            except OSError:
+                pass
+            if isinstance(e, OSError) and not isinstance(e, StorageError):
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise StorageError(errno.ENOSPC, _space_message(root, current, need, e)) from e
+                raise StorageError(
+                    e.errno or errno.EIO,
+                    f"saving the index to {root} failed writing {current}: {e.strerror or e}; "
+                    "the previous index, if any, is intact") from e
+            raise
+        _remove(root, [f for f in old_files if f not in new_files])
+        os.unlink(root / JOURNAL)
+        fsync_dir(root)
+
+
+# ---- loading ----
+def _open_member(root: Path, name: object, what: str) -> io.BufferedReader:
+    """A member file opened for reading: a plain name, a regular file, not a symlink."""
+    if not _safe_name(name):
+        raise CorruptFileError(f"{root}: bad file name for '{what}' in the header")
+    p = root / str(name)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        raise MissingFileError(f"{root}: the file for '{what}' ({name}) is missing") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise CorruptFileError(f"{p} is a symlink or not a regular file: refused (an index's "
+                               "files must lie in its directory)")
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise MissingFileError(f"{root}: the file for '{what}' ({name}) is missing") from None
+    except OSError as e:
+        raise CorruptFileError(f"{p} cannot be opened: {e.strerror or e}") from None
+    return os.fdopen(fd, "rb")
+
+
+def _load_array(root: Path, name: str, entry: object, want: Tuple[np.dtype, Tuple[int, ...]],
+                mmap: bool, verify: bool) -> np.ndarray:
+    dtype, shape = want
+    if not isinstance(entry, dict) or entry.get("dtype") != str(dtype) or \
+            list(entry.get("shape", [])) != list(shape):
+        got = (entry.get("dtype"), entry.get("shape")) if isinstance(entry, dict) else entry
+        raise CorruptFileError(f"{root}: the header declares '{name}' as {got}, but the index's "
+                               f"fields imply {dtype}{tuple(shape)}")
+    f = _open_member(root, entry.get("file"), name)
+    with f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                fshape, fortran, fdtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                fshape, fortran, fdtype = np.lib.format.read_array_header_2_0(f)
+        except Exception as e:
+            raise CorruptFileError(f"{f.name} is truncated or corrupt: {e}") from None
+        if fortran:
+            raise CorruptFileError(f"{f.name}: Fortran-ordered array (an index stores C order)")
+        if fdtype != dtype or tuple(fshape) != tuple(shape):
+            raise CorruptFileError(f"{f.name}: dtype/shape {fdtype}{fshape} do not match the "
+                                   "header")
+        offset = f.tell()
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = os.fstat(f.fileno()).st_size
+        if size != offset + nbytes:
+            raise CorruptFileError(f"{f.name} is truncated or corrupt ({size:,} bytes, expected "
+                                   f"{offset + nbytes:,})")
+        if mmap and nbytes:
+            a = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order="C")
+        else:
+            a = np.fromfile(f, dtype=dtype, count=nbytes // max(dtype.itemsize, 1)).reshape(shape)
+            a.flags.writeable = False if mmap else True
+    if verify and sha256_array(a) != entry.get("sha256"):
+        raise CorruptFileError(f"{root / entry['file']}: checksum mismatch (the file is corrupt)")
+    return a
+
+
+def load_dir(path: PathLike, expect: Callable[[Dict[str, Any]], Tuple[Expectation, Dict[str, int]]],
+             mmap: bool = True, verify: bool = True
+             ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, io.BytesIO]]:
+    """(header, arrays, blobs) of an index directory. ``expect(header)`` validates the header's
+    fields and returns the dtype and shape every array must have, and the models (blobs) it
+    must hold with their size limit; nothing is opened before that."""
+    root = Path(path)
+    last: Optional[Exception] = None
+    for _ in range(LOAD_RETRIES):
+        raw = _read_header_bytes(root)
+        if raw is None:
+            if root.is_dir():
+                raise CorruptFileError(f"{root} is not a hashpivot index (no {HEADER})")
+            raise MissingFileError(f"{root}: no such index directory")
+        header = parse_header(raw, root / HEADER)
+        arrays_want, blobs_want = expect(header)
+        entries = header.get("arrays")
+        if not isinstance(entries, dict) or set(entries) - set(arrays_want):
+            raise CorruptFileError(f"{root / HEADER}: unknown or missing arrays")
+        try:
+            arrays = {name: _load_array(root, name, entries.get(name), want, mmap, verify)
+                      for name, want in arrays_want.items()}
+            blobs = {}
+            files = header.get("files") or {}
+            for name in blobs_want:
+                fname = files.get(name) if isinstance(files, dict) else None
+                if fname is None and name == "itq":
+                    fname = header.get("itq")  # formats 1 and 2
+                with _open_member(root, fname, name) as f:
+                    data = f.read(MAX_BLOB_BYTES + 1)
+                if len(data) > MAX_BLOB_BYTES:
+                    raise CorruptFileError(f"{root}: '{name}' is larger than any model")
+                blobs[name] = io.BytesIO(data)
+            return header, arrays, blobs
+        except MissingFileError as e:
+            if _read_header_bytes(root) == raw:  # nothing replaced the index: it is broken
+                raise
+            last = e  # a save replaced the index between our reads: read the new one
+    raise CorruptFileError(f"{root} changed under {LOAD_RETRIES} reads in a row: {last}")
+
+
+def check_version(header: Dict[str, Any], root: Path, version: int,
+                  readable: Callable[[int, Dict[str, Any]], bool]) -> int:
+    v = header.get("version")
+    if not isinstance(v, int) or isinstance(v, bool) or not readable(v, header):
+        raise FormatVersionError(
+            f"{root} has index format version {v!r} ({header.get('layout', 'flat')} layout); this "
+            f"hashpivot reads version {version}, flat and partitioned indexes of version 2 and "
+            "flat ones of version 1: upgrade hashpivot or rebuild the index")
+    return v

@@ -1,0 +1,207 @@
+"""``Index.tune``: the cheapest search settings that reach a target recall.
+
+Recall@k is measured against exact search over the stored vectors, on a held-out sample of the
+user's real queries (best), or without them on stored vectors searched as queries. For each
+``nprobe`` of the layout (ascending), the smallest ``candidates`` reaching the target is found
+by bisection over a geometric ladder; the settings that reach it are then timed in turn and the
+fastest is kept, stored in ``index.tuned`` (saved with the index) and used by ``search()`` when
+the caller gives none.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ._validate import count, number
+from .errors import InvalidInputError
+from .itq import as_embeddings
+
+LADDER_STEP = 1.5   # candidates and nprobe grow by this factor between settings tried
+TIMING_ROUNDS = 3   # each feasible setting is timed this many times, in turn with the others
+EXACT_CHUNK = 1 << 16  # stored rows scored at once by the exact search
+
+
+@dataclass
+class TuneResult:
+    """What :meth:`Index.tune` found: ``settings`` (the keyword arguments of ``search``),
+    their estimated ``recall`` and ``qps``, whether the target was ``reached``, and when not,
+    ``advice`` on what would reach it. ``tried``: every setting measured."""
+
+    settings: Dict[str, int]
+    recall: float
+    qps: float
+    reached: bool
+    target_recall: float
+    k: int
+    queries: int
+    advice: Optional[str] = None
+    tried: List[Dict[str, Any]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        s = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        head = (f"{s}: recall@{self.k} {self.recall:.3f} (target {self.target_recall:.2f}, "
+                f"{self.queries} queries), {self.qps:,.0f} QPS")
+        return head if self.reached else f"target not reached; best {head}. {self.advice}"
+
+
+def ladder(lo: int, hi: int, step: float = LADDER_STEP) -> List[int]:
+    """Integers from lo to hi growing by about `step` (both ends included)."""
+    out, v = [], float(max(lo, 1))
+    while int(v) < hi:
+        if not out or int(v) > out[-1]:
+            out.append(int(v))
+        v *= step
+    out.append(hi)
+    return out
+
+
+def exact_topk(index, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k ids by inner product with the stored vectors (what rerank scores)."""
+    vectors = index.vectors
+    scales = index.scales
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_r = np.zeros((len(queries), 0), np.int64)
+    for s in range(0, len(vectors), EXACT_CHUNK):
+        block = np.asarray(vectors[s:s + EXACT_CHUNK], dtype=np.float32)
+        if scales is not None:
+            block = block * np.asarray(scales[s:s + EXACT_CHUNK])[:, None]
+        sims = queries @ block.T
+        kk = min(k, sims.shape[1])
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
+        best_r = np.concatenate([best_r, part + s], axis=1)
+        order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(best_s, order, 1)
+        best_r = np.take_along_axis(best_r, order, 1)
+    return np.asarray(index.ids)[best_r]
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Share of the exact top-k that the returned top-k holds."""
+    hits = [np.isin(truth[j, :k], found[j, :k]).sum() for j in range(len(truth))]
+    return float(np.sum(hits) / (len(truth) * min(k, truth.shape[1])))
+
+
+def tune(index, queries: Optional[np.ndarray] = None, target_recall: float = 0.95, k: int = 10,
+         sample: int = 200, max_candidates: Optional[int] = None,
+         max_nprobe: Optional[int] = None, threads: Optional[int] = None, seed: int = 0,
+         store: bool = True) -> TuneResult:
+    """See the module docstring. ``max_candidates`` / ``max_nprobe``: the caller's budget;
+    ``store=False`` returns the result without changing the index."""
+    target = number(target_recall, "target_recall", 0.0, 1.0)
+    k = count(k, "k", 1)
+    if index.vectors is None:
+        raise InvalidInputError("tune() measures recall against exact search over the stored "
+                                "vectors: build the index with store='float32' (or float16/int8)")
+    n = len(index)
+    if n == 0:
+        raise InvalidInputError("tune() needs a non-empty index")
+    k = min(k, n)
+    if queries is None:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(n, min(count(sample, "sample", 1), n), replace=False))
+        q = np.asarray(index.vectors[pick], dtype=np.float32)
+        if index.scales is not None:
+            q = q * np.asarray(index.scales[pick])[:, None]
+        source = f"{len(q)} stored vectors as queries"
+    else:
+        q = as_embeddings(queries, "queries", index.dim)
+        source = f"{len(q)} queries"
+    if index.metric == "cosine":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    truth = exact_topk(index, q, k)
+    max_L = min(n, count(max_candidates, "max_candidates", k) if max_candidates is not None
+                else max(4096, 40 * k))
+    groups = index.shape().n_groups
+    if index.layout == "flat":
+        probes: Sequence[Optional[int]] = [None]
+    else:
+        top = groups if max_nprobe is None else min(groups, count(max_nprobe, "max_nprobe", 1))
+        probes = ladder(1, top)
+    tried: List[Dict[str, Any]] = []
+
+    def measure(nprobe: Optional[int], L: int) -> float:
+        kw = {"candidates": L, **({} if nprobe is None else {"nprobe": nprobe})}
+        _, ids = index.search(q, k, threads=threads, **kw)
+        r = recall_at(ids, truth, k)
+        tried.append({**kw, "recall": r})
+        return r
+
+    feasible = []
+    best_seen = (-1.0, None, None)
+    for nprobe in probes:
+        Ls = ladder(k, max_L)
+        r_top = measure(nprobe, Ls[-1])
+        best_seen = max(best_seen, (r_top, nprobe, Ls[-1]), key=lambda t: t[0])
+        if r_top < target:
+            continue
+        lo, hi = 0, len(Ls) - 1  # smallest L reaching the target (recall grows with L)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if measure(nprobe, Ls[mid]) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        feasible.append((nprobe, Ls[lo]))
+        if nprobe is not None and Ls[lo] == Ls[0]:
+            break  # more lists cannot lower candidates further
+    reached = bool(feasible)
+    if not reached:
+        feasible = [best_seen[1:]]
+    timed = _time(index, q, k, feasible, threads)
+    nprobe, L, qps = max(timed, key=lambda t: t[2])
+    settings = {"candidates": int(L), **({} if nprobe is None else {"nprobe": int(nprobe)})}
+    recall = next(t["recall"] for t in reversed(tried) if t["candidates"] == L and
+                  t.get("nprobe") == nprobe)
+    advice = None if reached else _advice(index, q, truth, k, target, max_L, probes, recall)
+    result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried)
+    if not reached:
+        warnings.warn(f"tune(): {result}", UserWarning, stacklevel=3)
+    if store and reached:
+        index.tuned = {**settings, "target_recall": target, "k": k, "recall": round(recall, 4),
+                       "qps": round(qps, 1), "queries": source}
+    return result
+
+
+def _time(index, q: np.ndarray, k: int, settings, threads) -> List[tuple]:
+    rates: Dict[int, List[float]] = {i: [] for i in range(len(settings))}
+    for _ in range(TIMING_ROUNDS):
+        for i, (nprobe, L) in enumerate(settings):
+            kw = {"candidates": L, **({} if nprobe is None else {"nprobe": nprobe})}
+            t0 = time.perf_counter()
+            index.search(q, k, threads=threads, **kw)
+            rates[i].append(len(q) / max(time.perf_counter() - t0, 1e-9))
+    return [(nprobe, L, float(np.median(rates[i]))) for i, (nprobe, L) in enumerate(settings)]
+
+
+def _advice(index, q, truth, k, target, max_L, probes, best) -> str:
+    """What would reach the target: more candidates (measured beyond the budget) or bits."""
+    n = len(index)
+    kw = {} if probes == [None] else {"nprobe": index.shape().n_groups}
+    for L in ladder(max_L * 2, n, 2.0):
+        _, ids = index.search(q, k, candidates=L, **kw)
+        r = recall_at(ids, truth, k)
+        if r >= target:
+            extra = f", nprobe={kw['nprobe']}" if kw else ""
+            return (f"candidates={L}{extra} reaches recall {r:.3f} (beyond the budget of "
+                    f"{max_L} candidates)")
+    bits = index.n_bits * 2
+    return (f"recall@{k} is at most {best:.3f} within the budget; even every row reranked "
+            f"does not reach {target:.2f} (check the store's precision), or rebuild with "
+            f"n_bits={bits} for better candidates")
+
+
+def settings_table(result: TuneResult) -> str:
+    """The settings tried, as a Markdown table."""
+    lines = ["| nprobe | candidates | recall |", "|---|---|---|"]
+    for t in result.tried:
+        lines.append(f"| {t.get('nprobe', '')} | {t['candidates']} | {t['recall']:.3f} |")
+    return "\n".join(lines)
+
+
+__all__ = ["TuneResult", "tune", "ladder", "exact_topk", "recall_at"]
