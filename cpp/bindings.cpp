@@ -109,7 +109,8 @@ class Snapshot {
            const py::object& cells, int levels, const py::object& centres,
            const py::object& part_offsets, const py::object& radius, const py::object& cdist,
            const py::object& list_centres, const py::object& list_offsets,
-           const py::object& factors, const py::object& vectors, const py::object& scales) {
+           const py::object& factors, const py::object& lists, const py::object& vectors,
+           const py::object& scales) {
     v_.codes = as_codes(codes, "codes");
     keep(codes);
     const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
@@ -186,11 +187,25 @@ class Snapshot {
       if (L.C < 1) fail("an ivf snapshot needs at least one list");
       if (!dim) fail("an ivf snapshot needs the residual projection");
       L.offsets = as_offsets(keep(list_offsets), L.C, n, "list offsets");
+      // <q, c> for every list is a small matrix product: the centres transposed and padded
+      // once here, so a search scores them with the blocked projection kernel
+      L.C_pad = (L.C + kListBlock - 1) / kListBlock * kListBlock;
+      centres_t_.assign(static_cast<size_t>(L.dim) * L.C_pad, 0.0f);
+      for (int64_t g = 0; g < L.C; ++g)
+        for (int d = 0; d < L.dim; ++d) centres_t_[d * L.C_pad + g] = L.centres[g * L.dim + d];
+      L.centres_t = centres_t_.data();
       require_dtype(f, py::dtype::of<float>(), "factors", "float32");
       require_shape(f, "factors", {n});
       L.factors = static_cast<const float*>(f.data());
       for (int64_t r = 0; r < n; ++r)
         if (!std::isfinite(L.factors[r])) fail("factors must be finite");
+      const py::array rl = keep(lists);
+      require_dtype(rl, py::dtype::of<int32_t>(), "lists", "int32");
+      require_shape(rl, "lists", {n});
+      L.row_lists = static_cast<const int32_t*>(rl.data());
+      for (int64_t g = 0; g < L.C; ++g)  // each row's list agrees with the offsets
+        for (int64_t r = L.offsets[g]; r < L.offsets[g + 1]; ++r)
+          if (L.row_lists[r] != g) fail("each row's list must match the list offsets");
     }
     if (is_set(vectors)) {
       const py::array vx = keep(vectors);
@@ -328,8 +343,11 @@ class Snapshot {
     }
   }
 
+  static constexpr int64_t kListBlock = 64;  // a multiple of every ISA's projection block
+
   SnapshotView v_;
   bool normalize_ = false;
+  std::vector<float> centres_t_;
   std::vector<py::array> kept_;
 };
 
@@ -657,14 +675,15 @@ PYBIND11_MODULE(_core, m) {
                     const py::object&, const py::object&, const py::object&, int,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&>(),
+                    const py::object&, const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
            py::arg("centres") = py::none(), py::arg("part_offsets") = py::none(),
            py::arg("radius") = py::none(), py::arg("cdist") = py::none(),
            py::arg("list_centres") = py::none(), py::arg("list_offsets") = py::none(),
-           py::arg("factors") = py::none(), py::arg("vectors") = py::none(),
+           py::arg("factors") = py::none(), py::arg("lists") = py::none(),
+           py::arg("vectors") = py::none(),
            py::arg("scales") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())

@@ -71,10 +71,12 @@ struct HammingPartitions {
 // row's score is <q, c> + factor * <z, 2b - 1>.
 struct FloatLists {
   const float* centres = nullptr;  // (C, dim)
-  int64_t C = 0;
+  const float* centres_t = nullptr;  // (dim, C_pad): transposed, zero columns up to C_pad
+  int64_t C = 0, C_pad = 0;        // C_pad: C rounded up to 64 (the blocked product's width)
   int dim = 0;
   const int64_t* offsets = nullptr;  // C + 1
   const float* factors = nullptr;    // n
+  const int32_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
 };
 
 enum class StoreType { kNone = 0, kFloat32 = 1, kFloat16 = 2, kInt8 = 3 };

@@ -41,9 +41,15 @@ void with_width(int nbytes, F&& f) {
 template <class A, class M, class F, class B>
 void pick_collector(const Ctx& c, FirstStageFns& fns) {
   if constexpr (std::is_same_v<typename M::Key, float>) {
-    using I = FirstStageImpl<A, M, HeapTopK<float>, F, B>;
-    fns.part = &I::part;
-    fns.batch = &I::batch;
+    if (c.pool_k <= kHeapMaxK) {
+      using I = FirstStageImpl<A, M, HeapTopK<float>, F, B>;
+      fns.part = &I::part;
+      fns.batch = &I::batch;
+    } else {
+      using I = FirstStageImpl<A, M, ReservoirTopK<float>, F, B>;
+      fns.part = &I::part;
+      fns.batch = &I::batch;
+    }
   } else if (c.pool_k <= kHeapMaxK) {
     using I = FirstStageImpl<A, M, HeapTopK<int32_t>, F, B>;
     fns.part = &I::part;

@@ -144,15 +144,23 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
     }
   }
   if (!c.q.codes && !c.q.projections) {
+    // <q, c> of every list (the probe's order, each row's base score) is a product like the
+    // projection: the transposed centres stream by once for a few queries
+    const Transform centres{nullptr, s.lists.centres_t, s.lists.dim, static_cast<int>(s.lists.C_pad)};
     for (int64_t b = q0; b < q1; b += A::kProjectRows) {
       const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
       const float* x[kProjectRowsMax];
       float* z[kProjectRowsMax];
+      float* cs[kProjectRowsMax];
       for (int r = 0; r < m; ++r) {
-        x[r] = sts[b + r - q0].vec;
-        z[r] = sts[b + r - q0].z.data();
+        QueryState& st = sts[b + r - q0];
+        x[r] = st.vec;
+        z[r] = st.z.data();
+        st.centre_scores.resize(s.lists.C_pad);
+        cs[r] = st.centre_scores.data();
       }
       project_rows<A>(s.transform, x, m, z);
+      if (s.lists.C) project_rows<A>(centres, x, m, cs);
     }
   }
   for (int64_t qi = q0; qi < q1; ++qi) {
@@ -257,13 +265,6 @@ template <class A, int W>
 void list_segments(const Ctx& c, QueryState& st) {
   const SnapshotView& s = c.s;
   st.segs.clear();
-  if (s.lists.C) {  // <q, c> of every list: the probe's order and each row's base score
-    const FloatLists& L = s.lists;
-    st.centre_scores.resize(L.C);
-    const float* qv = st.vec;
-    for (int64_t g = 0; g < L.C; ++g)
-      st.centre_scores[g] = dot_lanes(qv, L.centres + g * L.dim, L.dim, [](float v) { return v; });
-  }
   switch (c.p.source) {
     case Source::kAll:
       st.segs.push_back({0, s.codes.n, 0, 0, -1});
@@ -548,10 +549,10 @@ inline void rescore(const Ctx& c, QueryState& st) {
     if (j + kGatherAhead < pool.size()) __builtin_prefetch(codes + pool[j + kGatherAhead].row * c.nb);
     const int64_t r = pool[j].row;
     float s = tables.score(codes + r * c.nb);
-    if (lists) s = st.centre_scores[list_of(c.s.lists, r)] + c.s.lists.factors[r] * s;
+    if (lists) s = st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.factors[r] * s;
     pool[j].key = -s;
   }
-  keep_smallest(pool, static_cast<size_t>(c.p.candidates));
+  select_smallest(pool, static_cast<size_t>(c.p.candidates));  // the rerank or write sorts
 }
 
 template <class A>
@@ -590,7 +591,7 @@ void rerank(const Ctx& c, QueryState& st) {
     if (j + kRerankAhead < pool.size()) prefetch_row(pool[j + kRerankAhead].row);
     pool[j].key = -stored_dot<A>(vs, qv, pool[j].row, tmp.data());
   }
-  keep_smallest(pool, static_cast<size_t>(c.p.k));
+  select_smallest(pool, static_cast<size_t>(c.p.k));
 }
 
 // Scores (or Hamming distances) and ids of one query, padded with (-inf or n_bits + 1, -1).
@@ -619,7 +620,7 @@ void finish(const Ctx& c, QueryState& st, int64_t qi, Results& r) {
   if (c.p.scoring == Scoring::kAsymmetric && !c.p.exact_allowed && !c.p.quantized_only)
     rescore(c, st);
   if (c.p.rerank) rerank<A>(c, st);
-  if (st.pool.size() > static_cast<size_t>(c.p.k)) st.pool.resize(c.p.k);
+  keep_smallest(st.pool, static_cast<size_t>(c.p.k));  // the k best, in order
   write(c, st, qi, r);
 }
 

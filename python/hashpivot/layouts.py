@@ -325,7 +325,7 @@ class IVFLayout(Layout):
         # queries are not centred: <q, x> = <q, c> + <q, r>, and <q, r> ~ <W^T q, y>
         return _core.Snapshot(**self._common(rows, centre_queries=False),
                               list_centres=self.centres, list_offsets=rows.offsets,
-                              factors=rows.factors)
+                              factors=rows.factors, lists=rows.lists)
 
     def expect(self, n: int, C: int) -> Expectation:
         dim = self.itq.dim

@@ -24,6 +24,10 @@ from .itq import as_embeddings
 LADDER_STEP = 1.5   # candidates and nprobe grow by this factor between settings tried
 TIMING_ROUNDS = 3   # each feasible setting is timed this many times, in turn with the others
 EXACT_CHUNK = 1 << 16  # stored rows scored at once by the exact search
+DEFAULT_MAX_CANDIDATES = 8192  # the default budget: beyond it a rerank costs more than a scan
+# More lists cost more scan: once the cheapest setting at an nprobe is this much slower than the
+# fastest feasible one found, no larger nprobe can win (the margin absorbs timing noise).
+STOP_SLOWER = 1.3
 
 
 @dataclass
@@ -116,7 +120,7 @@ def tune(index, queries: Optional[np.ndarray] = None, target_recall: float = 0.9
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
     truth = exact_topk(index, q, k)
     max_L = min(n, count(max_candidates, "max_candidates", k) if max_candidates is not None
-                else max(4096, 40 * k))
+                else max(DEFAULT_MAX_CANDIDATES, 40 * k))
     groups = index.shape().n_groups
     if index.layout == "flat":
         probes: Sequence[Optional[int]] = [None]
@@ -125,17 +129,26 @@ def tune(index, queries: Optional[np.ndarray] = None, target_recall: float = 0.9
         probes = ladder(1, top)
     tried: List[Dict[str, Any]] = []
 
+    seconds: Dict[tuple, float] = {}
+
     def measure(nprobe: Optional[int], L: int) -> float:
         kw = {"candidates": L, **({} if nprobe is None else {"nprobe": nprobe})}
+        t0 = time.perf_counter()
         _, ids = index.search(q, k, threads=threads, **kw)
+        seconds[(nprobe, L)] = time.perf_counter() - t0
         r = recall_at(ids, truth, k)
         tried.append({**kw, "recall": r})
         return r
 
-    feasible = []
+    feasible: List[tuple] = []
     best_seen = (-1.0, None, None)
     for nprobe in probes:
         Ls = ladder(k, max_L)
+        if feasible:
+            fastest = min(seconds[f] for f in feasible)
+            measure(nprobe, Ls[0])
+            if seconds[(nprobe, Ls[0])] > STOP_SLOWER * fastest:
+                break
         r_top = measure(nprobe, Ls[-1])
         best_seen = max(best_seen, (r_top, nprobe, Ls[-1]), key=lambda t: t[0])
         if r_top < target:

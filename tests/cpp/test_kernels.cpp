@@ -271,10 +271,18 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   for (auto& v : x) v = g(rng);
   std::vector<int64_t> offsets(C + 1);
   for (int c = 0; c <= C; ++c) offsets[c] = n * c / C;
+  std::vector<int32_t> row_lists(n);
+  for (int c = 0; c < C; ++c)
+    for (int64_t r = offsets[c]; r < offsets[c + 1]; ++r) row_lists[r] = c;
   SnapshotView v;
   v.codes = {codes.data(), n, nbytes};
   v.transform = {nullptr, proj.data(), dim, n_bits};
-  v.lists = {centres.data(), C, dim, offsets.data(), factors.data()};
+  const int64_t C_pad = (C + 63) / 64 * 64;  // the transposed, padded centres bindings.cpp makes
+  std::vector<float> centres_t(dim * C_pad, 0.0f);
+  for (int c = 0; c < C; ++c)
+    for (int d = 0; d < dim; ++d) centres_t[d * C_pad + c] = centres[c * dim + d];
+  v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(), factors.data(),
+             row_lists.data()};
   Plan p;
   p.k = p.candidates = k;
   p.pool = std::max(2 * k, k + 64);
