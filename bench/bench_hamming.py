@@ -19,9 +19,8 @@ import numpy as np
 # faiss' OpenMP workers otherwise spin on the second core after each search and starve ours.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, median_time  # noqa: E402
-
-import hashpivot as hp  # noqa: E402
+import hashpivot as hp
+from common import markdown_table, median_time
 
 
 def main() -> None:
@@ -48,10 +47,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     nbytes = args.bits // 8
     rows, results = [], []
-    print(f"# hashpivot {hp.__version__} kernels={hp.cpu_features()['isa']} faiss {faiss.__version__}")
+    print(
+        f"# hashpivot {hp.__version__} kernels={hp.cpu_features()['isa']} faiss {faiss.__version__}"
+    )
     for n in map(int, args.sizes.split(",")):
         codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
-        queries_all = rng.integers(0, 256, (max(map(int, args.nq.split(","))), nbytes), dtype=np.uint8)
+        queries_all = rng.integers(
+            0, 256, (max(map(int, args.nq.split(","))), nbytes), dtype=np.uint8
+        )
         index = faiss.IndexBinaryFlat(args.bits)
         index.add(hp.to_faiss_codes(codes))
         for nq in map(int, args.nq.split(",")):
@@ -63,15 +66,36 @@ def main() -> None:
                 for threads in map(int, args.threads.split(",")):
                     faiss.omp_set_num_threads(threads)
                     tf = median_time(lambda: index.search(fq, k), args.repeats)
-                    th = median_time(lambda: hp.hamming_knn(q, codes, k, threads=threads), args.repeats)
-                    r = dict(n=n, nq=nq, k=k, threads=threads, faiss_qps=nq / tf,
-                             hashpivot_qps=nq / th, ratio=tf / th)
+                    th = median_time(
+                        lambda: hp.hamming_knn(q, codes, k, threads=threads), args.repeats
+                    )
+                    r = dict(
+                        n=n,
+                        nq=nq,
+                        k=k,
+                        threads=threads,
+                        faiss_qps=nq / tf,
+                        hashpivot_qps=nq / th,
+                        ratio=tf / th,
+                    )
                     results.append(r)
-                    rows.append([f"{n:,}", nq, k, threads, f"{nq / tf:,.0f}", f"{nq / th:,.0f}",
-                                 f"{tf / th:.2f}x"])
+                    rows.append(
+                        [
+                            f"{n:,}",
+                            nq,
+                            k,
+                            threads,
+                            f"{nq / tf:,.0f}",
+                            f"{nq / th:,.0f}",
+                            f"{tf / th:.2f}x",
+                        ]
+                    )
                     print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
-    print(markdown_table(["N", "nq", "k", "threads", "faiss QPS", "hashpivot QPS",
-                          "hashpivot/faiss"], rows))
+    print(
+        markdown_table(
+            ["N", "nq", "k", "threads", "faiss QPS", "hashpivot QPS", "hashpivot/faiss"], rows
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

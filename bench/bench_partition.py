@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle faiss threads must not spin
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pivot import SHARED  # noqa: E402
-from common import interleaved_rates, markdown_table  # noqa: E402
-
-import hashpivot as hp  # noqa: E402
-from hashpivot import ITQ, Index  # noqa: E402
+import hashpivot as hp
+from bench_pivot import SHARED
+from common import interleaved_rates, markdown_table
+from hashpivot import ITQ, Index
 
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 
@@ -42,8 +41,9 @@ NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 def fit_mixture(x: np.ndarray, components: int, seed: int = 0):
     from sklearn.mixture import GaussianMixture  # sentence-transformers brings scikit-learn
 
-    return GaussianMixture(components, covariance_type="diag", random_state=seed, max_iter=50,
-                           reg_covar=1e-6).fit(x)
+    return GaussianMixture(
+        components, covariance_type="diag", random_state=seed, max_iter=50, reg_covar=1e-6
+    ).fit(x)
 
 
 def mixture_codes(g, n: int, itq: ITQ, rng, chunk: int = 1 << 17) -> np.ndarray:
@@ -51,19 +51,20 @@ def mixture_codes(g, n: int, itq: ITQ, rng, chunk: int = 1 << 17) -> np.ndarray:
     would need 15 GB)."""
     out = np.empty((n, itq.n_bits // 8), dtype=np.uint8)
     for s in range(0, n, chunk):
-        out[s:s + chunk] = itq.encode(mixture_draw(g, min(chunk, n - s), rng))
+        out[s : s + chunk] = itq.encode(mixture_draw(g, min(chunk, n - s), rng))
     return out
 
 
 def mixture_draw(g, n: int, rng) -> np.ndarray:
     comp = rng.choice(len(g.weights_), n, p=g.weights_)
-    x = (g.means_[comp] + rng.standard_normal((n, g.means_.shape[1])) *
-         np.sqrt(g.covariances_[comp])).astype(np.float32)
+    x = (
+        g.means_[comp] + rng.standard_normal((n, g.means_.shape[1])) * np.sqrt(g.covariances_[comp])
+    ).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def recall(D: np.ndarray, Dtrue: np.ndarray, k: int = 10) -> float:
-    kth = Dtrue[:, k - 1:k]
+    kth = Dtrue[:, k - 1 : k]
     return float(np.mean(np.minimum((D[:, :k] <= kth).sum(1), k) / k))
 
 
@@ -98,14 +99,33 @@ def run(name: str, codes: np.ndarray, q: np.ndarray, args, rows: list, curves: d
                 frec = recall(D, Dtrue)
                 fns["faiss"] = lambda: ivf.search(fqq, 10)
             r = interleaved_rates(fns, len(q))
-            rows.append([name, th, f"hashpivot partitioned (C={C})", label, f"{rec:.3f}",
-                         f"{r['hp']:,.0f}", f"{share:.3f}"])
+            rows.append(
+                [
+                    name,
+                    th,
+                    f"hashpivot partitioned (C={C})",
+                    label,
+                    f"{rec:.3f}",
+                    f"{r['hp']:,.0f}",
+                    f"{share:.3f}",
+                ]
+            )
             curves.setdefault((name, th, "hashpivot partitioned"), []).append((rec, r["hp"], label))
             if p is not None:
-                frows.append([name, th, f"faiss IndexBinaryIVF (nlist={C})", label,
-                              f"{frec:.3f}", f"{r['faiss']:,.0f}", ""])
+                frows.append(
+                    [
+                        name,
+                        th,
+                        f"faiss IndexBinaryIVF (nlist={C})",
+                        label,
+                        f"{frec:.3f}",
+                        f"{r['faiss']:,.0f}",
+                        "",
+                    ]
+                )
                 curves.setdefault((name, th, "faiss IndexBinaryIVF"), []).append(
-                    (frec, r["faiss"], label))
+                    (frec, r["faiss"], label)
+                )
         rows.extend(frows)
 
 
@@ -120,16 +140,27 @@ def pipeline(args) -> str:
 
     x = np.load(SHARED / "embeddings.npy")
     qe = np.load(SHARED / "query_embeddings.npy")
-    row_of = {json.loads(line)["id"]: i
-              for i, line in enumerate(open(SHARED / "corpus.jsonl", encoding="utf-8"))}
-    rel = [[row_of[r] for r in json.loads(line)["relevant"]]
-           for line in open(SHARED / "queries.jsonl", encoding="utf-8")]
+    row_of = {
+        json.loads(line)["id"]: i
+        for i, line in enumerate(open(SHARED / "corpus.jsonl", encoding="utf-8"))
+    }
+    rel = [
+        [row_of[r] for r in json.loads(line)["relevant"]]
+        for line in open(SHARED / "queries.jsonl", encoding="utf-8")
+    ]
     out = []
-    for layout, modes in [("flat", [{"scoring": "asymmetric"}]),
-                          ("partitioned", [{"scoring": "asymmetric"},
-                                           {"scoring": "asymmetric", "nprobe": 64},
-                                           {"scoring": "asymmetric", "nprobe": 16},
-                                           {"scoring": "hamming", "nprobe": 16}])]:
+    for layout, modes in [
+        ("flat", [{"scoring": "asymmetric"}]),
+        (
+            "partitioned",
+            [
+                {"scoring": "asymmetric"},
+                {"scoring": "asymmetric", "nprobe": 64},
+                {"scoring": "asymmetric", "nprobe": 16},
+                {"scoring": "hamming", "nprobe": 16},
+            ],
+        ),
+    ]:
         index = Index.build(x, seed=42, layout=layout, progress=False)
         for row in real_queries(index, qe, x, rel, limits=(100, 300), modes=modes):
             if layout == "partitioned" and row["method"] == "exact float":
@@ -152,8 +183,12 @@ def plot(curves: dict, path: str) -> None:
             if n != name:
                 continue
             pts = [p for p in pts if p[2] != "exact"]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if "hashpivot" in method else "s--",
-                    label=f"{method}, {th} thread{'s' * (th > 1)}")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "o-" if "hashpivot" in method else "s--",
+                label=f"{method}, {th} thread{'s' * (th > 1)}",
+            )
         ax.set_yscale("log")
         ax.axvline(0.95, color="grey", lw=0.8)
         ax.set_xlabel("recall@10 (vs exact Hamming)")
@@ -170,12 +205,20 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--nlist", type=int, default=None, help="partitions (default 4 sqrt(N))")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--train-per-list", type=int, default=64,
-                    help="faiss trains its coarse quantizer on this many codes per list (its "
-                         "k-means in float space dominates the build at 10M: use 16 there)")
-    ap.add_argument("--components", type=int, default=256,
-                    help="mixture components (held-out log-likelihood per point on the shared "
-                         "embeddings: 16: 969.7, 64: 983.3, 256: 993.1, 512: 988.8, 1024: 965.5)")
+    ap.add_argument(
+        "--train-per-list",
+        type=int,
+        default=64,
+        help="faiss trains its coarse quantizer on this many codes per list (its "
+        "k-means in float space dominates the build at 10M: use 16 there)",
+    )
+    ap.add_argument(
+        "--components",
+        type=int,
+        default=256,
+        help="mixture components (held-out log-likelihood per point on the shared "
+        "embeddings: 16: 969.7, 64: 983.3, 256: 993.1, 512: 988.8, 1024: 965.5)",
+    )
     ap.add_argument("--data", default="a,b,c", help="which parts to run")
     ap.add_argument("--plot", default=None, help="write a recall/QPS plot here")
     args = ap.parse_args()
@@ -198,27 +241,52 @@ def main() -> None:
         cl = np.empty((args.n, 16), dtype=np.uint8)
         for s in range(0, args.n, 1 << 20):
             m = min(args.n, s + (1 << 20)) - s
-            cl[s:s + m] = cent[rng.integers(0, 1000, m)] ^ np.packbits(rng.random((m, 128)) < 0.08, axis=1)
+            cl[s : s + m] = cent[rng.integers(0, 1000, m)] ^ np.packbits(
+                rng.random((m, 128)) < 0.08, axis=1
+            )
         qf = np.packbits(rng.random((args.queries, 128)) < 0.08, axis=1)
         qc = np.ascontiguousarray(cent[rng.integers(0, 1000, args.queries)] ^ qf)
         run("(b) clustered codes", cl, qc, args, rows, curves)
         del cl
     print(f"N = {args.n:,}, {args.queries} queries\n")
-    print(markdown_table(["data", "threads", "method", "setting", "recall@10", "QPS",
-                          "rows read"], rows))
+    print(
+        markdown_table(
+            ["data", "threads", "method", "setting", "recall@10", "QPS", "rows read"], rows
+        )
+    )
     summary = []
     for (name, th, method), curve in sorted(curves.items()):
         if method != "hashpivot partitioned":
             continue
-        mine, theirs = best_at(curve, 0.95), best_at(curves[(name, th, "faiss IndexBinaryIVF")], 0.95)
-        exact = [c for c in curve if c[2] == "exact"][0]
-        summary.append([name, th, f"{mine[2]} {mine[0]:.3f} @ {mine[1]:,.0f}" if mine else "-",
-                        f"{theirs[2]} {theirs[0]:.3f} @ {theirs[1]:,.0f}" if theirs else "-",
-                        f"{mine[1] / theirs[1]:.2f}x" if mine and theirs else "-",
-                        f"{exact[1]:,.0f}"])
+        mine, theirs = (
+            best_at(curve, 0.95),
+            best_at(curves[(name, th, "faiss IndexBinaryIVF")], 0.95),
+        )
+        exact = next(c for c in curve if c[2] == "exact")
+        summary.append(
+            [
+                name,
+                th,
+                f"{mine[2]} {mine[0]:.3f} @ {mine[1]:,.0f}" if mine else "-",
+                f"{theirs[2]} {theirs[0]:.3f} @ {theirs[1]:,.0f}" if theirs else "-",
+                f"{mine[1] / theirs[1]:.2f}x" if mine and theirs else "-",
+                f"{exact[1]:,.0f}",
+            ]
+        )
     print("\nBest QPS at recall@10 >= 0.95 (setting recall @ QPS):\n")
-    print(markdown_table(["data", "threads", "hashpivot partitioned", "faiss IndexBinaryIVF",
-                          "ratio", "hashpivot exact mode QPS"], summary))
+    print(
+        markdown_table(
+            [
+                "data",
+                "threads",
+                "hashpivot partitioned",
+                "faiss IndexBinaryIVF",
+                "ratio",
+                "hashpivot exact mode QPS",
+            ],
+            summary,
+        )
+    )
     if args.plot and curves:
         plot(curves, args.plot)
     if "c" in parts:

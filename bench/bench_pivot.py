@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, median_time  # noqa: E402
-
-from hashpivot import Index, hamming_distances, pivot_filter  # noqa: E402
-from hashpivot.evaluate import exact_topk  # noqa: E402
+from common import markdown_table, median_time
+from hashpivot import Index, hamming_distances, pivot_filter
+from hashpivot.evaluate import exact_topk
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "manpages-ja"
 
@@ -37,7 +36,9 @@ def synthetic(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     out = np.empty((n, real.shape[1]), dtype=np.float32)
     for s in range(0, n, 1 << 17):
         m = min(n, s + (1 << 17)) - s
-        out[s:s + m] = real[rng.integers(0, len(real), m)] + rng.standard_normal((m, real.shape[1])) * sd
+        out[s : s + m] = (
+            real[rng.integers(0, len(real), m)] + rng.standard_normal((m, real.shape[1])) * sd
+        )
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
@@ -70,16 +71,42 @@ def run(name: str, x: np.ndarray, queries: np.ndarray, args, store) -> list:
     base = median_time(lambda: index.candidates(qc, L, None, threads=1), args.repeats)
     filt = median_time(lambda: index.candidates(qc, L, t_sel, threads=1), args.repeats)
     scanned = index.stats()["last_search_scanned_share"]
-    rows = [[name, f"{len(x):,}", t_sel, f"{frec:.3f}", f"{cut:.3f}", f"{scanned:.3f}",
-             f"candidates L={L}", f"{base * 1e6 / len(qc):.1f}", f"{filt * 1e6 / len(qc):.1f}",
-             f"{filt / base:.2f}", f"{1 - cut + 0.1:.2f}", "yes" if filt / base <= 1 - cut + 0.1 else "no"]]
+    rows = [
+        [
+            name,
+            f"{len(x):,}",
+            t_sel,
+            f"{frec:.3f}",
+            f"{cut:.3f}",
+            f"{scanned:.3f}",
+            f"candidates L={L}",
+            f"{base * 1e6 / len(qc):.1f}",
+            f"{filt * 1e6 / len(qc):.1f}",
+            f"{filt / base:.2f}",
+            f"{1 - cut + 0.1:.2f}",
+            "yes" if filt / base <= 1 - cut + 0.1 else "no",
+        ]
+    ]
     fb = median_time(lambda: index.search(queries, k=10, candidates=L, threads=1), args.repeats)
-    ff = median_time(lambda: index.search(queries, k=10, threshold=t_sel, candidates=L, threads=1),
-                     args.repeats)
-    rows.append([name, f"{len(x):,}", t_sel, f"{frec:.3f}", f"{cut:.3f}", f"{scanned:.3f}",
-                 "search" + (" + rerank" if store else ""), f"{fb * 1e6 / len(qc):.1f}",
-                 f"{ff * 1e6 / len(qc):.1f}", f"{ff / fb:.2f}", f"{1 - cut + 0.1:.2f}",
-                 "yes" if ff / fb <= 1 - cut + 0.1 else "no"])
+    ff = median_time(
+        lambda: index.search(queries, k=10, threshold=t_sel, candidates=L, threads=1), args.repeats
+    )
+    rows.append(
+        [
+            name,
+            f"{len(x):,}",
+            t_sel,
+            f"{frec:.3f}",
+            f"{cut:.3f}",
+            f"{scanned:.3f}",
+            "search" + (" + rerank" if store else ""),
+            f"{fb * 1e6 / len(qc):.1f}",
+            f"{ff * 1e6 / len(qc):.1f}",
+            f"{ff / fb:.2f}",
+            f"{1 - cut + 0.1:.2f}",
+            "yes" if ff / fb <= 1 - cut + 0.1 else "no",
+        ]
+    )
     for r in rows:
         print(" | ".join(map(str, r)), file=sys.stderr, flush=True)
     return rows
@@ -88,7 +115,9 @@ def run(name: str, x: np.ndarray, queries: np.ndarray, args, store) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", default=str(SHARED))
-    ap.add_argument("--synthetic", type=int, default=1_000_000, help="rows of synthetic codes (0: skip)")
+    ap.add_argument(
+        "--synthetic", type=int, default=1_000_000, help="rows of synthetic codes (0: skip)"
+    )
     ap.add_argument("--target", type=float, default=0.97)
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--n-queries", type=int, default=100)
@@ -101,8 +130,25 @@ def main() -> None:
         xs = synthetic(x, args.synthetic)
         qs = synthetic(qtext, 1000, seed=1)
         rows += run("synthetic ITQ", xs, qs, args, None)
-    print(markdown_table(["data", "N", "t", "filter recall", "cut", "rows read", "stage",
-                          "unfiltered us/q", "filtered us/q", "ratio", "goal <=", "met"], rows))
+    print(
+        markdown_table(
+            [
+                "data",
+                "N",
+                "t",
+                "filter recall",
+                "cut",
+                "rows read",
+                "stage",
+                "unfiltered us/q",
+                "filtered us/q",
+                "ratio",
+                "goal <=",
+                "met",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

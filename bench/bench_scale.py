@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle faiss threads must not spin
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import scale_corpus  # noqa: E402
-from common import markdown_table  # noqa: E402
-
-import hashpivot as hp  # noqa: E402
+import hashpivot as hp
+import scale_corpus
+from common import markdown_table
 
 K = 10
 TUNE_QUERIES = 200
@@ -42,8 +41,14 @@ LATENCY_QUERIES = 100
 
 
 class Setting:
-    def __init__(self, engine: str, label: str, search: Callable[[np.ndarray, int], np.ndarray],
-                 build_s: float, bytes_per_doc: float):
+    def __init__(
+        self,
+        engine: str,
+        label: str,
+        search: Callable[[np.ndarray, int], np.ndarray],
+        build_s: float,
+        bytes_per_doc: float,
+    ):
         self.engine, self.label, self.search = engine, label, search
         self.build_s, self.bytes_per_doc = build_s, bytes_per_doc
         self.recall = 0.0
@@ -65,10 +70,17 @@ def faiss_engines(x: np.ndarray, cache: Path, n: int, quick: bool) -> List[Setti
     flat = faiss.IndexFlatIP(d)
     t0 = time.perf_counter()
     flat.add(np.ascontiguousarray(x))
-    out.append(Setting("faiss FlatIP", "exact", lambda q, t: flat.search(q, K)[1],
-                       time.perf_counter() - t0, 4 * d))
+    out.append(
+        Setting(
+            "faiss FlatIP",
+            "exact",
+            lambda q, t: flat.search(q, K)[1],
+            time.perf_counter() - t0,
+            4 * d,
+        )
+    )
 
-    def cached(name: str, make: Callable[[], "faiss.Index"]):
+    def cached(name: str, make: Callable[[], faiss.Index]):
         f, meta = cache / f"{name}-{n}.faiss", cache / f"{name}-{n}.json"
         if f.is_file() and meta.is_file():
             return faiss.read_index(str(f)), json.loads(meta.read_text())["build_s"]
@@ -88,10 +100,12 @@ def faiss_engines(x: np.ndarray, cache: Path, n: int, quick: bool) -> List[Setti
 
     hnsw, hnsw_build = cached("hnsw32", hnsw_make)
     hnsw_bytes = faiss.serialize_index(hnsw).nbytes / n
-    for ef in ([64, 256] if quick else [16, 32, 64, 128, 256, 512, 1024, 2048]):
+    for ef in [64, 256] if quick else [16, 32, 64, 128, 256, 512, 1024, 2048]:
+
         def s(q, t, ef=ef):
             hnsw.hnsw.efSearch = ef
             return hnsw.search(q, K)[1]
+
         out.append(Setting("faiss HNSW", f"ef={ef}", s, hnsw_build, hnsw_bytes))
 
     from hashpivot.ivf import default_lists
@@ -100,30 +114,41 @@ def faiss_engines(x: np.ndarray, cache: Path, n: int, quick: bool) -> List[Setti
 
     def sq_make():
         q = faiss.IndexFlatIP(d)
-        ivf = faiss.IndexIVFScalarQuantizer(q, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                            faiss.METRIC_INNER_PRODUCT)
-        ivf.train(np.ascontiguousarray(x[np.random.default_rng(0).choice(n, min(n, 64 * nlist),
-                                                                         replace=False)]))
+        ivf = faiss.IndexIVFScalarQuantizer(
+            q, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+        ivf.train(
+            np.ascontiguousarray(
+                x[np.random.default_rng(0).choice(n, min(n, 64 * nlist), replace=False)]
+            )
+        )
         ivf.add(np.ascontiguousarray(x))
         return ivf
 
     sq, sq_build = cached("ivfsq8", sq_make)
-    for nprobe in ([16] if quick else [4, 16, 64, 256]):
+    for nprobe in [16] if quick else [4, 16, 64, 256]:
         if nprobe > nlist:
             continue
 
         def s(q, t, p=nprobe):
             sq.nprobe = p
             return sq.search(q, K)[1]
-        out.append(Setting("faiss IVF-SQ8", f"nprobe={nprobe}", s, sq_build, d + 8 + 4 * d * nlist / n))
+
+        out.append(
+            Setting("faiss IVF-SQ8", f"nprobe={nprobe}", s, sq_build, d + 8 + 4 * d * nlist / n)
+        )
     return out
 
 
-def hashpivot_engines(x: np.ndarray, n: int, tune_q: np.ndarray, quick: bool,
-                      cache: Path) -> List[Setting]:
+def hashpivot_engines(
+    x: np.ndarray, n: int, tune_q: np.ndarray, quick: bool, cache: Path
+) -> List[Setting]:
     out = []
-    configs = [("flat", 128), ("ivf", 128), ("ivf", 256)] if n > 10_000 else \
-        [("flat", 128), ("flat", 256), ("ivf", 128)]
+    configs = (
+        [("flat", 128), ("ivf", 128), ("ivf", 256)]
+        if n > 10_000
+        else [("flat", 128), ("flat", 256), ("ivf", 128)]
+    )
     if quick:
         configs = configs[:2]
     for layout, bits in configs:
@@ -136,23 +161,41 @@ def hashpivot_engines(x: np.ndarray, n: int, tune_q: np.ndarray, quick: bool,
         st = index.stats()
         name = f"hashpivot {layout} {bits}b"
         cands = [100, 300, 1000] if quick else [30, 100, 300, 1000, 3000]
-        probes = [None] if layout == "flat" else \
-            ([index.stats()["n_lists"] // 8] if quick else
-             [max(1, int(index.stats()["n_lists"] * s)) for s in (0.03, 0.06, 0.12, 0.25)])
+        probes = (
+            [None]
+            if layout == "flat"
+            else (
+                [index.stats()["n_lists"] // 8]
+                if quick
+                else [max(1, int(index.stats()["n_lists"] * s)) for s in (0.03, 0.06, 0.12, 0.25)]
+            )
+        )
         for p in probes:
             for c in cands:
                 if c > n:
                     continue
                 kw = {"candidates": c, **({} if p is None else {"nprobe": p})}
-                out.append(Setting(name, ", ".join(f"{k}={v}" for k, v in kw.items()),
-                                   lambda q, t, kw=kw, index=index: index.search(q, K, threads=t, **kw)[1],
-                                   build, st["index_bytes_per_doc"]))
+                out.append(
+                    Setting(
+                        name,
+                        ", ".join(f"{k}={v}" for k, v in kw.items()),
+                        lambda q, t, kw=kw, index=index: index.search(q, K, threads=t, **kw)[1],
+                        build,
+                        st["index_bytes_per_doc"],
+                    )
+                )
         for target in (0.90, 0.95):
             res = index.tune(tune_q, target_recall=target, k=K, store=False)
             kw = dict(res.settings)
-            out.append(Setting(name, f"tuned {target:.2f}: " + ", ".join(f"{k}={v}" for k, v in kw.items()),
-                               lambda q, t, kw=kw, index=index: index.search(q, K, threads=t, **kw)[1],
-                               build, st["index_bytes_per_doc"]))
+            out.append(
+                Setting(
+                    name,
+                    f"tuned {target:.2f}: " + ", ".join(f"{k}={v}" for k, v in kw.items()),
+                    lambda q, t, kw=kw, index=index: index.search(q, K, threads=t, **kw)[1],
+                    build,
+                    st["index_bytes_per_doc"],
+                )
+            )
     return out
 
 
@@ -174,7 +217,7 @@ def measure(settings: List[Setting], q: np.ndarray, truth: np.ndarray) -> None:
         ts = []
         for i in range(len(one)):
             t0 = time.perf_counter()
-            s.search(one[i:i + 1], 1)
+            s.search(one[i : i + 1], 1)
             ts.append(time.perf_counter() - t0)
         s.latency_us = 1e6 * statistics.median(ts)
 
@@ -188,8 +231,11 @@ def run(n: int, args) -> Dict:
     cache = Path(args.cache)
     if n == 10_000:
         x, q_all = scale_corpus.shared()
-        q = np.load(cache / "queries.npy") if (cache / "queries.npy").is_file() else \
-            scale_corpus.load(100_000, cache)[1]
+        q = (
+            np.load(cache / "queries.npy")
+            if (cache / "queries.npy").is_file()
+            else scale_corpus.load(100_000, cache)[1]
+        )
         truth = scale_corpus.exact_truth(q, x)
     else:
         x, q, truth = scale_corpus.load(n, cache)
@@ -198,25 +244,50 @@ def run(n: int, args) -> Dict:
     settings = hashpivot_engines(x, n, tune_q, args.quick, cache)
     settings += faiss_engines(np.asarray(x), cache, n, args.quick)
     measure(settings, q_eval, truth_eval)
-    rows = [[s.engine, s.label, f"{s.recall:.3f}", f"{statistics.median(s.qps[1]):,.0f}",
-             f"{statistics.median(s.qps[2]):,.0f}", f"{s.latency_us:,.0f}", f"{s.build_s:.1f}",
-             f"{s.bytes_per_doc:,.0f}"] for s in settings]
-    table = markdown_table(["engine", "setting", "recall@10", "QPS 1 thread", "QPS 2 threads",
-                            "latency µs", "build s", "resident B/doc"], rows)
+    rows = [
+        [
+            s.engine,
+            s.label,
+            f"{s.recall:.3f}",
+            f"{statistics.median(s.qps[1]):,.0f}",
+            f"{statistics.median(s.qps[2]):,.0f}",
+            f"{s.latency_us:,.0f}",
+            f"{s.build_s:.1f}",
+            f"{s.bytes_per_doc:,.0f}",
+        ]
+        for s in settings
+    ]
+    table = markdown_table(
+        [
+            "engine",
+            "setting",
+            "recall@10",
+            "QPS 1 thread",
+            "QPS 2 threads",
+            "latency µs",
+            "build s",
+            "resident B/doc",
+        ],
+        rows,
+    )
     summary = []
     for target in (0.90, 0.95):
         h = best_at(settings, "hashpivot", target)
         w = best_at(settings, "faiss HNSW", target)
         if h and w:
             ratio = statistics.median(h.qps[1]) / statistics.median(w.qps[1])
-            summary.append(f"- recall@10 >= {target:.2f}, one thread: hashpivot {h.engine} "
-                           f"({h.label}) {h.recall:.3f} at {statistics.median(h.qps[1]):,.0f} QPS; "
-                           f"HNSW {w.label} {w.recall:.3f} at {statistics.median(w.qps[1]):,.0f} "
-                           f"QPS: {ratio:.2f}x; build {h.build_s:.0f} s vs {w.build_s:.0f} s; "
-                           f"{h.bytes_per_doc:.0f} vs {w.bytes_per_doc:,.0f} resident B/doc")
+            summary.append(
+                f"- recall@10 >= {target:.2f}, one thread: hashpivot {h.engine} "
+                f"({h.label}) {h.recall:.3f} at {statistics.median(h.qps[1]):,.0f} QPS; "
+                f"HNSW {w.label} {w.recall:.3f} at {statistics.median(w.qps[1]):,.0f} "
+                f"QPS: {ratio:.2f}x; build {h.build_s:.0f} s vs {w.build_s:.0f} s; "
+                f"{h.bytes_per_doc:.0f} vs {w.bytes_per_doc:,.0f} resident B/doc"
+            )
         elif w:
-            summary.append(f"- recall@10 >= {target:.2f}: no hashpivot setting reached it; HNSW "
-                           f"{w.label} {w.recall:.3f}")
+            summary.append(
+                f"- recall@10 >= {target:.2f}: no hashpivot setting reached it; HNSW "
+                f"{w.label} {w.recall:.3f}"
+            )
     return {"n": n, "table": table, "summary": summary, "settings": settings}
 
 
@@ -255,8 +326,10 @@ def main() -> None:
     a = ap.parse_args()
     isa = hp.cpu_features()["isa"]
     results = [run(n, a) for n in a.n]
-    text = [f"# Scale benchmark ({isa} kernels)\n", f"`python bench/bench_scale.py --n "
-            f"{' '.join(map(str, a.n))}`\n"]
+    text = [
+        f"# Scale benchmark ({isa} kernels)\n",
+        f"`python bench/bench_scale.py --n {' '.join(map(str, a.n))}`\n",
+    ]
     for r in results:
         text += [f"\n## N = {r['n']:,}\n", *r["summary"], "", r["table"]]
     out = "\n".join(text)

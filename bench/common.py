@@ -25,8 +25,9 @@ def markdown_table(header: Sequence[str], rows: List[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def interleaved_rates(fns: Dict[str, Callable[[], object]], items: int, repeats: int = 5,
-                      min_time: float = 0.2) -> Dict[str, float]:
+def interleaved_rates(
+    fns: Dict[str, Callable[[], object]], items: int, repeats: int = 5, min_time: float = 0.2
+) -> Dict[str, float]:
     """Items per second of each function, median of `repeats` samples taken in turn (one of
     each per round, so a slow spell of a shared machine hits every side alike); a sample
     repeats its call until it lasts at least `min_time` seconds."""

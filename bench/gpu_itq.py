@@ -33,7 +33,7 @@ def data(n: int, d: int = 384, seed: int = 0) -> np.ndarray:
     x = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, 1 << 17):
         m = min(n, s + (1 << 17)) - s
-        x[s:s + m] = (rng.standard_normal((m, d), dtype=np.float32) * scale) @ basis
+        x[s : s + m] = (rng.standard_normal((m, d), dtype=np.float32) * scale) @ basis
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
@@ -43,11 +43,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     args = ap.parse_args()
     ITQ = load_itq()
-    print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-          torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+    print(
+        "torch",
+        torch.__version__,
+        "cuda",
+        torch.cuda.is_available(),
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
+    )
     x = data(args.rows)
-    for label, kw in (("default (subsample max(32768, 10*dim) rows)", {}),
-                      (f"all {args.rows:,} rows", {"max_train": args.rows})):
+    for label, kw in (
+        ("default (subsample max(32768, 10*dim) rows)", {}),
+        (f"all {args.rows:,} rows", {"max_train": args.rows}),
+    ):
         for dev in ("cuda",) if torch.cuda.is_available() else ():
             ITQ(128, device=dev, **kw).fit(x[:50000])  # warm-up: CUDA context, kernels
             torch.cuda.synchronize()
@@ -57,8 +64,10 @@ def main() -> None:
                 ITQ(128, device=dev, **kw).fit(x)
                 torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
-            print(f"fit {dev} 384->128 bits, {label}: median {np.median(times):.3f} s "
-                  f"(runs {', '.join(f'{t:.3f}' for t in times)})")
+            print(
+                f"fit {dev} 384->128 bits, {label}: median {np.median(times):.3f} s "
+                f"(runs {', '.join(f'{t:.3f}' for t in times)})"
+            )
     sub = x[:20000]
     cpu = ITQ(128, device="cpu").fit(sub)
     t0 = time.perf_counter()
@@ -69,8 +78,10 @@ def main() -> None:
         diff = float(np.abs(cpu.projection - gpu.projection).max())
         a, b = cpu.encode(sub), gpu.encode(sub)
         flips = np.unpackbits(a ^ b, axis=1).sum(axis=1)
-        print(f"cpu vs gpu: max |projection diff| {diff:.2e}, mean bit flips per code "
-              f"{flips.mean():.4f} of 128, codes identical {np.mean(flips == 0):.4f}")
+        print(
+            f"cpu vs gpu: max |projection diff| {diff:.2e}, mean bit flips per code "
+            f"{flips.mean():.4f} of 128, codes identical {np.mean(flips == 0):.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -67,12 +67,14 @@ int main(int argc, char** argv) {
     const int reps = n >= 10000000 ? 3 : 7;
     for (int level = 0; level <= static_cast<int>(cpu_features().best); ++level) {
       set_isa(static_cast<Isa>(level));
-      const double td = median_seconds([&] { engine().distances(q.data(), 1, v.codes, 1, out.data()); }, reps);
+      const double td =
+          median_seconds([&] { engine().distances(q.data(), 1, v.codes, 1, out.data()); }, reps);
       const double t10 = median_seconds([&] { search(1, 10, Scoring::kHamming); }, reps);
       const double t1k = median_seconds([&] { search(1, 1000, Scoring::kHamming); }, reps);
       const double tb = median_seconds([&] { search(nq, 10, Scoring::kHamming); }, reps);
       const double ta = median_seconds([&] { search(1, 10, Scoring::kAsymmetric); }, reps);
-      const double tf = median_seconds([&] { engine().band_filter_rows(piv, n, lo.data(), hi.data(), 0, n, 1); }, reps);
+      const double tf = median_seconds(
+          [&] { engine().band_filter_rows(piv, n, lo.data(), hi.data(), 0, n, 1); }, reps);
       std::printf("%-8s %10ld %11.3f %11.3f %11.3f %11.3f %11.3f %11.3f\n",
                   isa_name(static_cast<Isa>(level)), (long)n, n / td * 1e-9, n / t10 * 1e-9,
                   n / t1k * 1e-9, n * nq / tb * 1e-9, n / ta * 1e-9, n / tf * 1e-9);

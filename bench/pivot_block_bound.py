@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pivot import SHARED, synthetic  # noqa: E402
-
-from hashpivot import Index, hamming_distances  # noqa: E402
+from bench_pivot import SHARED, synthetic
+from hashpivot import Index, hamming_distances
 
 
 def kd_leaves(table: np.ndarray, leaf: int) -> list:
@@ -54,8 +53,11 @@ def sim(name: str, index: Index, qc: np.ndarray, t: int, leaves=(16, 64, 256)) -
         for j in picks:
             miss = ((hi < qd[j] - t) | (lo > qd[j] + t)).any(1)
             sk.append(size[miss].sum() / len(table))
-        print(f"{name}: t={t}, per-row cut {cut:.3f}; k-d leaves of {leaf} rows: "
-              f"rows in skipped leaves {np.mean(sk):.3f}", flush=True)
+        print(
+            f"{name}: t={t}, per-row cut {cut:.3f}; k-d leaves of {leaf} rows: "
+            f"rows in skipped leaves {np.mean(sk):.3f}",
+            flush=True,
+        )
 
 
 def main() -> None:

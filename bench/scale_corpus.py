@@ -26,11 +26,15 @@ from typing import Tuple
 
 import numpy as np
 
-SHARED = Path(os.environ.get("HASHPIVOT_SHARED_DATA",
-                             Path(__file__).resolve().parents[2] / "shared" / "data" /
-                             "manpages-ja"))
-CACHE = Path(os.environ.get("HASHPIVOT_SCALE_CACHE",
-                            Path.home() / ".cache" / "hashpivot" / "scale"))
+SHARED = Path(
+    os.environ.get(
+        "HASHPIVOT_SHARED_DATA",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "manpages-ja",
+    )
+)
+CACHE = Path(
+    os.environ.get("HASHPIVOT_SCALE_CACHE", Path.home() / ".cache" / "hashpivot" / "scale")
+)
 COMPONENTS = 256
 N_QUERIES = 500
 TRUTH_K = 100
@@ -60,13 +64,14 @@ def mixture(cache: Path = CACHE):
     return z["weights"], z["means"], z["variances"]
 
 
-def exact_truth(queries: np.ndarray, x: np.ndarray, k: int = TRUTH_K,
-                chunk: int = 1 << 16) -> np.ndarray:
+def exact_truth(
+    queries: np.ndarray, x: np.ndarray, k: int = TRUTH_K, chunk: int = 1 << 16
+) -> np.ndarray:
     """Exact inner-product top-k rows of each query (descending score, ties by row)."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
     for s in range(0, len(x), chunk):
-        sims = queries @ np.asarray(x[s:s + chunk], dtype=np.float32).T
+        sims = queries @ np.asarray(x[s : s + chunk], dtype=np.float32).T
         kk = min(k, sims.shape[1])
         part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
         best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
@@ -96,9 +101,10 @@ def load(n: int, cache: Path = CACHE):
         for s in range(m, n, DRAW_CHUNK):
             c = min(DRAW_CHUNK, n - s)
             comp = rng.choice(len(weights), c, p=weights)
-            d = (means[comp] + rng.standard_normal((c, means.shape[1])) *
-                 np.sqrt(variances[comp])).astype(np.float32)
-            out[s:s + c] = d / np.linalg.norm(d, axis=1, keepdims=True)
+            d = (
+                means[comp] + rng.standard_normal((c, means.shape[1])) * np.sqrt(variances[comp])
+            ).astype(np.float32)
+            out[s : s + c] = d / np.linalg.norm(d, axis=1, keepdims=True)
         out.flush()
         del out
         os.replace(tmp, vec_f)
@@ -122,10 +128,12 @@ def main() -> None:
     a = ap.parse_args()
     for n in a.n:
         x, q, t = load(n, Path(a.cache))
-        gap = (q[:50] @ np.asarray(x).T)
+        gap = q[:50] @ np.asarray(x).T
         top = -np.sort(-gap, axis=1)[:, 9:11]
-        print(f"N={n}: {x.shape} vectors, {len(q)} queries, truth {t.shape}; median gap "
-              f"between the 10th and 11th neighbour {np.median(top[:, 0] - top[:, 1]):.5f}")
+        print(
+            f"N={n}: {x.shape} vectors, {len(q)} queries, truth {t.shape}; median gap "
+            f"between the 10th and 11th neighbour {np.median(top[:, 0] - top[:, 1]):.5f}"
+        )
 
 
 if __name__ == "__main__":

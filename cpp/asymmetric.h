@@ -13,15 +13,15 @@
 
 namespace hashpivot {
 
-constexpr int kAsymPlanes = 4;                   // 16 levels
-constexpr float kAsymHalfRange = 7.5f;           // |z| max maps to level 15.5 - 8
-constexpr int kAsymCentre = 8;                   // v_j = round(z_j / step) + 8 in [0, 15]
+constexpr int kAsymPlanes = 4;          // 16 levels
+constexpr float kAsymHalfRange = 7.5f;  // |z| max maps to level 15.5 - 8
+constexpr int kAsymCentre = 8;          // v_j = round(z_j / step) + 8 in [0, 15]
 
 struct AsymQuery {
   uint64_t planes[kAsymPlanes][kMaxWords];  // plane p, bit j = bit p of v_j, in the codes' order
   int words;
   int n_bits;
-  float step;    // z_j ~ step * (v_j - 8)
+  float step;     // z_j ~ step * (v_j - 8)
   int32_t sum_v;  // sum of v_j
 };
 

@@ -41,8 +41,9 @@ void require_shape(const py::array& a, const std::string& name, std::vector<int6
     fail(name + " must have shape " + want + "), got " + got + ")");
   }
   if (!(a.flags() & py::array::c_style))
-    fail(name + " must be C-contiguous (hashpivot never copies silently); pass "
-                "np.ascontiguousarray(...)");
+    fail(name +
+         " must be C-contiguous (hashpivot never copies silently); pass "
+         "np.ascontiguousarray(...)");
 }
 
 // A (n, n_bits / 8) uint8 array of packed codes.
@@ -273,7 +274,8 @@ class Snapshot {
       }
     }
     if (plan.source == Source::kAllowed && !f.rows) fail("the allowed-rows source needs the rows");
-    const bool distances = (plan.scoring == Scoring::kHamming && !plan.rerank) || plan.quantized_only;
+    const bool distances =
+        (plan.scoring == Scoring::kHamming && !plan.rerank) || plan.quantized_only;
     Output out;
     Results r;
     const std::vector<py::ssize_t> shape{q.n, plan.k};
@@ -373,7 +375,8 @@ py::tuple knn_py(const py::array& queries, const py::array& codes, int k, int th
     tb = table.cast<py::array>();
     const int P = tb.ndim() == 2 ? static_cast<int>(tb.shape(1)) : 0;
     if (P < 1 || P > kMaxPivots) fail("pivot table must be (n, n_pivots <= 16)");
-    require_dtype(tb, table_dtype(c.n_bits()), "pivot table", c.n_bits() <= 255 ? "uint8" : "uint16");
+    require_dtype(tb, table_dtype(c.n_bits()), "pivot table",
+                  c.n_bits() <= 255 ? "uint8" : "uint16");
     require_shape(tb, "pivot table", {c.n, P});
     lo_a = lo.cast<py::array>();
     hi_a = hi.cast<py::array>();
@@ -451,18 +454,19 @@ py::array_t<int32_t> distances_py(const py::array& queries, const py::array& cod
 }
 
 py::array_t<int64_t> pivot_filter_py(const py::array& table, const py::array& lo,
-                                     const py::array& hi, int64_t begin, int64_t end,
-                                     int threads) {
+                                     const py::array& hi, int64_t begin, int64_t end, int threads) {
   PivotTable piv;
   if (has_dtype(table, py::dtype::of<uint8_t>()))
     piv.wide = false;
   else if (has_dtype(table, py::dtype::of<uint16_t>()))
     piv.wide = true;
   else
-    fail_dtype("pivot table must have dtype uint8 or uint16, got " + std::string(py::str(table.dtype())));
+    fail_dtype("pivot table must have dtype uint8 or uint16, got " +
+               std::string(py::str(table.dtype())));
   require_shape(table, "pivot table", {-1, -1});
   piv.P = static_cast<int>(table.shape(1));
-  if (piv.P < 1 || piv.P > kMaxPivots) fail("n_pivots must be from 1 to " + std::to_string(kMaxPivots));
+  if (piv.P < 1 || piv.P > kMaxPivots)
+    fail("n_pivots must be from 1 to " + std::to_string(kMaxPivots));
   piv.table = table.data();
   require_dtype(lo, py::dtype::of<int32_t>(), "lo", "int32");
   require_dtype(hi, py::dtype::of<int32_t>(), "hi", "int32");
@@ -600,7 +604,8 @@ py::array_t<int64_t> cell_keys_py(const py::array& table, int levels, int n_bits
   py::array_t<int64_t> out(n);
   int64_t* o = out.mutable_data();
   auto fill = [&](const auto* t) {
-    for (int64_t r = 0; r < n; ++r) o[r] = cell_key(t[r * P], levels > 1 ? t[r * P + 1] : 0, levels, n_bits);
+    for (int64_t r = 0; r < n; ++r)
+      o[r] = cell_key(t[r * P], levels > 1 ? t[r * P + 1] : 0, levels, n_bits);
   };
   if (n_bits <= 255)
     fill(static_cast<const uint8_t*>(table.data()));
@@ -617,13 +622,17 @@ PYBIND11_MODULE(_core, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const NonFiniteError& e) {
-      PyErr_SetString(py::module_::import("hashpivot.errors").attr("NonFiniteError").ptr(), e.what());
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("NonFiniteError").ptr(),
+                      e.what());
     } catch (const ZeroVectorError& e) {
-      PyErr_SetString(py::module_::import("hashpivot.errors").attr("ZeroVectorError").ptr(), e.what());
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("ZeroVectorError").ptr(),
+                      e.what());
     } catch (const DtypeError& e) {
-      PyErr_SetString(py::module_::import("hashpivot.errors").attr("InvalidTypeError").ptr(), e.what());
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("InvalidTypeError").ptr(),
+                      e.what());
     } catch (const InputError& e) {
-      PyErr_SetString(py::module_::import("hashpivot.errors").attr("InvalidInputError").ptr(), e.what());
+      PyErr_SetString(py::module_::import("hashpivot.errors").attr("InvalidInputError").ptr(),
+                      e.what());
     }
   });
   m.attr("MIN_BITS") = kMinBits;
@@ -644,11 +653,14 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("set_isa", [](const std::string& name) {
     Isa isa;
-    if (!parse_isa(name, &isa)) fail("unknown isa '" + name + "'; use portable, popcnt, avx2 or avx512");
+    if (!parse_isa(name, &isa))
+      fail("unknown isa '" + name + "'; use portable, popcnt, avx2 or avx512");
     set_isa(isa);
   });
 
-  py::enum_<Scoring>(m, "Scoring").value("hamming", Scoring::kHamming).value("asymmetric", Scoring::kAsymmetric);
+  py::enum_<Scoring>(m, "Scoring")
+      .value("hamming", Scoring::kHamming)
+      .value("asymmetric", Scoring::kAsymmetric);
   py::enum_<Source>(m, "Source")
       .value("all", Source::kAll)
       .value("band", Source::kBand)
@@ -672,10 +684,10 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("threads", &Plan::threads);
   py::class_<Snapshot>(m, "Snapshot", "An immutable version of an index's rows, validated once")
       .def(py::init<const py::array&, const py::object&, const py::object&, const py::object&,
-                    const py::object&, const py::object&, const py::object&, int,
+                    const py::object&, const py::object&, const py::object&, int, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&, const py::object&>(),
+                    const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
@@ -683,8 +695,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("radius") = py::none(), py::arg("cdist") = py::none(),
            py::arg("list_centres") = py::none(), py::arg("list_offsets") = py::none(),
            py::arg("factors") = py::none(), py::arg("lists") = py::none(),
-           py::arg("vectors") = py::none(),
-           py::arg("scales") = py::none())
+           py::arg("vectors") = py::none(), py::arg("scales") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,

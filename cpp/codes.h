@@ -13,7 +13,7 @@ constexpr int kMinBits = 64;
 constexpr int kMaxBits = 1024;
 constexpr int kMaxWords = kMaxBits / 64;
 constexpr int kMaxPivots = 16;
-constexpr int kMaxDim = 65536;      // embedding dimensions a snapshot accepts
+constexpr int kMaxDim = 65536;       // embedding dimensions a snapshot accepts
 constexpr int kMaxSortedLevels = 2;  // pivots whose distance orders the flat layout's rows
 
 // Codes are rows of n_bits / 8 bytes in np.packbits order; a distance ignores bit order.

@@ -33,10 +33,10 @@ const EngineOps& engine();  // the table in use
 void set_isa(Isa isa);      // for tests and benchmarks; throws if the CPU lacks it
 
 // The entry points of one ISA's engine (used inside that ISA's translation unit).
-#define HP_ENGINE_OPS(A)                                                                  \
-  EngineOps {                                                                             \
+#define HP_ENGINE_OPS(A)                                                                    \
+  EngineOps {                                                                               \
     A::kIsa, &search<A>, &range_search<A>, &distances<A>, &band_filter_rows<A>, &encode<A>, \
-        &asym_rescore<A>                                                                  \
+        &asym_rescore<A>                                                                    \
   }
 
 }  // namespace hashpivot

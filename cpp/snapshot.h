@@ -70,12 +70,12 @@ struct HammingPartitions {
 // IVF layout: rows grouped by the nearest float centre; codes are of the residual x - c and a
 // row's score is <q, c> + factor * <z, 2b - 1>.
 struct FloatLists {
-  const float* centres = nullptr;  // (C, dim)
+  const float* centres = nullptr;    // (C, dim)
   const float* centres_t = nullptr;  // (dim, C_pad): transposed, zero columns up to C_pad
-  int64_t C = 0, C_pad = 0;        // C_pad: C rounded up to 64 (the blocked product's width)
+  int64_t C = 0, C_pad = 0;          // C_pad: C rounded up to 64 (the blocked product's width)
   int dim = 0;
-  const int64_t* offsets = nullptr;  // C + 1
-  const float* factors = nullptr;    // n
+  const int64_t* offsets = nullptr;    // C + 1
+  const float* factors = nullptr;      // n
   const int32_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
 };
 
@@ -113,11 +113,11 @@ struct Plan {
   int pool = 0;
   int candidates = 0;
   bool hamming_first = false;
-  int threshold = -1;  // pivot band t; -1: none
-  int nprobe = 0;      // partitions or lists probed; 0 with partitions: exact
+  int threshold = -1;      // pivot band t; -1: none
+  int nprobe = 0;          // partitions or lists probed; 0 with partitions: exact
   int64_t probe_rows = 0;  // with a filter: probe lists until this many allowed rows were seen
   bool rerank = false;
-  bool exact_allowed = false;  // the allowed rows are few: rerank them all, no code stage
+  bool exact_allowed = false;   // the allowed rows are few: rerank them all, no code stage
   bool quantized_only = false;  // asymmetric: return the first stage's quantized distances
   int threads = 0;
 };
@@ -137,18 +137,18 @@ struct Queries {
   int64_t n = 0;
   const float* vectors = nullptr;  // (n, dim)
   int dim = 0;
-  bool normalize = false;          // cosine: each vector scaled to unit length first
+  bool normalize = false;              // cosine: each vector scaled to unit length first
   const float* projections = nullptr;  // (n, n_bits)
-  const uint8_t* codes = nullptr;  // (n, nbytes)
-  const int32_t* lo = nullptr;     // (n, P) pivot band bounds given directly (else computed
-  const int32_t* hi = nullptr;     // from the snapshot's pivots and the plan's threshold)
+  const uint8_t* codes = nullptr;      // (n, nbytes)
+  const int32_t* lo = nullptr;         // (n, P) pivot band bounds given directly (else computed
+  const int32_t* hi = nullptr;         // from the snapshot's pivots and the plan's threshold)
 };
 
 struct Results {
-  float* scores = nullptr;      // (n, k) when the output is float
+  float* scores = nullptr;       // (n, k) when the output is float
   int32_t* distances = nullptr;  // (n, k) when it is Hamming distances
-  int64_t* ids = nullptr;       // (n, k)
-  int64_t scanned = 0;          // rows scored by the first stage, all queries
+  int64_t* ids = nullptr;        // (n, k)
+  int64_t scanned = 0;           // rows scored by the first stage, all queries
 };
 
 }  // namespace hashpivot

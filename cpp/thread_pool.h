@@ -26,7 +26,8 @@ inline int available_threads() {
   if (const char* env = std::getenv("HASHPIVOT_NUM_THREADS")) {
     char* end = nullptr;
     const long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v >= 1) return static_cast<int>(std::min<long>(v, kMaxThreads));
+    if (end != env && *end == '\0' && v >= 1)
+      return static_cast<int>(std::min<long>(v, kMaxThreads));
   }
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));

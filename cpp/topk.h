@@ -25,7 +25,9 @@ HP_INLINE bool operator<(const Scored<K>& a, const Scored<K>& b) {
 
 // The smallest key above k that a collector must still admit so rows tied at k can enter.
 HP_INLINE int32_t key_after(int32_t k) { return k + 1; }
-HP_INLINE float key_after(float k) { return std::nextafter(k, std::numeric_limits<float>::infinity()); }
+HP_INLINE float key_after(float k) {
+  return std::nextafter(k, std::numeric_limits<float>::infinity());
+}
 
 // The k smallest of per-part results, sorted.
 template <class K>

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,106 @@ def banded_answer(index, q: np.ndarray, k: int, t: int, rows=None):
         keep = [np.intersect1d(a, b) for a, b in zip(keep, rows)]
     D, R = ref_knn(q, np.asarray(index.codes), k, rows=keep)
     return D, np.where(R >= 0, index.ids[np.maximum(R, 0)], -1)
+
+
+# A tiny sentence-transformers model and a small Japanese corpus: CLI, server and Ray tests
+WORDS = [
+    "ファイル",
+    "圧縮",
+    "ディレクトリ",
+    "一覧",
+    "表示",
+    "プロセス",
+    "シグナル",
+    "送る",
+    "ネットワーク",
+    "設定",
+    "query",
+    "passage",
+    ":",
+    "the",
+    "file",
+    "list",
+    "send",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 1-layer BERT with random weights and a small WordPiece vocabulary, saved as a
+    sentence-transformers folder: no hub access needed."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = [*specials, *WORDS, *list("abcdefghijklmnopqrstuvwxyz0123456789")]
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers import models as tk_models
+
+    wp = Tokenizer(tk_models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = BertTokenizerFast(
+        tokenizer_object=wp,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+    )
+    assert tok.tokenize("query: ファイル") == ["query", ":", "ファイル"]
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    bert_dir = root / "bert"
+    BertModel(cfg).save_pretrained(bert_dir)
+    tok.save_pretrained(bert_dir)
+    st = SentenceTransformer(
+        modules=[models.Transformer(str(bert_dir)), models.Pooling(64)],
+        prompts={"query": "query: ", "document": "passage: "},
+    )
+    path = root / "tiny-model"  # its own prompts, as E5 models on the Hub define them
+    st.save(str(path))
+    return str(path)
+
+
+def make_corpus(tmp_path, n=120):
+    rng = np.random.default_rng(0)
+    topics = [
+        "ファイル 圧縮",
+        "ディレクトリ 一覧 表示",
+        "プロセス シグナル 送る",
+        "ネットワーク 設定",
+    ]
+    recs = []
+    for i in range(n):
+        t = topics[i % 4]
+        words = " ".join(rng.choice(WORDS, 12))
+        recs.append({"id": f"doc{i}", "title": f"{t} {i}", "text": f"{t} {t} {words} {i}" * 2})
+    p = tmp_path / "corpus.jsonl"
+    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs))
+    q = tmp_path / "queries.jsonl"
+    q.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "qid": f"q{j}",
+                    "text": topics[j],
+                    "relevant": [f"doc{i}" for i in range(j, n, 4)],
+                },
+                ensure_ascii=False,
+            )
+            for j in range(4)
+        )
+    )
+    return p, q

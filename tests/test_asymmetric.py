@@ -27,9 +27,16 @@ def quantized_distances(z, codes):
     return (7 * n - (v.astype(np.int64) @ b.T - 8 * b.sum(1)[None, :])).astype(np.int64)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 300), nq=st.integers(1, 3), n_bits=st.sampled_from(WIDTHS),
-       k=st.integers(1, 80), seed=st.integers(0, 2**32 - 1))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 300),
+    nq=st.integers(1, 3),
+    n_bits=st.sampled_from(WIDTHS),
+    k=st.integers(1, 80),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_quantized_scan_matches_numpy(isa, n, nq, n_bits, k, seed):
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
@@ -68,7 +75,9 @@ def test_quantization_error_is_bounded():
     step = np.abs(z).max(1) / 7.5
     approx = (7 * 128 - quantized_distances(z, codes)) * 2  # 2 sum u b - ... up to a constant
     exact = exact_scores(z, codes)
-    for j in range(5):  # |z_j - step u_j| <= step / 2 on every bit: the score moves <= n step / 2 * 2
+    for j in range(
+        5
+    ):  # |z_j - step u_j| <= step / 2 on every bit: the score moves <= n step / 2 * 2
         u_sum = np.clip(np.round(z[j] / step[j]), -8, 7).sum()
         err = np.abs(step[j] * (approx[j] - u_sum) - exact[j])
         assert err.max() <= 128 * step[j] / 2 * 2 + 1e-3
@@ -91,8 +100,14 @@ def test_index_asymmetric_equals_brute_force(shortlist):
     x = data(1500, seed=51)
     index = Index.build(x, n_bits=64)
     q = data(6, seed=52)
-    S, I = index.search(q, k=10, rerank=False, scoring="asymmetric", shortlist=shortlist,
-                        candidates=1500 if shortlist is None else 10)
+    S, I = index.search(
+        q,
+        k=10,
+        rerank=False,
+        scoring="asymmetric",
+        shortlist=shortlist,
+        candidates=1500 if shortlist is None else 10,
+    )
     z = index.itq.project(q)
     ref = exact_scores(z, index.codes)
     if shortlist == 150:  # the Hamming shortlist, as rows

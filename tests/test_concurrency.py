@@ -14,7 +14,7 @@ def test_parallel_searches_equal_serial_ones():
     x = data(6000, seed=21)
     index = Index.build(x, n_bits=64)
     q = data(64, seed=22)
-    want = [index.search(q[i:i + 1], k=10, threshold=(8 if i % 2 else None)) for i in range(64)]
+    want = [index.search(q[i : i + 1], k=10, threshold=(8 if i % 2 else None)) for i in range(64)]
     errors, done = [], [0]
 
     def worker(tid):
@@ -22,7 +22,7 @@ def test_parallel_searches_equal_serial_ones():
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             i = int(rng.integers(64))
-            s, ids = index.search(q[i:i + 1], k=10, threshold=(8 if i % 2 else None))
+            s, ids = index.search(q[i : i + 1], k=10, threshold=(8 if i % 2 else None))
             if not (np.array_equal(ids, want[i][1]) and np.array_equal(s, want[i][0])):
                 errors.append(i)
             done[0] += 1
@@ -57,14 +57,17 @@ def test_add_remove_while_searching_is_safe():
         while not stop.is_set():
             s, ids = index.search(q, k=10)
             for j in range(len(q)):  # each query sees one consistent version
-                ok = any(np.array_equal(ids[j], w[1][j]) and np.allclose(s[j], w[0][j])
-                         for w in (before, after))
+                ok = any(
+                    np.array_equal(ids[j], w[1][j]) and np.allclose(s[j], w[0][j])
+                    for w in (before, after)
+                )
                 if not ok:
                     failures.append(j)
             searches[0] += 1
 
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(t,))
-                                                   for t in range(4)]
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader, args=(t,)) for t in range(4)
+    ]
     for t in threads:
         t.start()
     time.sleep(2.5)

@@ -44,10 +44,16 @@ def test_kill_during_save_leaves_old_or_new_index(tmp_path):
     want[19900] = ref.search(q, k=5)
     rng = np.random.default_rng(0)
     outcomes = []
-    for trial in range(8):
-        p = subprocess.Popen([sys.executable, "-c", SAVER.format(tests=str(ROOT), path=str(path),
-                                                               vecs=str(tmp_path / "vecs.npy"))],
-                             stdout=subprocess.PIPE, text=True)
+    for _trial in range(8):
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SAVER.format(tests=str(ROOT), path=str(path), vecs=str(tmp_path / "vecs.npy")),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert p.stdout.readline().strip() == "ready"
         time.sleep(float(rng.uniform(0.05, 0.6)))
         p.send_signal(signal.SIGKILL)
@@ -79,9 +85,18 @@ def test_mmap_index_shared_between_processes(tmp_path):
     index.save(path)
     q = data(4, seed=34)
     np.save(tmp_path / "q.npy", q)
-    procs = [subprocess.Popen([sys.executable, "-c", READER.format(
-        path=str(path), q=str(tmp_path / "q.npy"), out=str(tmp_path / f"o{j}.npy"))])
-        for j in range(3)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                READER.format(
+                    path=str(path), q=str(tmp_path / "q.npy"), out=str(tmp_path / f"o{j}.npy")
+                ),
+            ]
+        )
+        for j in range(3)
+    ]
     assert all(p.wait() == 0 for p in procs)
     want = index.search(q, k=5)[1]
     for j in range(3):

@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -20,10 +19,9 @@ import numpy as np
 import pytest
 
 import hashpivot as hp
-from hashpivot import Index, ITQ
-from hashpivot import errors
+from hashpivot import ITQ, Index, errors
 from hashpivot.cli import main
-from hashpivot.storage import HEADER, JOURNAL
+from hashpivot.storage import HEADER
 from test_index import data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +57,12 @@ def test_1_foreign_files_survive_save(tmp_path, small):
     assert np.array_equal(np.load(d / "embeddings.npy"), x)
     assert (d / "notes.npz").read_bytes() == b"mine" and (d / "draft.tmp").read_text() == "mine too"
     assert (d / "codes-000000000000.npy").read_bytes() == b"looks like ours, is not"
-    ours = {p.name for p in d.iterdir()} - {"embeddings.npy", "notes.npz", "draft.tmp",
-                                            "codes-000000000000.npy"}
+    ours = {p.name for p in d.iterdir()} - {
+        "embeddings.npy",
+        "notes.npz",
+        "draft.tmp",
+        "codes-000000000000.npy",
+    }
     assert ours == named_files(d)  # nothing else: the previous generations are gone
     assert len(Index.load(d)) == 298
 
@@ -97,8 +99,20 @@ def test_1_cli_build_into_the_embeddings_directory_is_refused(tmp_path, capsys):
     x = data(20, d=384, seed=93)
     np.save(d / "embeddings.npy", x)
     np.save(d / "query_embeddings.npy", x[:3])
-    code = main(["build", str(tmp_path / "c.jsonl"), "--out", str(d), "--embeddings",
-                 str(d / "embeddings.npy"), "--bits", "64", "--min-chars", "5"])
+    code = main(
+        [
+            "build",
+            str(tmp_path / "c.jsonl"),
+            "--out",
+            str(d),
+            "--embeddings",
+            str(d / "embeddings.npy"),
+            "--bits",
+            "64",
+            "--min-chars",
+            "5",
+        ]
+    )
     assert code == 2 and "not empty" in capsys.readouterr().err
     assert np.array_equal(np.load(d / "embeddings.npy"), x)
     assert np.array_equal(np.load(d / "query_embeddings.npy"), x[:3])
@@ -120,9 +134,23 @@ def test_2_processes_saving_to_one_directory(tmp_path):
     np.save(tmp_path / "vecs.npy", x)
     path = tmp_path / "idx"
     for trial in range(20):
-        procs = [subprocess.Popen([sys.executable, "-c", SAVER.format(
-            vecs=str(tmp_path / "vecs.npy"), n=300 + 50 * j, offset=1000 * j, seed=j, rounds=3,
-            path=str(path))]) for j in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    SAVER.format(
+                        vecs=str(tmp_path / "vecs.npy"),
+                        n=300 + 50 * j,
+                        offset=1000 * j,
+                        seed=j,
+                        rounds=3,
+                        path=str(path),
+                    ),
+                ]
+            )
+            for j in range(2)
+        ]
         assert all(p.wait(timeout=120) == 0 for p in procs)
         loaded = Index.load(path)  # verifies every checksum
         assert (len(loaded), int(loaded.ids.min())) in ((300, 0), (350, 1000)), trial
@@ -168,9 +196,15 @@ def test_3_loads_during_saves_see_old_or_new(tmp_path):
     path = tmp_path / "idx"
     Index.build(data(2000, seed=97), n_bits=64).save(path)
     np.save(tmp_path / "extra.npy", data(5, seed=98))
-    p = subprocess.Popen([sys.executable, "-c", LOOP_SAVER.format(
-        path=str(path), vecs=str(tmp_path / "extra.npy"), seconds=10)], stdout=subprocess.PIPE,
-        text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            LOOP_SAVER.format(path=str(path), vecs=str(tmp_path / "extra.npy"), seconds=10),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout.readline().strip() == "ready"
     loads, bad = 0, []
     t0 = time.time()
@@ -205,7 +239,7 @@ def test_4_disk_full_save_cleans_up(tmp_path, small, monkeypatch):
 
     monkeypatch.setattr(np, "save", full)
     index.remove([5])
-    with pytest.raises(errors.StorageError, match="failed writing .*no space left") as e:
+    with pytest.raises(errors.StorageError, match=r"failed writing .*no space left") as e:
         index.save(path)
     assert isinstance(e.value, OSError) and e.value.errno == errno.ENOSPC
     monkeypatch.setattr(np, "save", real_save)
@@ -237,8 +271,15 @@ TMPFS_SAVE = textwrap.dedent("""
 def test_4_disk_full_on_a_real_small_tmpfs(tmp_path):
     np.save(tmp_path / "x.npy", data(6000, d=256, seed=99))
     script = TMPFS_SAVE.format(vecs=str(tmp_path / "x.npy"))
-    cmd = ["unshare", "-rm", "sh", "-c", "mkdir -p /tmp/hp-tmpfs && mount -t tmpfs -o size=2m "
-           f"none /tmp/hp-tmpfs && exec {sys.executable} -c \"$0\"", script]
+    cmd = [
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/hp-tmpfs && mount -t tmpfs -o size=2m "
+        f'none /tmp/hp-tmpfs && exec {sys.executable} -c "$0"',
+        script,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if r.returncode != 0 and "mount" in r.stderr and "Traceback" not in r.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}")
@@ -273,11 +314,13 @@ def test_6_counts_are_capped(small, capsys, tmp_path):
 def _bomb(path, itq, member="extra.npy", size=256 << 20):
     buf = Path(path)
     itq.save(buf)
-    with zipfile.ZipFile(buf, "a", compression=zipfile.ZIP_DEFLATED) as zf:
-        with zf.open(member, "w", force_zip64=True) as f:
-            chunk = b"\0" * (1 << 22)
-            for _ in range(size // len(chunk)):
-                f.write(chunk)
+    with (
+        zipfile.ZipFile(buf, "a", compression=zipfile.ZIP_DEFLATED) as zf,
+        zf.open(member, "w", force_zip64=True) as f,
+    ):
+        chunk = b"\0" * (1 << 22)
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
 
 
 BOMB_LOAD = textwrap.dedent("""
@@ -297,14 +340,20 @@ def test_7_itq_zip_bomb(tmp_path):
     itq = ITQ(64).fit(data(300, seed=100))
     _bomb(tmp_path / "bomb.npz", itq)
     assert (tmp_path / "bomb.npz").stat().st_size < 2 << 20
-    r = subprocess.run([sys.executable, "-c", BOMB_LOAD, str(tmp_path / "bomb.npz")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", BOMB_LOAD, str(tmp_path / "bomb.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     kind, grew_mb = r.stdout.split()
     assert kind == "loaded" and int(grew_mb) < 64  # the unknown member is never read
     # a member whose header declares a huge shape is refused before it is read
     with zipfile.ZipFile(tmp_path / "bomb.npz") as zf:
         members = {n: zf.read(n) for n in zf.namelist() if n != "extra.npy"}
-    hdr = b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }"
+    hdr = (
+        b"\x93NUMPY\x01\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000,), }"
+    )
     hdr = hdr[:8] + (118).to_bytes(2, "little") + hdr[8:].ljust(118 - 1) + b"\n"
     members["mean.npy"] = hdr
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as zf:
@@ -315,9 +364,20 @@ def test_7_itq_zip_bomb(tmp_path):
 
 
 # ---- 8. header fields are checked before anything is allocated ----
-@pytest.mark.parametrize("field, value", [("levels", 5), ("n_bits", 10**6), ("n", 10**15),
-                                          ("dim", 10**9), ("n_pivots", 1000), ("store", "int4"),
-                                          ("layout", "tree"), ("meta", [1]), ("n", -1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("levels", 5),
+        ("n_bits", 10**6),
+        ("n", 10**15),
+        ("dim", 10**9),
+        ("n_pivots", 1000),
+        ("store", "int4"),
+        ("layout", "tree"),
+        ("meta", [1]),
+        ("n", -1),
+    ],
+)
 def test_8_header_fields_are_bounded(tmp_path, small, field, value):
     _, index = small
     index.save(tmp_path / "idx")
@@ -443,22 +503,50 @@ def test_14_cli_errors_are_one_line(tmp_path, capsys):
     bad_line = tmp_path / "bad.jsonl"
     bad_line.write_text(json.dumps(recs[0]) + "\n42\n")
     broken = tmp_path / "broken.jsonl"
-    broken.write_text(json.dumps(recs[0]) + "\n{\"id\": 1, \"text\": \n")
+    broken.write_text(json.dumps(recs[0]) + '\n{"id": 1, "text": \n')
     np.savez(tmp_path / "x.npz", a=np.zeros((3, 3)))
     idx = tmp_path / "idx"
     np.save(tmp_path / "emb.npy", data(30, d=384, seed=101))
-    assert main(["build", str(corpus), "--out", str(idx), "--embeddings",
-                 str(tmp_path / "emb.npy"), "--bits", "64", "--min-chars", "5"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(idx),
+                "--embeddings",
+                str(tmp_path / "emb.npy"),
+                "--bits",
+                "64",
+                "--min-chars",
+                "5",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     calls = [
-        (["build", str(corpus), "--out", str(tmp_path / "o1"), "--embeddings",
-          str(tmp_path / "x.npz")], ".npy"),
+        (
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(tmp_path / "o1"),
+                "--embeddings",
+                str(tmp_path / "x.npz"),
+            ],
+            ".npy",
+        ),
         (["eval", str(idx), "--n-queries", "0"], "n-queries"),
         (["search", str(idx), "q", "-k", "2147483648"], "2,147,483,647"),
-        (["build", str(bad_line), "--out", str(tmp_path / "o2"), "--min-chars", "5"],
-         "bad.jsonl:2"),
-        (["build", str(broken), "--out", str(tmp_path / "o3"), "--min-chars", "5"],
-         "broken.jsonl:2"),
+        (
+            ["build", str(bad_line), "--out", str(tmp_path / "o2"), "--min-chars", "5"],
+            "bad.jsonl:2",
+        ),
+        (
+            ["build", str(broken), "--out", str(tmp_path / "o3"), "--min-chars", "5"],
+            "broken.jsonl:2",
+        ),
         (["eval", str(idx), "--limits", ""], "limits"),
         (["build", str(corpus), "--out", str(tmp_path / "o4"), "--limit", "0"], "limit"),
         (["search", str(tmp_path / "nope"), "q"], "nope"),
@@ -474,9 +562,25 @@ def test_14_cli_limit_with_embeddings_takes_the_first_rows(tmp_path, capsys):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(json.dumps(r) for r in recs))
     np.save(tmp_path / "emb.npy", data(30, d=384, seed=102))
-    assert main(["build", str(corpus), "--out", str(tmp_path / "idx"), "--embeddings",
-                 str(tmp_path / "emb.npy"), "--bits", "64", "--min-chars", "5",
-                 "--limit", "12"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(tmp_path / "idx"),
+                "--embeddings",
+                str(tmp_path / "emb.npy"),
+                "--bits",
+                "64",
+                "--min-chars",
+                "5",
+                "--limit",
+                "12",
+            ]
+        )
+        == 0
+    )
     assert "indexed 12 documents" in capsys.readouterr().out
     assert len(Index.load(tmp_path / "idx")) == 12
 

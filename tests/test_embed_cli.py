@@ -8,46 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import WORDS, make_corpus  # noqa: F401  (tiny_model is a conftest fixture)
 from hashpivot import embed
 from hashpivot.cli import main
 from hashpivot.corpus import load_corpus, load_queries, parse_manpage
-
-WORDS = ["ファイル", "圧縮", "ディレクトリ", "一覧", "表示", "プロセス", "シグナル", "送る", "ネットワーク",
-         "設定", "query", "passage", ":", "the", "file", "list", "send"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 1-layer BERT with random weights and a small WordPiece vocabulary, saved as a
-    sentence-transformers folder: no hub access needed."""
-    pytest.importorskip("sentence_transformers")
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    root = tmp_path_factory.mktemp("tiny")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + list("abcdefghijklmnopqrstuvwxyz0123456789")
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers import models as tk_models
-
-    wp = Tokenizer(tk_models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
-    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok = BertTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", cls_token="[CLS]",
-                            sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]")
-    assert tok.tokenize("query: ファイル") == ["query", ":", "ファイル"]
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    import torch
-
-    torch.manual_seed(0)
-    bert_dir = root / "bert"
-    BertModel(cfg).save_pretrained(bert_dir)
-    tok.save_pretrained(bert_dir)
-    st = SentenceTransformer(modules=[models.Transformer(str(bert_dir)), models.Pooling(64)],
-                             prompts={"query": "query: ", "document": "passage: "})
-    path = root / "tiny-model"  # its own prompts, as E5 models on the Hub define them
-    st.save(str(path))
-    return str(path)
 
 
 def test_sentence_transformers_encoder_applies_prefixes(tiny_model):
@@ -65,8 +29,9 @@ def test_sentence_transformers_encoder_applies_prefixes(tiny_model):
     assert not np.allclose(q, d)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
     custom = embed.get_encoder(tiny_model, device="cpu", prefixes=("Q ", "D "))
-    np.testing.assert_allclose(custom.encode_queries("file"),
-                               raw.encode(["Q file"], normalize_embeddings=True), atol=1e-5)
+    np.testing.assert_allclose(
+        custom.encode_queries("file"), raw.encode(["Q file"], normalize_embeddings=True), atol=1e-5
+    )
 
 
 def test_unknown_model_is_a_clear_error():
@@ -76,14 +41,20 @@ def test_unknown_model_is_a_clear_error():
         embed.get_encoder("/nonexistent/model-folder", device="cpu")
 
 
-@pytest.mark.parametrize("name, want", [
-    ("intfloat/multilingual-e5-small", ("query: ", "passage: ")),
-    ("intfloat/e5-base-v2", ("query: ", "passage: ")),
-    ("intfloat/multilingual-e5-large-instruct", None),  # an instruction, no passage prefix
-    ("BAAI/bge-small-en-v1.5", ("Represent this sentence for searching relevant passages: ", "")),
-    ("sentence-transformers/all-MiniLM-L6-v2", ("", "")),
-    ("my-e5ish-model", ("", "")),  # no guessing by substring
-])
+@pytest.mark.parametrize(
+    "name, want",
+    [
+        ("intfloat/multilingual-e5-small", ("query: ", "passage: ")),
+        ("intfloat/e5-base-v2", ("query: ", "passage: ")),
+        ("intfloat/multilingual-e5-large-instruct", None),  # an instruction, no passage prefix
+        (
+            "BAAI/bge-small-en-v1.5",
+            ("Represent this sentence for searching relevant passages: ", ""),
+        ),
+        ("sentence-transformers/all-MiniLM-L6-v2", ("", "")),
+        ("my-e5ish-model", ("", "")),  # no guessing by substring
+    ],
+)
 def test_known_prefixes_by_family(name, want):
     got = embed.known_prefixes(name)
     if want is None:
@@ -174,7 +145,7 @@ def test_corpus_loaders(tmp_path):
 
 
 def test_manpage_parser():
-    src = r'''.\" comment
+    src = r""".\" comment
 .TH GZIP 1
 .SH 名前
 gzip, gunzip \- ファイルを圧縮・伸長する
@@ -186,63 +157,114 @@ gzip, gunzip \- ファイルを圧縮・伸長する
 ファイルのサイズを小さくする。
 .PP
 二つ目の段落。
-'''
+"""
     page = parse_manpage(src)
     assert page["name"] == "gzip, gunzip - ファイルを圧縮・伸長する"
-    assert "gzip は Lempel-Ziv 符号化 (LZ77) を用いて ファイルのサイズを小さくする。" in page["paragraphs"]
+    assert (
+        "gzip は Lempel-Ziv 符号化 (LZ77) を用いて ファイルのサイズを小さくする。"
+        in page["paragraphs"]
+    )
     assert "二つ目の段落。" in page["paragraphs"]
     assert not any("\\f" in p for p in page["paragraphs"])
 
 
-def _corpus(tmp_path, n=120):
-    rng = np.random.default_rng(0)
-    topics = ["ファイル 圧縮", "ディレクトリ 一覧 表示", "プロセス シグナル 送る", "ネットワーク 設定"]
-    recs = []
-    for i in range(n):
-        t = topics[i % 4]
-        words = " ".join(rng.choice(WORDS, 12))
-        recs.append({"id": f"doc{i}", "title": f"{t} {i}", "text": f"{t} {t} {words} {i}" * 2})
-    p = tmp_path / "corpus.jsonl"
-    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs))
-    q = tmp_path / "queries.jsonl"
-    q.write_text("\n".join(json.dumps({"qid": f"q{j}", "text": topics[j],
-                                       "relevant": [f"doc{i}" for i in range(j, n, 4)]},
-                                      ensure_ascii=False) for j in range(4)))
-    return p, q
-
-
 def test_cli_end_to_end(tmp_path, tiny_model, capsys):
-    corpus, queries = _corpus(tmp_path)
+    corpus, queries = make_corpus(tmp_path)
     out = tmp_path / "idx"
-    assert main(["build", str(corpus), "--out", str(out), "--model", tiny_model, "--bits", "64",
-                 "--min-chars", "10", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(out),
+                "--model",
+                tiny_model,
+                "--bits",
+                "64",
+                "--min-chars",
+                "10",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "indexed 120 documents" in capsys.readouterr().out
     assert main(["search", str(out), "ファイル 圧縮", "-k", "5", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert len(res["results"]) == 5 and all(r["id"].startswith("doc") for r in res["results"])
-    assert main(["search", str(out), "ファイル 圧縮", "--threshold", "20", "--candidates", "50"]) == 0
+    assert (
+        main(["search", str(out), "ファイル 圧縮", "--threshold", "20", "--candidates", "50"]) == 0
+    )
     assert "query: ファイル 圧縮" in capsys.readouterr().out
     report = tmp_path / "report"
-    assert main(["eval", str(out), "--queries", str(queries), "--limits", "10,50",
-                 "--n-queries", "20", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(out),
+                "--queries",
+                str(queries),
+                "--limits",
+                "10,50",
+                "--n-queries",
+                "20",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "no filter" in text and "pivot t=15" in text and "Known-item" in text
-    assert (report / "report.md").is_file() and (report / "recall_vs_time.png").stat().st_size > 1000
-    assert json.loads((report / "report.json").read_text())["known_item"][0]["method"] == "exact float"
+    assert (report / "report.md").is_file() and (
+        report / "recall_vs_time.png"
+    ).stat().st_size > 1000
+    assert (
+        json.loads((report / "report.json").read_text())["known_item"][0]["method"] == "exact float"
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_model, capsys):
     assert main(["search", str(tmp_path / "missing"), "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hashpivot: error:") and err.count("\n") == 1
-    corpus, _ = _corpus(tmp_path)
-    assert main(["build", str(corpus), "--out", str(tmp_path / "i"), "--text-field", "nope",
-                 "--model", tiny_model]) == 2
+    corpus, _ = make_corpus(tmp_path)
+    assert (
+        main(
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(tmp_path / "i"),
+                "--text-field",
+                "nope",
+                "--model",
+                tiny_model,
+            ]
+        )
+        == 2
+    )
     assert "no field 'nope'" in capsys.readouterr().err
     assert main(["build", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "i")]) == 2
     out = tmp_path / "idx"
-    main(["build", str(corpus), "--out", str(out), "--model", tiny_model, "--bits", "64",
-          "--min-chars", "10", "--device", "cpu"])
+    main(
+        [
+            "build",
+            str(corpus),
+            "--out",
+            str(out),
+            "--model",
+            tiny_model,
+            "--bits",
+            "64",
+            "--min-chars",
+            "10",
+            "--device",
+            "cpu",
+        ]
+    )
     capsys.readouterr()
     assert main(["search", str(out), "x", "--model", "other-model"]) == 2
     assert "built with model" in capsys.readouterr().err
@@ -250,8 +272,9 @@ def test_cli_errors_are_one_line(tmp_path, tiny_model, capsys):
 
 def test_console_script_help():
     for cmd in ([], ["build"], ["search"], ["eval"], ["demo"]):
-        r = subprocess.run([sys.executable, "-m", "hashpivot.cli", *cmd, "--help"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "hashpivot.cli", *cmd, "--help"], capture_output=True, text=True
+        )
         assert r.returncode == 0 and "usage: hashpivot" in r.stdout
 
 

@@ -4,7 +4,8 @@ and whether a query is searched alone or in a batch (hypothesis)."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import hashpivot as hp
 
@@ -16,7 +17,7 @@ def corpus(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((20, DIM))
     x = centres[rng.integers(0, 20, N)] + 0.4 * rng.standard_normal((N, DIM))
-    x[N // 2:N // 2 + 300] = x[:300]  # duplicates: tied exact scores, tied codes
+    x[N // 2 : N // 2 + 300] = x[:300]  # duplicates: tied exact scores, tied codes
     return x.astype(np.float32)
 
 
@@ -51,7 +52,7 @@ def assert_exact(scores, ids, ref, k):
         valid = ids[j] >= 0
         assert len(set(ids[j][valid])) == valid.sum()
         np.testing.assert_allclose(scores[j][valid], ref[j][ids[j][valid]], atol=1e-5)
-        np.testing.assert_allclose(scores[j][valid], best[:valid.sum()], atol=1e-5)
+        np.testing.assert_allclose(scores[j][valid], best[: valid.sum()], atol=1e-5)
         assert valid.sum() == np.isfinite(best).sum()  # -1 only where fewer rows qualify
 
 
@@ -116,18 +117,22 @@ def test_filter_errors(indexes):
     assert (ids == -1).all() and np.isneginf(s).all()
 
 
-SEARCHES = st.fixed_dictionaries({
-    "layout": st.sampled_from(list(LAYOUTS)),
-    "scoring": st.sampled_from(["asymmetric", "hamming"]),
-    "k": st.integers(1, 30),
-    "candidates": st.integers(1, 400),
-    "nprobe": st.one_of(st.none(), st.integers(1, 40)),
-    "rows": st.lists(st.integers(0, len(Q) - 1), min_size=2, max_size=12),
-    "filtered": st.booleans(),
-})
+SEARCHES = st.fixed_dictionaries(
+    {
+        "layout": st.sampled_from(list(LAYOUTS)),
+        "scoring": st.sampled_from(["asymmetric", "hamming"]),
+        "k": st.integers(1, 30),
+        "candidates": st.integers(1, 400),
+        "nprobe": st.one_of(st.none(), st.integers(1, 40)),
+        "rows": st.lists(st.integers(0, len(Q) - 1), min_size=2, max_size=12),
+        "filtered": st.booleans(),
+    }
+)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(s=SEARCHES)
 def test_same_ids_whatever_threads_or_batch(indexes, s):
     index = indexes[s["layout"]]
@@ -144,6 +149,6 @@ def test_same_ids_whatever_threads_or_batch(indexes, s):
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(s1, s2)
     for j in range(len(q)):
-        sj, ij = index.search(q[j:j + 1], s["k"], threads=1, **kw)
+        sj, ij = index.search(q[j : j + 1], s["k"], threads=1, **kw)
         np.testing.assert_array_equal(ij[0], i1[j])
         np.testing.assert_array_equal(sj[0], s1[j])

@@ -35,8 +35,9 @@ def test_notebook_protocol_reproduces_reference(corpus):
 
 def test_threshold_sweep_finds_cheapest_reaching_target(corpus):
     x, index = corpus
-    res = threshold_sweep(index, x, target=0.95, limits=(300, 1000), thresholds=[16, 20],
-                          n_queries=30)
+    res = threshold_sweep(
+        index, x, target=0.95, limits=(300, 1000), thresholds=[16, 20], n_queries=30
+    )
     best = res["best"]
     assert best is not None and best["recall@10"] >= 0.95
     ok = [r for r in res["rows"] if r["recall@10"] >= 0.95]

@@ -35,7 +35,7 @@ class IndexModel(RuleBasedStateMachine):
         n = min(n, len(POOL) - self.next_row)
         if n <= 0:
             return
-        x = POOL[self.next_row:self.next_row + n]
+        x = POOL[self.next_row : self.next_row + n]
         ids = None
         if explicit:
             ids = np.arange(10_000 + self.next_row, 10_000 + self.next_row + n)
@@ -63,8 +63,8 @@ class IndexModel(RuleBasedStateMachine):
             want = ids[np.lexsort((ids, -sims))][:k]
         else:
             want = np.zeros(0, np.int64)
-        np.testing.assert_array_equal(got[0][:len(want)], want)
-        assert (got[0][len(want):] == -1).all()
+        np.testing.assert_array_equal(got[0][: len(want)], want)
+        assert (got[0][len(want) :] == -1).all()
 
     @rule(q=st.integers(0, len(POOL) - 1), t=st.sampled_from([None, 6, 12]))
     def hamming_search(self, q, t):
@@ -92,9 +92,18 @@ TestIndexStateMachine = IndexModel.TestCase
 def test_atheris_fuzzes_the_loader():
     pytest.importorskip("atheris")
     runs = 1500
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("fuzz_loader.py")),
-                        f"-runs={runs}", "-max_total_time=240", "-rss_limit_mb=4096"],
-                       capture_output=True, text=True, timeout=400)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("fuzz_loader.py")),
+            f"-runs={runs}",
+            "-max_total_time=240",
+            "-rss_limit_mb=4096",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     done = re.search(r"Done (\d+) runs", r.stderr)
     assert done and int(done.group(1)) >= 500, r.stderr[-2000:]

@@ -57,7 +57,7 @@ def test_encode_matches_numpy_and_is_row_by_row():
     z = (x.astype(np.float64) - m.mean) @ m.projection.astype(np.float64)
     sure = np.abs(z) > 1e-4  # bits whose projection is clearly away from 0
     np.testing.assert_array_equal(np.unpackbits(whole, axis=1)[sure], (z >= 0)[sure])
-    parts = np.concatenate([m.encode(x[s:s + 97]) for s in range(0, 1000, 97)])
+    parts = np.concatenate([m.encode(x[s : s + 97]) for s in range(0, 1000, 97)])
     np.testing.assert_array_equal(parts, whole)  # the same code alone or in any batch
 
 

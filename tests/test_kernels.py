@@ -13,8 +13,9 @@ import hashpivot as hp
 from conftest import ref_distances, ref_knn
 
 WIDTHS = [64, 128, 192, 256, 512, 1024]
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def make_codes(rng, n, n_bits, clustered):
@@ -24,9 +25,15 @@ def make_codes(rng, n, n_bits, clustered):
 
 
 @SETTINGS
-@given(n=st.integers(0, 300), nq=st.integers(0, 4), n_bits=st.sampled_from(WIDTHS),
-       k=st.integers(0, 320), clustered=st.booleans(), threads=st.sampled_from([None, 1, 2]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 300),
+    nq=st.integers(0, 4),
+    n_bits=st.sampled_from(WIDTHS),
+    k=st.integers(0, 320),
+    clustered=st.booleans(),
+    threads=st.sampled_from([None, 1, 2]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_knn_matches_numpy(isa, n, nq, n_bits, k, clustered, threads, seed):
     rng = np.random.default_rng(seed)
     codes = make_codes(rng, n, n_bits, clustered)
@@ -64,8 +71,12 @@ def test_batch_blocked_equals_single(isa):
 
 
 @SETTINGS
-@given(n=st.integers(0, 200), nq=st.integers(0, 3), n_bits=st.sampled_from(WIDTHS),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 200),
+    nq=st.integers(0, 3),
+    n_bits=st.sampled_from(WIDTHS),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_distances_match_numpy(isa, n, nq, n_bits, seed):
     rng = np.random.default_rng(seed)
     codes = make_codes(rng, n, n_bits, False)
@@ -74,8 +85,12 @@ def test_distances_match_numpy(isa, n, nq, n_bits, seed):
 
 
 @SETTINGS
-@given(n=st.integers(0, 200), n_bits=st.sampled_from(WIDTHS), frac=st.floats(0, 1),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 200),
+    n_bits=st.sampled_from(WIDTHS),
+    frac=st.floats(0, 1),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_range_matches_numpy(isa, n, n_bits, frac, seed):
     rng = np.random.default_rng(seed)
     codes = make_codes(rng, n, n_bits, False)
@@ -86,10 +101,10 @@ def test_range_matches_numpy(isa, n, n_bits, frac, seed):
     for j in range(2):
         rows = np.flatnonzero(ref[j] <= radius)
         rows = rows[np.lexsort((rows, ref[j, rows]))]
-        np.testing.assert_array_equal(I[lims[j]:lims[j + 1]], rows)
-        np.testing.assert_array_equal(D[lims[j]:lims[j + 1]], ref[j, rows])
+        np.testing.assert_array_equal(I[lims[j] : lims[j + 1]], rows)
+        np.testing.assert_array_equal(D[lims[j] : lims[j + 1]], ref[j, rows])
     d1, i1 = hp.hamming_range(q[0], codes, radius)  # 1-D query: (distances, ids)
-    np.testing.assert_array_equal(i1, I[lims[0]:lims[1]])
+    np.testing.assert_array_equal(i1, I[lims[0] : lims[1]])
 
 
 def ref_band(table, qd, t):
@@ -97,8 +112,13 @@ def ref_band(table, qd, t):
 
 
 @SETTINGS
-@given(n=st.integers(0, 400), P=st.integers(1, 16), t=st.integers(0, 30),
-       wide=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 400),
+    P=st.integers(1, 16),
+    t=st.integers(0, 30),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_pivot_filter_matches_numpy(isa, n, P, t, wide, seed):
     rng = np.random.default_rng(seed)
     dtype = np.uint16 if wide else np.uint8
@@ -108,9 +128,15 @@ def test_pivot_filter_matches_numpy(isa, n, P, t, wide, seed):
 
 
 @SETTINGS
-@given(n=st.integers(0, 400), nq=st.integers(1, 3), P=st.sampled_from([1, 4, 8, 16]),
-       t=st.integers(0, 20), k=st.integers(1, 120), n_bits=st.sampled_from([64, 128, 256]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(0, 400),
+    nq=st.integers(1, 3),
+    P=st.sampled_from([1, 4, 8, 16]),
+    t=st.integers(0, 20),
+    k=st.integers(1, 120),
+    n_bits=st.sampled_from([64, 128, 256]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_pivot_knn_is_knn_over_survivors(isa, n, nq, P, t, k, n_bits, seed):
     rng = np.random.default_rng(seed)
     codes = make_codes(rng, n, n_bits, False)
@@ -159,8 +185,9 @@ def test_same_results_as_faiss_index_binary_flat():
 def test_environment_forces_portable_kernels():
     code = "import hashpivot; print(hashpivot.cpu_features()['isa'])"
     env = dict(os.environ, HASHPIVOT_ISA="portable")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "portable"
 
 

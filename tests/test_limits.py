@@ -42,8 +42,8 @@ def test_from_codes_64_and_1024_bits(n_bits):
     qd = np.unpackbits(q[:, None] ^ index.pivots[None], axis=2).sum(2)
     for j in range(5):
         ok = (np.abs(index.table.astype(int) - qd[j]) <= t).all(1)
-        want = ref_knn(q[j:j + 1], index.codes, 10, rows=[np.flatnonzero(ok)])[0]
-        np.testing.assert_array_equal(d[j:j + 1], want)
+        want = ref_knn(q[j : j + 1], index.codes, 10, rows=[np.flatnonzero(ok)])[0]
+        np.testing.assert_array_equal(d[j : j + 1], want)
 
 
 def test_1024_bit_itq_index():
@@ -61,7 +61,8 @@ TEN_MILLION = textwrap.dedent("""
     rng = np.random.default_rng(0)
     codes = np.empty((n, 16), np.uint8)
     for s in range(0, n, 1 << 20):
-        codes[s:s + (1 << 20)] = rng.integers(0, 256, (min(n, s + (1 << 20)) - s, 16), dtype=np.uint8)
+        end = min(n, s + (1 << 20))
+        codes[s:end] = rng.integers(0, 256, (end - s, 16), dtype=np.uint8)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     index = Index.from_codes(codes)
     del codes
@@ -74,12 +75,15 @@ TEN_MILLION = textwrap.dedent("""
 
 
 def test_ten_million_codes_memory():
-    r = subprocess.run([sys.executable, "-c", TEN_MILLION], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", TEN_MILLION], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     codes, table, ids, base, peak = map(int, r.stdout.split())
     assert codes == 160_000_000 and table == 80_000_000 and ids == 80_000_000
     # building sorts the rows once (a second copy of codes, table and ids while it runs)
     assert peak - base < 1_000_000_000, (peak - base) / 1e6
-    print(f"10M codes: index arrays {(codes + table + ids) / 1e6:.0f} MB, "
-          f"peak growth during build+search {(peak - base) / 1e6:.0f} MB")
+    print(
+        f"10M codes: index arrays {(codes + table + ids) / 1e6:.0f} MB, "
+        f"peak growth during build+search {(peak - base) / 1e6:.0f} MB"
+    )

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hashpivot as hp
+from conftest import banded_answer, ref_knn
 from hashpivot import Index
 from hashpivot._io import sha256_array
 from hashpivot.errors import IndexFormatError
 from hashpivot.partition import train_centres
-from conftest import banded_answer, ref_knn
 from test_asymmetric import quantized_distances
 from test_index import data
 
@@ -39,14 +39,21 @@ def scanned_share(index, search):
     before = index.stats()
     search()
     after = index.stats()
-    return ((after["rows_scanned"] - before["rows_scanned"]) /
-            (after["rows_possible"] - before["rows_possible"]))
+    return (after["rows_scanned"] - before["rows_scanned"]) / (
+        after["rows_possible"] - before["rows_possible"]
+    )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 1500), k=st.sampled_from([1, 5, 10, 70]), kind=st.sampled_from(
-    ["random", "clustered", "ties"]), nbytes=st.sampled_from([8, 16, 32]),
-    seed=st.integers(0, 2**32 - 1))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 1500),
+    k=st.sampled_from([1, 5, 10, 70]),
+    kind=st.sampled_from(["random", "clustered", "ties"]),
+    nbytes=st.sampled_from([8, 16, 32]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
     rng = np.random.default_rng(seed)
     if kind == "random":
@@ -68,9 +75,17 @@ def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
     np.testing.assert_array_equal(I, Ir)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 1500), k=st.sampled_from([1, 10, 70]), nprobe=st.integers(1, 9),
-       ties=st.booleans(), band=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 1500),
+    k=st.sampled_from([1, 10, 70]),
+    nprobe=st.integers(1, 9),
+    ties=st.booleans(),
+    band=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, ties, band, seed):
     """nprobe=K: the K centres nearest the query (ties by partition), then the top-k by
     (distance, row) over their rows (and inside the pivot band when one is given)."""
@@ -85,8 +100,9 @@ def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, tie
     keep = []
     for j in range(len(q)):
         probed = np.lexsort((np.arange(len(index.centres)), dc[j]))[:nprobe]
-        keep.append(np.sort(np.concatenate([np.arange(offsets[c], offsets[c + 1])
-                                            for c in probed])))
+        keep.append(
+            np.sort(np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in probed]))
+        )
     k = min(k, len(index))
     if band:
         Dr, Ir = banded_answer(index, q, k, t, rows=keep)
@@ -181,9 +197,16 @@ def test_partition_bad_input():
         Index.from_codes(codes, layout="ivf")
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 800), nprobe=st.integers(1, 12), M=st.sampled_from([1, 7, 64, 300]),
-       n_bits=st.sampled_from([64, 128, 256]), seed=st.integers(0, 2**32 - 1))
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 800),
+    nprobe=st.integers(1, 12),
+    M=st.sampled_from([1, 7, 64, 300]),
+    n_bits=st.sampled_from([64, 128, 256]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed):
     """The nprobe partitions whose centres have the best quantized asymmetric score, then the
     best M rows of those partitions by the same score (ties by smaller partition / row)."""
@@ -193,9 +216,14 @@ def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed
     z = rng.standard_normal((3, n_bits)).astype(np.float32)
     rows = index._version.rows
     # the engine's first stage alone, queries taken as projections (identity transform)
-    snap = hp._core.Snapshot(rows.codes, projection=np.eye(n_bits, dtype=np.float32),
-                             centres=index.centres, part_offsets=rows.offsets,
-                             radius=rows.radius, cdist=rows.cdist)
+    snap = hp._core.Snapshot(
+        rows.codes,
+        projection=np.eye(n_bits, dtype=np.float32),
+        centres=index.centres,
+        part_offsets=rows.offsets,
+        radius=rows.radius,
+        cdist=rows.cdist,
+    )
     plan = hp._core.Plan()
     plan.k = plan.pool = plan.candidates = M
     plan.scoring, plan.source = hp._core.Scoring.asymmetric, hp._core.Source.partitions
@@ -212,9 +240,9 @@ def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed
         cand = np.flatnonzero(np.isin(parts, best))
         read += cand.size
         want = cand[np.lexsort((cand, dr[j, cand]))][:M]
-        np.testing.assert_array_equal(I[j, :want.size], want)
-        np.testing.assert_array_equal(D[j, :want.size], dr[j, want])
-        assert (I[j, want.size:] == -1).all()
+        np.testing.assert_array_equal(I[j, : want.size], want)
+        np.testing.assert_array_equal(D[j, : want.size], dr[j, want])
+        assert (I[j, want.size :] == -1).all()
     assert scanned == read
 
 

@@ -61,7 +61,7 @@ def test_truncated_array_is_detected(saved):
     _, _, path = saved
     f = path / header(path)["arrays"]["vectors"]["file"]
     f.write_bytes(f.read_bytes()[:-100])
-    with pytest.raises(IndexFormatError, match="truncated|corrupt"):
+    with pytest.raises(IndexFormatError, match=r"truncated|corrupt"):
         Index.load(path)
 
 
@@ -69,7 +69,9 @@ def test_swapped_files_are_detected(saved):
     _, _, path = saved
     h = header(path)
     h["arrays"]["codes"]["file"], h["arrays"]["pivots"]["file"] = (
-        h["arrays"]["pivots"]["file"], h["arrays"]["codes"]["file"])
+        h["arrays"]["pivots"]["file"],
+        h["arrays"]["codes"]["file"],
+    )
     (path / "header.json").write_text(json.dumps(h))
     with pytest.raises(IndexFormatError):
         Index.load(path)

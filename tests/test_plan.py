@@ -4,8 +4,16 @@ without data."""
 import pytest
 
 from hashpivot.errors import HashpivotError, InvalidInputError
-from hashpivot.plan import (AUTO_FULL_SCAN, DEFAULT_CANDIDATES, DIRECT_SELECTIVITY, IndexShape,
-                            SHORTLIST_FACTOR, default_nprobe, make_plan, quantized_pool)
+from hashpivot.plan import (
+    AUTO_FULL_SCAN,
+    DEFAULT_CANDIDATES,
+    DIRECT_SELECTIVITY,
+    SHORTLIST_FACTOR,
+    IndexShape,
+    default_nprobe,
+    make_plan,
+    quantized_pool,
+)
 
 FLAT = IndexShape("flat", 10_000, 128, True, True, 0, 8)
 BIG = IndexShape("flat", 2 * AUTO_FULL_SCAN, 128, True, True, 0, 8)
@@ -57,8 +65,15 @@ def test_partitioned_exact_mode_and_nprobe():
 
 
 def test_option_errors():
-    for bad in ({"scoring": "cosine"}, {"rerank": 1}, {"nprobe": 2}, {"threshold": 129},
-                {"shortlist": "many"}, {"candidates": 0}, {"oversample": 0.5}):
+    for bad in (
+        {"scoring": "cosine"},
+        {"rerank": 1},
+        {"nprobe": 2},
+        {"threshold": 129},
+        {"shortlist": "many"},
+        {"candidates": 0},
+        {"oversample": 0.5},
+    ):
         with pytest.raises(HashpivotError):
             make_plan(FLAT, **bad)
     with pytest.raises(InvalidInputError, match="shortlist"):

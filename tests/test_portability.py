@@ -42,6 +42,10 @@ def test_runs_without_avx_under_qemu(tmp_path):
         index = hp.Index.build(x, n_bits=64, layout=layout)
         index.save(tmp_path / name)
         np.save(tmp_path / f"{name}-ids.npy", index.search(q, 10)[1])
-    r = subprocess.run(["qemu-x86_64", "-cpu", "Nehalem", sys.executable, "-c", SCRIPT, str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        ["qemu-x86_64", "-cpu", "Nehalem", sys.executable, "-c", SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0 and "no-avx ok" in r.stdout, r.stdout + r.stderr

@@ -33,8 +33,10 @@ def filtered_truth(x, q, allowed, k=10):
 def test_default_search_keeps_the_exact_top10(shared, flat):
     x, q = shared
     _, ids = flat.search(q, 10)
-    assert recall_at(ids, exact_topk(flat, q / np.linalg.norm(q, axis=1, keepdims=True), 10),
-                     10) >= 0.95
+    assert (
+        recall_at(ids, exact_topk(flat, q / np.linalg.norm(q, axis=1, keepdims=True), 10), 10)
+        >= 0.95
+    )
 
 
 def test_filtered_recall_holds_at_any_selectivity(shared, flat):

@@ -69,9 +69,11 @@ std::vector<int64_t> band_filter_rows(const PivotTable& piv, int64_t n, const in
     const int64_t b = begin + ch * kRangeChunk, e = std::min(end, b + kRangeChunk);
     auto keep = [&](int64_t r) { parts[ch].push_back(r); };
     if (piv.wide)
-      band_rows<A>(BandCheck<uint16_t>{static_cast<const uint16_t*>(piv.table), piv.P, lo, hi}, b, e, keep);
+      band_rows<A>(BandCheck<uint16_t>{static_cast<const uint16_t*>(piv.table), piv.P, lo, hi}, b,
+                   e, keep);
     else
-      band_rows<A>(BandCheck<uint8_t>{static_cast<const uint8_t*>(piv.table), piv.P, lo, hi}, b, e, keep);
+      band_rows<A>(BandCheck<uint8_t>{static_cast<const uint8_t*>(piv.table), piv.P, lo, hi}, b, e,
+                   keep);
   });
   std::vector<int64_t> out;
   for (auto& p : parts) out.insert(out.end(), p.begin(), p.end());
@@ -97,7 +99,8 @@ void encode(const Transform& t, const float* x, int64_t n, float* z, uint8_t* co
           }
           project_rows<A>(t, xs, m, zs);
           if (codes)
-            for (int r = 0; r < m; ++r) pack_signs(zs[r], t.n_bits, codes + (b + r) * (t.n_bits / 8));
+            for (int r = 0; r < m; ++r)
+              pack_signs(zs[r], t.n_bits, codes + (b + r) * (t.n_bits / 8));
         }
       });
 }

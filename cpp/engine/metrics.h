@@ -21,9 +21,13 @@ struct HammingMetric {
   // keys of 8 consecutive rows as a vector; lt: a bit per key < thr; store: write them out
   HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
   template <class VK>
-  static HP_INLINE uint32_t lt(VK d, Key thr) { return A::lt_mask(d, thr); }
+  static HP_INLINE uint32_t lt(VK d, Key thr) {
+    return A::lt_mask(d, thr);
+  }
   template <class VK>
-  static HP_INLINE void store(VK d, Key* out) { A::store(d, out); }
+  static HP_INLINE void store(VK d, Key* out) {
+    A::store(d, out);
+  }
 };
 
 // The quantized asymmetric distance (asymmetric.h).
@@ -51,9 +55,13 @@ struct AsymMetric {
   }
   HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
   template <class VK>
-  static HP_INLINE uint32_t lt(VK d, Key thr) { return A::lt_mask(d, thr); }
+  static HP_INLINE uint32_t lt(VK d, Key thr) {
+    return A::lt_mask(d, thr);
+  }
   template <class VK>
-  static HP_INLINE void store(VK d, Key* out) { A::store(d, out); }
+  static HP_INLINE void store(VK d, Key* out) {
+    A::store(d, out);
+  }
 };
 
 // IVF rows: key = -(<q, c> + factor * <z, 2b - 1>), with <z, 2b - 1> from the quantized distance
@@ -76,9 +84,13 @@ struct ListMetric {
     return A::affine(asym.g.dist(c), factors + row, c0, c1, c2);
   }
   template <class VK>
-  static HP_INLINE uint32_t lt(VK k, Key thr) { return A::lt_mask_ps(k, thr); }
+  static HP_INLINE uint32_t lt(VK k, Key thr) {
+    return A::lt_mask_ps(k, thr);
+  }
   template <class VK>
-  static HP_INLINE void store(VK k, Key* out) { A::store_ps(k, out); }
+  static HP_INLINE void store(VK k, Key* out) {
+    A::store_ps(k, out);
+  }
 };
 
 // ---- which rows may enter ----

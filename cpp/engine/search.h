@@ -21,7 +21,7 @@ struct FirstStageFns {
   PartFn part = nullptr;
   BatchFn batch = nullptr;  // null: no block sharing
   SegmentsFn segments = nullptr;
-  bool splittable = true;   // a query's rows may be split between threads
+  bool splittable = true;  // a query's rows may be split between threads
 };
 
 template <int W>
@@ -30,11 +30,20 @@ using Width = std::integral_constant<int, W>;
 template <class F>
 void with_width(int nbytes, F&& f) {
   switch (nbytes) {  // fast paths for 64, 128, 256 and 384 bits; any other width at run time
-    case 8: f(Width<1>{}); break;
-    case 16: f(Width<2>{}); break;
-    case 32: f(Width<4>{}); break;
-    case 48: f(Width<6>{}); break;
-    default: f(Width<0>{});
+    case 8:
+      f(Width<1>{});
+      break;
+    case 16:
+      f(Width<2>{});
+      break;
+    case 32:
+      f(Width<4>{});
+      break;
+    case 48:
+      f(Width<6>{});
+      break;
+    default:
+      f(Width<0>{});
   }
 }
 
@@ -97,7 +106,8 @@ inline int64_t rows_per_query(const Ctx& c) {
                         : s.codes.n / 2;
     case Source::kLists:
       return std::max<int64_t>(s.codes.n / std::max<int64_t>(s.lists.C, 1) * c.p.nprobe,
-                               c.p.probe_rows) + s.lists.C * s.lists.dim / 16;
+                               c.p.probe_rows) +
+             s.lists.C * s.lists.dim / 16;
     case Source::kAllowed:
       return c.f.n_rows;
     default:
@@ -111,7 +121,12 @@ void search(const SnapshotView& s, const Plan& p, const Queries& q, const RowFil
   const int64_t nq = q.n;
   if (nq <= 0 || p.k <= 0) return;
   const int64_t rows = p.source == Source::kAllowed ? f.n_rows : s.codes.n;
-  Ctx c{s, p, q, f, s.codes.nbytes, s.codes.n_bits(),
+  Ctx c{s,
+        p,
+        q,
+        f,
+        s.codes.nbytes,
+        s.codes.n_bits(),
         static_cast<int>(std::min<int64_t>(p.pool, std::max<int64_t>(rows, 1)))};
   FirstStageFns fns;
   with_width(c.nb, [&](auto w) {
@@ -141,8 +156,8 @@ void search(const SnapshotView& s, const Plan& p, const Queries& q, const RowFil
   };
 
   if (nq >= threads || !fns.splittable) {
-    const bool batched = fns.batch && !p.exact_allowed &&
-                         (p.source == Source::kAll || p.source == Source::kBand);
+    const bool batched =
+        fns.batch && !p.exact_allowed && (p.source == Source::kAll || p.source == Source::kBand);
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(kQueryChunk, nq / (4 * threads)));
     const int64_t n_chunks = (nq + chunk - 1) / chunk;
     std::vector<int64_t> scanned(n_chunks, 0);

@@ -20,16 +20,16 @@ struct Segment {
 };
 
 struct QueryState {
-  const float* vec = nullptr;         // the query vector (unit length under cosine)
-  std::vector<float> unit;            // its normalised copy, when normalising
-  std::vector<float> z;               // float projection
-  std::vector<uint8_t> code;          // packed sign(z) (or the given code)
-  AsymQuery asym;                     // quantized z
-  std::vector<int32_t> lo, hi;        // pivot band bounds
-  std::vector<Segment> segs;          // what the first stage reads
-  int64_t seg_rows = 0;               // rows in segs
-  std::vector<float> centre_scores;   // lists: <q, c> of every list
-  std::vector<Scored<float>> pool;    // first stage, then each later stage, in place
+  const float* vec = nullptr;        // the query vector (unit length under cosine)
+  std::vector<float> unit;           // its normalised copy, when normalising
+  std::vector<float> z;              // float projection
+  std::vector<uint8_t> code;         // packed sign(z) (or the given code)
+  AsymQuery asym;                    // quantized z
+  std::vector<int32_t> lo, hi;       // pivot band bounds
+  std::vector<Segment> segs;         // what the first stage reads
+  int64_t seg_rows = 0;              // rows in segs
+  std::vector<float> centre_scores;  // lists: <q, c> of every list
+  std::vector<Scored<float>> pool;   // first stage, then each later stage, in place
   int64_t scanned = 0;
 };
 
@@ -146,7 +146,8 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
   if (!c.q.codes && !c.q.projections) {
     // <q, c> of every list (the probe's order, each row's base score) is a product like the
     // projection: the transposed centres stream by once for a few queries
-    const Transform centres{nullptr, s.lists.centres_t, s.lists.dim, static_cast<int>(s.lists.C_pad)};
+    const Transform centres{nullptr, s.lists.centres_t, s.lists.dim,
+                            static_cast<int>(s.lists.C_pad)};
     for (int64_t b = q0; b < q1; b += A::kProjectRows) {
       const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
       const float* x[kProjectRowsMax];
@@ -241,13 +242,13 @@ inline void probe(const Ctx& c, const int64_t* offsets, int64_t C, std::vector<S
     }
     keys.resize(j);
   }
-  std::sort(keys.begin(), keys.end(), [](const Scored<float>& a, const Scored<float>& b) {
-    return a.row < b.row;
-  });
+  std::sort(keys.begin(), keys.end(),
+            [](const Scored<float>& a, const Scored<float>& b) { return a.row < b.row; });
   for (const auto& k : keys) {
     const int64_t g = k.row;
     if (offsets[g] < offsets[g + 1])
-      out.push_back({offsets[g], offsets[g + 1], scores ? scores[g] : 0.0f, dists ? dists[g] : 0, g});
+      out.push_back(
+          {offsets[g], offsets[g + 1], scores ? scores[g] : 0.0f, dists ? dists[g] : 0, g});
   }
 }
 
@@ -368,16 +369,21 @@ inline int64_t list_of(const FloatLists& L, int64_t row) {
 // ---- the first stage, one instantiation per metric x collector x filter x band ----
 template <class M>
 HP_INLINE M make_metric(const Ctx& c, const QueryState& st) {
-  if constexpr (M::kIsHamming) return M(st.code.data(), c.nb);
-  else if constexpr (M::kIsList) return M(st.asym, c.s.lists.factors);
-  else return M(st.asym);
+  if constexpr (M::kIsHamming)
+    return M(st.code.data(), c.nb);
+  else if constexpr (M::kIsList)
+    return M(st.asym, c.s.lists.factors);
+  else
+    return M(st.asym);
 }
 
 template <class A, class M, class C, class F, class B>
 struct FirstStageImpl {
   static F filter(const Ctx& c) {
-    if constexpr (F::kActive) return F{c.f.bits};
-    else return F{};
+    if constexpr (F::kActive)
+      return F{c.f.bits};
+    else
+      return F{};
   }
   static B band(const Ctx& c, const QueryState& st) {
     if constexpr (B::kActive) {
@@ -390,9 +396,12 @@ struct FirstStageImpl {
   static constexpr bool kRing = std::is_same_v<typename M::Key, int32_t> && M::kIsHamming;
 
   static typename C::Key none(const Ctx& c) {
-    if constexpr (std::is_same_v<typename C::Key, float>) return std::numeric_limits<float>::infinity();
-    else if constexpr (M::kIsHamming) return c.n_bits + 1;
-    else return asym_max_distance(c.n_bits) + 1;
+    if constexpr (std::is_same_v<typename C::Key, float>)
+      return std::numeric_limits<float>::infinity();
+    else if constexpr (M::kIsHamming)
+      return c.n_bits + 1;
+    else
+      return asym_max_distance(c.n_bits) + 1;
   }
 
   // rows [from, to) of the query's segments (or of the allowed rows) into out
@@ -546,7 +555,8 @@ inline void rescore(const Ctx& c, QueryState& st) {
   for (size_t j = 0; j < std::min<size_t>(pool.size(), kGatherAhead); ++j)
     __builtin_prefetch(codes + pool[j].row * c.nb);
   for (size_t j = 0; j < pool.size(); ++j) {
-    if (j + kGatherAhead < pool.size()) __builtin_prefetch(codes + pool[j + kGatherAhead].row * c.nb);
+    if (j + kGatherAhead < pool.size())
+      __builtin_prefetch(codes + pool[j + kGatherAhead].row * c.nb);
     const int64_t r = pool[j].row;
     float s = tables.score(codes + r * c.nb);
     if (lists) s = st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.factors[r] * s;
@@ -559,7 +569,8 @@ template <class A>
 float stored_dot(const VectorStore& st, const float* q, int64_t r, float* tmp) {
   switch (st.type) {
     case StoreType::kFloat32:
-      return dot_lanes(q, static_cast<const float*>(st.data) + r * st.dim, st.dim, [](float v) { return v; });
+      return dot_lanes(q, static_cast<const float*>(st.data) + r * st.dim, st.dim,
+                       [](float v) { return v; });
     case StoreType::kFloat16: {
       const uint16_t* x = static_cast<const uint16_t*>(st.data) + r * st.dim;
       int j = 0;
@@ -569,7 +580,7 @@ float stored_dot(const VectorStore& st, const float* q, int64_t r, float* tmp) {
     }
     default:
       return st.scales[r] * dot_lanes(q, static_cast<const int8_t*>(st.data) + r * st.dim, st.dim,
-                                  [](int8_t v) { return static_cast<float>(v); });
+                                      [](int8_t v) { return static_cast<float>(v); });
   }
 }
 
@@ -586,7 +597,8 @@ void rerank(const Ctx& c, QueryState& st) {
     for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(p + o);
   };
   auto& pool = st.pool;
-  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j) prefetch_row(pool[j].row);
+  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j)
+    prefetch_row(pool[j].row);
   for (size_t j = 0; j < pool.size(); ++j) {
     if (j + kRerankAhead < pool.size()) prefetch_row(pool[j + kRerankAhead].row);
     pool[j].key = -stored_dot<A>(vs, qv, pool[j].row, tmp.data());
@@ -611,7 +623,8 @@ inline void write(const Ctx& c, const QueryState& st, int64_t qi, Results& r) {
   } else {
     float* s = r.scores + qi * k;
     for (size_t j = 0; j < m; ++j) s[j] = -st.pool[j].key;
-    for (size_t j = m; j < static_cast<size_t>(k); ++j) s[j] = -std::numeric_limits<float>::infinity();
+    for (size_t j = m; j < static_cast<size_t>(k); ++j)
+      s[j] = -std::numeric_limits<float>::infinity();
   }
 }
 

@@ -18,7 +18,7 @@ namespace {
 struct Avx2 {
   static constexpr Isa kIsa = Isa::kAvx2;
   using Pop = PopcountHw;
-  using V = __m256i;  // 8 x int32 keys of 8 consecutive codes
+  using V = __m256i;                      // 8 x int32 keys of 8 consecutive codes
   static constexpr int kFloatLanes = 8;   // floats a register holds
   static constexpr int kProjectRows = 2;  // queries projected together (16 ymm registers)
 
@@ -34,19 +34,19 @@ struct Avx2 {
     return _mm256_add_ps(_mm256_set1_ps(c0), _mm256_mul_ps(_mm256_loadu_ps(f), inner));
   }
   static HP_INLINE uint32_t lt_mask_ps(__m256 k, float thr) {
-    return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(k, _mm256_set1_ps(thr), _CMP_LT_OQ)));
+    return static_cast<uint32_t>(
+        _mm256_movemask_ps(_mm256_cmp_ps(k, _mm256_set1_ps(thr), _CMP_LT_OQ)));
   }
   static HP_INLINE void store_ps(__m256 k, float* out) { _mm256_storeu_ps(out, k); }
 
   // Popcount of each 64-bit lane.
   static HP_INLINE __m256i popcount_epi64(__m256i v) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
-                                         2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
     const __m256i lo = _mm256_and_si256(v, low);
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    const __m256i cnt =
-        _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+    const __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
     return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
   }
   static HP_INLINE int64_t hsum_epi64(__m256i v) {
@@ -103,14 +103,15 @@ struct Avx2 {
     // vlo/vhi: the query planes' low and high nibbles for this chunk
     HP_INLINE __m256i lanes(__m256i b, const __m256i* vlo, const __m256i* vhi) const {
       const __m256i zero = _mm256_setzero_si256();
-      const __m256i lo = _mm256_and_si256(b, low), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
+      const __m256i lo = _mm256_and_si256(b, low),
+                    hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
       const __m256i pos =
           _mm256_add_epi8(_mm256_shuffle_epi8(lut8, lo), _mm256_shuffle_epi8(lut8, hi));
       __m256i neg = zero;  // at most 8 + 16 + 32 + 64 = 120 a byte: no overflow
       for (int p = 0; p < kAsymPlanes; ++p)
-        neg = _mm256_add_epi8(neg, _mm256_add_epi8(
-                                       _mm256_shuffle_epi8(lut[p], _mm256_and_si256(lo, vlo[p])),
-                                       _mm256_shuffle_epi8(lut[p], _mm256_and_si256(hi, vhi[p]))));
+        neg = _mm256_add_epi8(
+            neg, _mm256_add_epi8(_mm256_shuffle_epi8(lut[p], _mm256_and_si256(lo, vlo[p])),
+                                 _mm256_shuffle_epi8(lut[p], _mm256_and_si256(hi, vhi[p]))));
       return _mm256_sub_epi64(_mm256_sad_epu8(pos, zero), _mm256_sad_epu8(neg, zero));
     }
   };

@@ -50,7 +50,8 @@ struct Avx512 : Avx2 {
     HP_INLINE __m512i lanes(__m512i b) const {
       __m512i s = _mm512_slli_epi64(_mm512_popcnt_epi64(b), 3);
       for (int p = 0; p < kAsymPlanes; ++p)
-        s = _mm512_sub_epi64(s, _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(b, v[p])), p));
+        s = _mm512_sub_epi64(s,
+                             _mm512_slli_epi64(_mm512_popcnt_epi64(_mm512_and_si512(b, v[p])), p));
       return s;
     }
   };
@@ -62,7 +63,8 @@ struct Avx512 : Avx2 {
     int32_t bias;
     HP_INLINE explicit Asym8(const AsymQuery& a) : bias(asym_bias(a.n_bits)) {
       if constexpr (kEnabled)
-        for (int p = 0; p < kAsymPlanes; ++p) planes.v[p] = load_code<W>((const uint8_t*)a.planes[p]);
+        for (int p = 0; p < kAsymPlanes; ++p)
+          planes.v[p] = load_code<W>((const uint8_t*)a.planes[p]);
     }
     HP_INLINE V dist(const uint8_t* c) const {
       alignas(32) int32_t d[8];
@@ -111,7 +113,8 @@ struct Avx512::Asym8<1> {
   AsymPlanes planes;
   alignas(64) __m512i biasv;
   HP_INLINE explicit Asym8(const AsymQuery& a) : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
-    for (int p = 0; p < kAsymPlanes; ++p) planes.v[p] = _mm512_set1_epi64((long long)a.planes[p][0]);
+    for (int p = 0; p < kAsymPlanes; ++p)
+      planes.v[p] = _mm512_set1_epi64((long long)a.planes[p][0]);
   }
   HP_INLINE V dist(const uint8_t* c) const {
     return _mm512_cvtepi64_epi32(_mm512_add_epi64(planes.lanes(_mm512_loadu_si512(c)), biasv));

@@ -15,7 +15,7 @@ template <Isa I, class P>
 struct Scalar {
   static constexpr Isa kIsa = I;
   using Pop = P;
-  using V = int;  // no vectors: the engine takes the one-code-at-a-time path
+  using V = int;                         // no vectors: the engine takes the one-code-at-a-time path
   static constexpr int kFloatLanes = 4;  // SSE2, the x86-64 baseline
   static constexpr int kProjectRows = 2;
 

@@ -6,11 +6,18 @@ lists) -> asymmetric scoring -> exact rerank -> top-k ``(scores, ids)``.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 from .codes import from_faiss_codes, pack_bits, to_faiss_codes, unpack_bits
-from .errors import (HashpivotError, IndexFormatError, InvalidInputError, InvalidTypeError,
-                     LimitError, StorageError)
+from .errors import (
+    HashpivotError,
+    IndexFormatError,
+    InvalidInputError,
+    InvalidTypeError,
+    LimitError,
+    StorageError,
+)
 from .filters import IdFilter
 from .index import Index
 from .itq import ITQ
@@ -33,18 +40,18 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
-    "asymmetric_knn",
-    "asymmetric_rescore",
     "ITQ",
+    "HashpivotError",
     "IdFilter",
     "Index",
-    "HashpivotError",
     "IndexFormatError",
     "InvalidInputError",
     "InvalidTypeError",
     "LimitError",
     "StorageError",
     "TuneResult",
+    "asymmetric_knn",
+    "asymmetric_rescore",
     "cpu_features",
     "from_faiss_codes",
     "hamming_distances",

@@ -30,7 +30,7 @@ def sha256_array(a: np.ndarray) -> str:
     h = hashlib.sha256()
     flat = a.reshape(-1).view(np.uint8) if a.size else np.zeros(0, np.uint8)
     for i in range(0, flat.size, HASH_PIECE):
-        h.update(memoryview(np.ascontiguousarray(flat[i:i + HASH_PIECE])))
+        h.update(memoryview(np.ascontiguousarray(flat[i : i + HASH_PIECE])))
     return h.hexdigest()
 
 

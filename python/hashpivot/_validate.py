@@ -28,8 +28,9 @@ def count(value: object, name: str, minimum: int = 0, maximum: int = INT32_MAX) 
     return v
 
 
-def optional_count(value: object, name: str, minimum: int = 0,
-                   maximum: int = INT32_MAX) -> Optional[int]:
+def optional_count(
+    value: object, name: str, minimum: int = 0, maximum: int = INT32_MAX
+) -> Optional[int]:
     return None if value is None else count(value, name, minimum, maximum)
 
 

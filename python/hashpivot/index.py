@@ -10,7 +10,6 @@ add/remove calls are serialised by a lock.
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from pathlib import Path
@@ -19,15 +18,31 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._validate import choice, count, seed as _seed, to_numpy
+from ._validate import choice, count, to_numpy
+from ._validate import seed as _seed
 from .codes import as_codes, check_n_bits
-from .errors import (CorruptFileError, DimensionError, DuplicateIdError, IndexFormatError,
-                     InvalidInputError, InvalidTypeError, LimitError, UnknownIdError,
-                     ZeroVectorError)
+from .errors import (
+    CorruptFileError,
+    DimensionError,
+    DuplicateIdError,
+    IndexFormatError,
+    InvalidInputError,
+    InvalidTypeError,
+    LimitError,
+    UnknownIdError,
+    ZeroVectorError,
+)
 from .filters import IdFilter, IdMap, as_filter
 from .itq import ITQ, as_embeddings
-from .layouts import (FlatLayout, IVFLayout, Layout, PartitionedLayout, Rows, group_count,
-                      make_layout)
+from .layouts import (
+    FlatLayout,
+    IVFLayout,
+    Layout,
+    PartitionedLayout,
+    Rows,
+    group_count,
+    make_layout,
+)
 from .partition import train_centres
 from .pivots import MAX_PIVOTS, METHODS, select_pivots
 from .plan import IndexShape, Plan, make_plan
@@ -43,10 +58,10 @@ VERSION = 3
 LAYOUTS = ("flat", "partitioned", "ivf")
 STORES = ("float32", "float16", "int8", None)
 METRICS = ("cosine", "ip")
-MAX_ROWS = 1 << 40          # rows an index (or a saved header) may claim
+MAX_ROWS = 1 << 40  # rows an index (or a saved header) may claim
 MAX_ID = 2**63 - 1
-INT8_LEVELS = 127           # int8 store: x ~ scale * round(x / scale), |x / scale| <= 127
-NORM_TOLERANCE = 1e-3       # |1 - ||x||| above this: not L2-normalised
+INT8_LEVELS = 127  # int8 store: x ~ scale * round(x / scale), |x / scale| <= 127
+NORM_TOLERANCE = 1e-3  # |1 - ||x||| above this: not L2-normalised
 _warned_unnormalised = False
 
 
@@ -62,10 +77,13 @@ def _check_rows(x: np.ndarray, name: str) -> None:
     if zero.any():
         raise ZeroVectorError(
             f"{name} contain {int(zero.sum())} zero vector(s): an all-zero embedding has no "
-            "direction (did the encoder fail?); drop those rows")
+            "direction (did the encoder fail?); drop those rows"
+        )
 
 
-def _quantize(x: np.ndarray, store: Optional[str]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+def _quantize(
+    x: np.ndarray, store: Optional[str]
+) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     if store is None:
         return None, None
     if store == "float32":
@@ -103,7 +121,7 @@ def _as_ids(ids: object, n: int) -> np.ndarray:
 class _Version:
     """One version of the rows, its snapshot, and (when a filter needs it) its id map."""
 
-    def __init__(self, rows: Rows, snapshot: "_core.Snapshot") -> None:
+    def __init__(self, rows: Rows, snapshot: _core.Snapshot) -> None:
         self.rows, self.snapshot = rows, snapshot
         self._idmap: Optional[IdMap] = None
 
@@ -119,9 +137,15 @@ class Index:
     :meth:`from_codes` or :meth:`load`; search it with :meth:`search` (``(scores, ids)``, like
     faiss)."""
 
-    def __init__(self, layout: Layout, store: Optional[str], metric: str, rows: Rows,
-                 meta: Optional[Dict[str, Any]] = None,
-                 tuned: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        store: Optional[str],
+        metric: str,
+        rows: Rows,
+        meta: Optional[Dict[str, Any]] = None,
+        tuned: Optional[Dict[str, Any]] = None,
+    ) -> None:
         self._layout = layout
         self.store = store
         self.metric = metric
@@ -170,23 +194,39 @@ class Index:
 
     def __repr__(self) -> str:
         extra = f", groups={self._layout.n_groups}" if self._layout.n_groups else ""
-        return (f"hashpivot.Index(layout={self.layout!r}, rows={len(self):,}, "
-                f"n_bits={self.n_bits}, store={self.store!r}, metric={self.metric!r}{extra})")
+        return (
+            f"hashpivot.Index(layout={self.layout!r}, rows={len(self):,}, "
+            f"n_bits={self.n_bits}, store={self.store!r}, metric={self.metric!r}{extra})"
+        )
 
     def __reduce__(self):
-        raise InvalidTypeError("a hashpivot.Index cannot be pickled: save() it and load() it "
-                               "(memory-mapped, so processes share one copy)")
+        raise InvalidTypeError(
+            "a hashpivot.Index cannot be pickled: save() it and load() it "
+            "(memory-mapped, so processes share one copy)"
+        )
 
     # ---- construction ----
     @classmethod
-    def build(cls, embeddings: np.ndarray, n_bits: int = 128, n_pivots: int = 8,
-              store: Optional[StoreName] = "float32", seed: int = 42, device: str = "auto",
-              ids: Optional[Sequence[int]] = None,
-              pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
-              pivot_sample: int = 10000, n_iter: int = 50, max_train: Optional[int] = None,
-              meta: Optional[Dict[str, Any]] = None, progress: Optional[bool] = None,
-              layout: LayoutName = "flat", n_partitions: Optional[int] = None,
-              n_lists: Optional[int] = None, metric: Metric = "cosine") -> "Index":
+    def build(
+        cls,
+        embeddings: np.ndarray,
+        n_bits: int = 128,
+        n_pivots: int = 8,
+        store: Optional[StoreName] = "float32",
+        seed: int = 42,
+        device: str = "auto",
+        ids: Optional[Sequence[int]] = None,
+        pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
+        pivot_sample: int = 10000,
+        n_iter: int = 50,
+        max_train: Optional[int] = None,
+        meta: Optional[Dict[str, Any]] = None,
+        progress: Optional[bool] = None,
+        layout: LayoutName = "flat",
+        n_partitions: Optional[int] = None,
+        n_lists: Optional[int] = None,
+        metric: Metric = "cosine",
+    ) -> Index:
         """Trains the codes on the embeddings and adds every row.
 
         ``layout``: "flat" (every row scanned; best to ~200k rows), "partitioned" (Hamming
@@ -208,44 +248,70 @@ class Index:
         if layout == "ivf":
             from .ivf import train
 
-            centres, itq, lists = train(x, n_bits, n_lists, seed, device, n_iter, max_train,
-                                        progress)
+            centres, itq, lists = train(
+                x, n_bits, n_lists, seed, device, n_iter, max_train, progress
+            )
             lay: Layout = IVFLayout(n_bits, itq, centres)
             index = cls(lay, store, metric, lay.empty(), meta)
             index._append(x, *lay.encode_assigned(x, lists), ids)
             return index
-        itq = ITQ(n_bits=n_bits, n_iter=n_iter, seed=seed, device=device,
-                  max_train=max_train).fit(x, progress=progress)
+        itq = ITQ(n_bits=n_bits, n_iter=n_iter, seed=seed, device=device, max_train=max_train).fit(
+            x, progress=progress
+        )
         codes = itq.encode(x)
-        lay = cls._code_layout(layout, n_bits, itq, codes, n_pivots, pivot_method, pivot_sample,
-                               seed, n_partitions)
+        lay = cls._code_layout(
+            layout, n_bits, itq, codes, n_pivots, pivot_method, pivot_sample, seed, n_partitions
+        )
         index = cls(lay, store, metric, lay.empty(), meta)
         index._append(x, codes, lay.derive(codes, x), ids)
         return index
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, ids: Optional[Sequence[int]] = None,
-                   n_pivots: int = 8, seed: int = 42,
-                   pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
-                   pivot_sample: int = 10000, meta: Optional[Dict[str, Any]] = None,
-                   layout: Literal["flat", "partitioned"] = "flat",
-                   n_partitions: Optional[int] = None) -> "Index":
+    def from_codes(
+        cls,
+        codes: np.ndarray,
+        ids: Optional[Sequence[int]] = None,
+        n_pivots: int = 8,
+        seed: int = 42,
+        pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
+        pivot_sample: int = 10000,
+        meta: Optional[Dict[str, Any]] = None,
+        layout: Literal["flat", "partitioned"] = "flat",
+        n_partitions: Optional[int] = None,
+    ) -> Index:
         """An index of packed codes you already have (sentence-transformers "ubinary", or
         faiss codes through :func:`hashpivot.from_faiss_codes`): no vectors, no ITQ. Search
         it with :meth:`search_codes`."""
         choice(layout, "layout", ("flat", "partitioned"))
         codes = as_codes(codes)
         n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
-        lay = cls._code_layout(layout, codes.shape[1] * 8, None, codes, n_pivots, pivot_method,
-                               count(pivot_sample, "pivot_sample", 1), _seed(seed), n_partitions)
+        lay = cls._code_layout(
+            layout,
+            codes.shape[1] * 8,
+            None,
+            codes,
+            n_pivots,
+            pivot_method,
+            count(pivot_sample, "pivot_sample", 1),
+            _seed(seed),
+            n_partitions,
+        )
         index = cls(lay, None, "ip", lay.empty(), meta)
         index._append(None, codes, lay.derive(codes, None), ids)
         return index
 
     @staticmethod
-    def _code_layout(layout: str, n_bits: int, itq: Optional[ITQ], codes: np.ndarray,
-                     n_pivots: int, pivot_method: str, pivot_sample: int, seed: int,
-                     n_partitions: Optional[int]) -> Layout:
+    def _code_layout(
+        layout: str,
+        n_bits: int,
+        itq: Optional[ITQ],
+        codes: np.ndarray,
+        n_pivots: int,
+        pivot_method: str,
+        pivot_sample: int,
+        seed: int,
+        n_partitions: Optional[int],
+    ) -> Layout:
         pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
         if layout == "partitioned":
             return PartitionedLayout(n_bits, itq, pivots, train_centres(codes, n_partitions, seed))
@@ -260,13 +326,22 @@ class Index:
         norms = np.linalg.norm(x, axis=1)
         if not _warned_unnormalised and x.size and np.abs(norms - 1).max() > NORM_TOLERANCE:
             _warned_unnormalised = True
-            warnings.warn("indexing vectors that are not L2-normalised under metric='ip': "
-                          "scores are raw inner products (build with metric='cosine' for "
-                          "cosine similarity)", UserWarning, stacklevel=3)
+            warnings.warn(
+                "indexing vectors that are not L2-normalised under metric='ip': "
+                "scores are raw inner products (build with metric='cosine' for "
+                "cosine similarity)",
+                UserWarning,
+                stacklevel=3,
+            )
         return x
 
-    def _append(self, x: Optional[np.ndarray], codes: np.ndarray, derived: Dict[str, np.ndarray],
-                ids: Optional[Sequence[int]]) -> np.ndarray:
+    def _append(
+        self,
+        x: Optional[np.ndarray],
+        codes: np.ndarray,
+        derived: Dict[str, np.ndarray],
+        ids: Optional[Sequence[int]],
+    ) -> np.ndarray:
         with self._write_lock:
             old = self._version.rows
             n = codes.shape[0]
@@ -275,8 +350,10 @@ class Index:
             if ids is None:
                 start = int(old.ids.max()) + 1 if old.n else 0
                 if start + n - 1 > MAX_ID:
-                    raise LimitError(f"ids would pass 2**63 - 1 (the largest id is {start - 1}); "
-                                     "give ids explicitly")
+                    raise LimitError(
+                        f"ids would pass 2**63 - 1 (the largest id is {start - 1}); "
+                        "give ids explicitly"
+                    )
                 new_ids = np.arange(start, start + n, dtype=np.int64)
             else:
                 new_ids = _as_ids(ids, n)
@@ -284,7 +361,8 @@ class Index:
                 if clash.any():
                     raise DuplicateIdError(
                         f"{int(clash.sum())} id(s) are already in the index (e.g. "
-                        f"{int(new_ids[clash][0])}); remove them first or choose new ids")
+                        f"{int(new_ids[clash][0])}); remove them first or choose new ids"
+                    )
             vec, sc = _quantize(x, self.store) if x is not None else (None, None)
             rows = self._layout.append(old, Rows(codes, new_ids, vec, sc), derived)
             self._set_rows(rows)
@@ -303,7 +381,9 @@ class Index:
             raise InvalidInputError("this index encodes embeddings itself: use add()")
         codes = as_codes(codes)
         if codes.shape[1] * 8 != self.n_bits:
-            raise DimensionError(f"codes have {codes.shape[1] * 8} bits; the index has {self.n_bits}")
+            raise DimensionError(
+                f"codes have {codes.shape[1] * 8} bits; the index has {self.n_bits}"
+            )
         return self._append(None, codes, self._layout.derive(codes, None), ids)
 
     def remove(self, ids: Sequence[int]) -> int:
@@ -320,14 +400,16 @@ class Index:
             missing = ~np.isin(arr, old.ids)
             if missing.any():
                 raise UnknownIdError(
-                    f"{int(missing.sum())} id(s) are not in the index (e.g. {int(arr[missing][0])})")
+                    f"{int(missing.sum())} id(s) are not in the index (e.g. {int(arr[missing][0])})"
+                )
             self._set_rows(self._layout.remove(old, ~np.isin(old.ids, arr)))
         return int(arr.size)
 
     def _require_itq(self) -> ITQ:
         if self.itq is None:
-            raise InvalidInputError("this index was built from codes (no ITQ model): "
-                                    "use add_codes() and search_codes()")
+            raise InvalidInputError(
+                "this index was built from codes (no ITQ model): use add_codes() and search_codes()"
+            )
         return self.itq
 
     # ---- search ----
@@ -344,13 +426,21 @@ class Index:
             n_allowed = len(rows)
         return make_plan(self.shape(), k, tuned=self.tuned, allowed=n_allowed, **options)
 
-    def search(self, queries: np.ndarray, k: int = 10, *, candidates: Optional[int] = None,
-               oversample: Optional[float] = None, rerank: bool = True,
-               scoring: ScoringName = "asymmetric", shortlist: Union[int, str, None] = "auto",
-               nprobe: Optional[int] = None, threshold: Optional[int] = None,
-               threads: Optional[int] = None,
-               allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None
-               ) -> Tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        candidates: Optional[int] = None,
+        oversample: Optional[float] = None,
+        rerank: bool = True,
+        scoring: ScoringName = "asymmetric",
+        shortlist: Union[int, str, None] = "auto",
+        nprobe: Optional[int] = None,
+        threshold: Optional[int] = None,
+        threads: Optional[int] = None,
+        allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None,
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """The k best documents for each query: ``(scores, ids)``, each (nq, min(k, rows)).
 
         ``candidates``: rows reranked exactly with the stored vectors (absolute; it wins over
@@ -372,44 +462,74 @@ class Index:
         # finiteness, zero vectors and the cosine normalisation: checked in C++, in one pass
         q = as_embeddings(queries, "queries", itq.dim, check_finite=False)
         bits, allowed_rows = self._resolve(version, allowed)
-        plan = make_plan(self._layout.shape(version.rows, version.rows.vectors is not None), k,
-                         candidates=candidates, oversample=oversample, rerank=rerank,
-                         scoring=scoring, shortlist=shortlist, nprobe=nprobe,
-                         threshold=threshold, threads=threads, tuned=self.tuned,
-                         allowed=None if allowed_rows is None else len(allowed_rows))
+        plan = make_plan(
+            self._layout.shape(version.rows, version.rows.vectors is not None),
+            k,
+            candidates=candidates,
+            oversample=oversample,
+            rerank=rerank,
+            scoring=scoring,
+            shortlist=shortlist,
+            nprobe=nprobe,
+            threshold=threshold,
+            threads=threads,
+            tuned=self.tuned,
+            allowed=None if allowed_rows is None else len(allowed_rows),
+        )
         return self._run(version, q, plan, bits, allowed_rows)
 
-    def search_codes(self, query_codes: np.ndarray, k: int = 10,
-                     threshold: Optional[int] = None, threads: Optional[int] = None,
-                     nprobe: Optional[int] = None,
-                     allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None
-                     ) -> Tuple[np.ndarray, np.ndarray]:
+    def search_codes(
+        self,
+        query_codes: np.ndarray,
+        k: int = 10,
+        threshold: Optional[int] = None,
+        threads: Optional[int] = None,
+        nprobe: Optional[int] = None,
+        allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None,
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """Hamming search with packed query codes: ``(distances int32, ids int64)``."""
         if self.layout == "ivf":
-            raise InvalidInputError("an ivf index holds residual codes: search it with "
-                                    "embeddings (search())")
+            raise InvalidInputError(
+                "an ivf index holds residual codes: search it with embeddings (search())"
+            )
         version = self._version
         qc = as_codes(query_codes, "query codes", allow_1d=True)
         if qc.shape[1] * 8 != self.n_bits:
-            raise DimensionError(f"query codes have {qc.shape[1] * 8} bits; the index has "
-                                 f"{self.n_bits}")
+            raise DimensionError(
+                f"query codes have {qc.shape[1] * 8} bits; the index has {self.n_bits}"
+            )
         bits, allowed_rows = self._resolve(version, allowed)
-        plan = make_plan(self._layout.shape(version.rows, False), k, threshold=threshold,
-                         threads=threads, nprobe=nprobe, tuned=self.tuned, query_codes=True,
-                         allowed=None if allowed_rows is None else len(allowed_rows))
+        plan = make_plan(
+            self._layout.shape(version.rows, False),
+            k,
+            threshold=threshold,
+            threads=threads,
+            nprobe=nprobe,
+            tuned=self.tuned,
+            query_codes=True,
+            allowed=None if allowed_rows is None else len(allowed_rows),
+        )
         return self._run(version, qc, plan, bits, allowed_rows)
 
     @staticmethod
-    def _resolve(version: _Version, allowed: object
-                 ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    def _resolve(
+        version: _Version, allowed: object
+    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         if allowed is None:
             return None, None
         return as_filter(allowed).resolve(version.idmap, version.rows.n)
 
-    def _run(self, version: _Version, q: np.ndarray, plan: Plan, bits: Optional[np.ndarray],
-             allowed_rows: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    def _run(
+        self,
+        version: _Version,
+        q: np.ndarray,
+        plan: Plan,
+        bits: Optional[np.ndarray],
+        allowed_rows: Optional[np.ndarray],
+    ) -> Tuple[np.ndarray, np.ndarray]:
         out, ids, scanned = version.snapshot.search(
-            q, plan.to_core(), bits, allowed_rows if plan.source == "allowed" else None)
+            q, plan.to_core(), bits, allowed_rows if plan.source == "allowed" else None
+        )
         with self._stats_lock:
             t = self._totals
             t["searches"] += 1
@@ -419,8 +539,14 @@ class Index:
         return out, ids
 
     # ---- tuning ----
-    def tune(self, queries: Optional[np.ndarray] = None, target_recall: float = 0.95,
-             k: int = 10, sample: int = 200, **budget: Any) -> "TuneResult":  # noqa: F821
+    def tune(
+        self,
+        queries: Optional[np.ndarray] = None,
+        target_recall: float = 0.95,
+        k: int = 10,
+        sample: int = 200,
+        **budget: Any,
+    ) -> TuneResult:  # noqa: F821
         """Finds the cheapest search settings (nprobe, candidates) whose recall@k against exact
         search reaches ``target_recall`` on ``queries`` (a held-out sample of your real
         queries), or without queries on ``sample`` stored vectors searched as queries; stores
@@ -435,31 +561,53 @@ class Index:
         """Sizes (bytes per document, everything resident counted) and search totals."""
         rows = self._version.rows
         n = rows.n
-        row_bytes = sum(a.nbytes for f, a in rows.arrays().items() if f not in ("vectors", "scales"))
+        row_bytes = sum(
+            a.nbytes for f, a in rows.arrays().items() if f not in ("vectors", "scales")
+        )
         model = sum(a.nbytes for a in self._layout.model_arrays().values())
         if self.itq is not None:
-            model += sum(a.nbytes for a in (self.itq.mean, self.itq.pca, self.itq.rotation,
-                                            self.itq.projection))
-        store = 0 if rows.vectors is None else rows.vectors.nbytes + (
-            0 if rows.scales is None else rows.scales.nbytes)
+            model += sum(
+                a.nbytes
+                for a in (self.itq.mean, self.itq.pca, self.itq.rotation, self.itq.projection)
+            )
+        store = (
+            0
+            if rows.vectors is None
+            else rows.vectors.nbytes + (0 if rows.scales is None else rows.scales.nbytes)
+        )
         with self._stats_lock:
             t = dict(self._totals)
         return {
-            "n": n, "n_bits": self.n_bits, "dim": self.dim, "layout": self.layout,
-            "metric": self.metric, "store": self.store, "n_pivots": self._layout.n_pivots,
-            "sorted_levels": self.levels, "groups": self._layout.n_groups,
+            "n": n,
+            "n_bits": self.n_bits,
+            "dim": self.dim,
+            "layout": self.layout,
+            "metric": self.metric,
+            "store": self.store,
+            "n_pivots": self._layout.n_pivots,
+            "sorted_levels": self.levels,
+            "groups": self._layout.n_groups,
             "bytes_per_doc": (row_bytes + model + store) / n if n else 0.0,
             "index_bytes_per_doc": (row_bytes + model) / n if n else 0.0,
             "code_bytes_per_doc": self.n_bits // 8,
             "tuned": dict(self.tuned),
-            "searches": t["searches"], "queries": t["queries"],
-            "rows_scanned": t["rows_scanned"], "rows_possible": t["rows_possible"],
+            "searches": t["searches"],
+            "queries": t["queries"],
+            "rows_scanned": t["rows_scanned"],
+            "rows_possible": t["rows_possible"],
             "scanned_share": t["rows_scanned"] / t["rows_possible"] if t["rows_possible"] else None,
-            **({} if not self._layout.n_groups else {
-                ("n_partitions" if self.layout == "partitioned" else "n_lists"):
-                    self._layout.n_groups,
-                "group_size_min_median_max": [int(v) for v in np.percentile(
-                    np.diff(rows.offsets), [0, 50, 100])]}),
+            **(
+                {}
+                if not self._layout.n_groups
+                else {
+                    (
+                        "n_partitions" if self.layout == "partitioned" else "n_lists"
+                    ): self._layout.n_groups,
+                    "group_size_min_median_max": [
+                        int(v) for v in np.percentile(np.diff(rows.offsets), [0, 50, 100])
+                    ],
+                }
+            ),
         }
 
     # ---- persistence ----
@@ -469,16 +617,26 @@ class Index:
         removed; a directory holding other files but no index is refused (hashpivot.storage)."""
         rows = self._version.rows
         arrays = {**self._layout.model_arrays(), **rows.arrays()}
-        header = {"format": "hashpivot-index", "version": VERSION, "n": rows.n,
-                  "n_bits": self.n_bits, "dim": self.dim, "layout": self.layout,
-                  "levels": self.levels, "n_pivots": self._layout.n_pivots,
-                  "groups": self._layout.n_groups, "store": self.store, "metric": self.metric,
-                  "meta": self.meta, "tuned": self.tuned}
+        header = {
+            "format": "hashpivot-index",
+            "version": VERSION,
+            "n": rows.n,
+            "n_bits": self.n_bits,
+            "dim": self.dim,
+            "layout": self.layout,
+            "levels": self.levels,
+            "n_pivots": self._layout.n_pivots,
+            "groups": self._layout.n_groups,
+            "store": self.store,
+            "metric": self.metric,
+            "meta": self.meta,
+            "tuned": self.tuned,
+        }
         blobs = {} if self.itq is None else {"itq": self.itq.save_to}
         save_dir(path, header, arrays, blobs)
 
     @classmethod
-    def load(cls, path: PathLike, mmap: bool = True, verify: bool = True) -> "Index":
+    def load(cls, path: PathLike, mmap: bool = True, verify: bool = True) -> Index:
         """Loads a saved index; ``mmap`` maps the arrays read-only (shared between processes).
         Refuses an unknown version, a missing, truncated, symlinked or corrupt file (checksums
         and the layout's derived arrays when ``verify``). Nothing is ever unpickled."""
@@ -504,8 +662,11 @@ class Index:
         itq = ITQ.load_from(blobs["itq"], str(root / "itq")) if f["has_itq"] else None
         if itq is not None and (itq.n_bits != f["n_bits"] or itq.dim != f["dim"]):
             raise CorruptFileError(f"{root}: the ITQ model does not match the header")
-        model = {k: np.ascontiguousarray(arrays.pop(k)) for k in ("pivots", "centres",
-                                                                   "list_centres") if k in arrays}
+        model = {
+            k: np.ascontiguousarray(arrays.pop(k))
+            for k in ("pivots", "centres", "list_centres")
+            if k in arrays
+        }
         layout = make_layout(f["layout"], f["n_bits"], itq, model, f["levels"])
         rows = Rows(**{k: arrays.get(k) for k in Rows.__dataclass_fields__})
         try:
@@ -520,9 +681,16 @@ class Index:
 def _header_fields(h: Dict[str, Any], root: Path) -> Dict[str, Any]:
     """Every header field checked against sane bounds before anything is allocated."""
     # format 2 added the partitions' centre distances; 3 the ivf layout, metric and tuning
-    version = check_version(h, root, VERSION, lambda v, hd: v == VERSION or (
-        v == 2 and hd.get("layout", "flat") in ("flat", "partitioned")) or (
-        v == 1 and hd.get("layout", "flat") == "flat"))
+    version = check_version(
+        h,
+        root,
+        VERSION,
+        lambda v, hd: (
+            v == VERSION
+            or (v == 2 and hd.get("layout", "flat") in ("flat", "partitioned"))
+            or (v == 1 and hd.get("layout", "flat") == "flat")
+        ),
+    )
 
     def field(name: str, check):
         try:
@@ -536,13 +704,16 @@ def _header_fields(h: Dict[str, Any], root: Path) -> Dict[str, Any]:
     dim = field("dim", lambda v: None if v is None else count(v, "dim", 1, _core.MAX_DIM))
     store = field("store", lambda v: choice(v, "store", STORES))
     metric = field("metric", lambda v: choice("ip" if v is None else v, "metric", METRICS))
-    levels = field("levels", lambda v: count(0 if v is None else v, "levels", 0,
-                                             _core.MAX_SORTED_LEVELS))
+    levels = field(
+        "levels", lambda v: count(0 if v is None else v, "levels", 0, _core.MAX_SORTED_LEVELS)
+    )
     n_pivots = field("n_pivots", lambda v: count(0 if v is None else v, "n_pivots", 0, MAX_PIVOTS))
-    meta = field("meta", lambda v: {} if v is None else (v if isinstance(v, dict) else
-                                                         count(None, "meta")))
-    tuned = field("tuned", lambda v: {} if v is None else (v if isinstance(v, dict) else
-                                                           count(None, "tuned")))
+    meta = field(
+        "meta", lambda v: {} if v is None else (v if isinstance(v, dict) else count(None, "meta"))
+    )
+    tuned = field(
+        "tuned", lambda v: {} if v is None else (v if isinstance(v, dict) else count(None, "tuned"))
+    )
     for key, value in tuned.items():
         if key in ("nprobe", "candidates"):
             field("tuned", lambda v, value=value, key=key: count(value, key, 1))
@@ -555,11 +726,24 @@ def _header_fields(h: Dict[str, Any], root: Path) -> Dict[str, Any]:
         raise CorruptFileError(f"{root}: stored vectors or an ITQ model need dim")
     if layout == "ivf" and not has_itq:
         raise CorruptFileError(f"{root}: an ivf index needs its residual ITQ model")
-    groups = group_count(layout, h.get("arrays") or {}, n) if isinstance(h.get("arrays"), dict) \
-        else 0
-    return {"version": version, "layout": layout, "n": n, "n_bits": n_bits, "dim": dim,
-            "store": store, "metric": metric, "levels": levels, "n_pivots": n_pivots,
-            "meta": meta, "tuned": tuned, "has_itq": has_itq, "groups": groups}
+    groups = (
+        group_count(layout, h.get("arrays") or {}, n) if isinstance(h.get("arrays"), dict) else 0
+    )
+    return {
+        "version": version,
+        "layout": layout,
+        "n": n,
+        "n_bits": n_bits,
+        "dim": dim,
+        "store": store,
+        "metric": metric,
+        "levels": levels,
+        "n_pivots": n_pivots,
+        "meta": meta,
+        "tuned": tuned,
+        "has_itq": has_itq,
+        "groups": groups,
+    }
 
 
 class _ShapeOnlyITQ:

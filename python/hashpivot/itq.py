@@ -17,10 +17,18 @@ import numpy as np
 
 from . import _core
 from ._io import atomic_write, sha256_array
-from ._validate import count, seed as _seed, to_numpy
+from ._validate import count, to_numpy
+from ._validate import seed as _seed
 from .codes import check_n_bits
-from .errors import (CorruptFileError, DimensionError, FormatVersionError, InvalidInputError,
-                     InvalidTypeError, MissingFileError, NonFiniteError)
+from .errors import (
+    CorruptFileError,
+    DimensionError,
+    FormatVersionError,
+    InvalidInputError,
+    InvalidTypeError,
+    MissingFileError,
+    NonFiniteError,
+)
 
 FORMAT = "hashpivot-itq"
 VERSION = 1
@@ -38,8 +46,9 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def as_embeddings(x: object, name: str = "embeddings", dim: Optional[int] = None,
-                  check_finite: bool = True) -> np.ndarray:
+def as_embeddings(
+    x: object, name: str = "embeddings", dim: Optional[int] = None, check_finite: bool = True
+) -> np.ndarray:
     """A 2-D float array of finite values (1-D: one row). float16/float64 are converted to
     float32 (that conversion is the only copy made); a torch tensor is taken without a copy."""
     x = to_numpy(x)
@@ -73,21 +82,28 @@ class ITQ:
     training (default max(32768, 10 * dim), sampled with the seed, as faiss does).
     """
 
-    def __init__(self, n_bits: int = 128, n_iter: int = 50, seed: int = 42,
-                 device: str = "auto", max_train: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        n_bits: int = 128,
+        n_iter: int = 50,
+        seed: int = 42,
+        device: str = "auto",
+        max_train: Optional[int] = None,
+    ) -> None:
         self.n_bits = check_n_bits(n_bits)
         self.n_iter = count(n_iter, "n_iter", 0, MAX_ITERATIONS)
         self.seed = _seed(seed)
         if not isinstance(device, str):
-            raise InvalidTypeError(f"device must be a string ('auto', 'cpu', 'cuda'), got "
-                                   f"{type(device).__name__}")
+            raise InvalidTypeError(
+                f"device must be a string ('auto', 'cpu', 'cuda'), got {type(device).__name__}"
+            )
         self.device = device
         self.max_train = None if max_train is None else count(max_train, "max_train", 2)
-        self.mean: Optional[np.ndarray] = None        # (dim,) float32
+        self.mean: Optional[np.ndarray] = None  # (dim,) float32
         self.projection: Optional[np.ndarray] = None  # (dim, n_bits) float32 = PCA @ rotation
-        self.pca: Optional[np.ndarray] = None         # (dim, n_bits)
-        self.rotation: Optional[np.ndarray] = None    # (n_bits, n_bits)
-        self.errors: List[float] = []                 # quantization error per iteration
+        self.pca: Optional[np.ndarray] = None  # (dim, n_bits)
+        self.rotation: Optional[np.ndarray] = None  # (n_bits, n_bits)
+        self.errors: List[float] = []  # quantization error per iteration
 
     @property
     def dim(self) -> int:
@@ -98,7 +114,7 @@ class ITQ:
         if self.mean is None:
             raise InvalidInputError("this ITQ model is not fitted: call fit(x) or ITQ.load(path)")
 
-    def fit(self, x: np.ndarray, progress: Optional[bool] = None) -> "ITQ":
+    def fit(self, x: np.ndarray, progress: Optional[bool] = None) -> ITQ:
         import torch
         from tqdm.auto import tqdm
 
@@ -115,9 +131,13 @@ class ITQ:
         if n < 2:
             raise InvalidInputError("ITQ needs at least 2 training rows")
         if n <= self.n_bits:
-            warnings.warn(f"ITQ: {n} training rows for {self.n_bits} bits: PCA has at most "
-                          f"{n - 1} informative directions, the other bits are arbitrary (use "
-                          "fewer bits or more rows)", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"ITQ: {n} training rows for {self.n_bits} bits: PCA has at most "
+                f"{n - 1} informative directions, the other bits are arbitrary (use "
+                "fewer bits or more rows)",
+                UserWarning,
+                stacklevel=3,
+            )
         max_train = self.max_train or max(32768, 10 * d)
         if n > max_train:
             rows = np.sort(np.random.default_rng(self.seed).choice(n, max_train, replace=False))
@@ -134,7 +154,7 @@ class ITQ:
         mean = xt.double().mean(0)
         xc = xt - mean.float()
         xd = xc.double()
-        cov = (xd.T @ xd) / n                               # accumulated in float64
+        cov = (xd.T @ xd) / n  # accumulated in float64
         evals, evecs = torch.linalg.eigh(cov)
         order = torch.argsort(evals, descending=True)[: self.n_bits]
         pca = evecs[:, order]
@@ -143,7 +163,7 @@ class ITQ:
         # Rounds run in float64 on a GPU (free there, and as faiss does), float32 on a CPU
         # (2-3x faster with the same result up to sign flips of projections within ~1e-6 of 0).
         dtype = torch.float32 if device == "cpu" else torch.float64
-        v = (xd @ pca).to(dtype)                            # (n, n_bits)
+        v = (xd @ pca).to(dtype)  # (n, n_bits)
         del xd, xc, xt
         r0 = torch.randn(self.n_bits, self.n_bits, generator=gen, dtype=torch.float64)
         rot = torch.linalg.qr(r0)[0].to(device, dtype)  # random orthogonal start, seeded
@@ -175,8 +195,9 @@ class ITQ:
         ``centre``, x @ PCA @ R. Computed by the C++ core, the same sums on every ISA."""
         self._require_fitted()
         x = as_embeddings(x, "embeddings", self.dim)
-        z, _ = _core.encode(x, self.mean if centre else None, self.projection, want_z=True,
-                            want_codes=False)
+        z, _ = _core.encode(
+            x, self.mean if centre else None, self.projection, want_z=True, want_codes=False
+        )
         return z
 
     def encode(self, x: np.ndarray, progress: Optional[bool] = None) -> np.ndarray:
@@ -195,8 +216,12 @@ class ITQ:
 
     # ---- persistence: npz without pickle, with a version and checksums ----
     def _arrays(self) -> dict:
-        return {"mean": self.mean, "pca": self.pca, "rotation": self.rotation,
-                "errors": np.asarray(self.errors, dtype=np.float64)}
+        return {
+            "mean": self.mean,
+            "pca": self.pca,
+            "rotation": self.rotation,
+            "errors": np.asarray(self.errors, dtype=np.float64),
+        }
 
     def save(self, path: Union[str, Path]) -> None:
         """Writes the model atomically (npz, no pickle, version and checksums in a header)."""
@@ -205,13 +230,19 @@ class ITQ:
 
     def save_to(self, f) -> None:
         arrays = self._arrays()
-        meta = {"format": FORMAT, "version": VERSION, "n_bits": self.n_bits,
-                "n_iter": self.n_iter, "seed": self.seed, "dim": self.dim,
-                "sha256": {k: sha256_array(v) for k, v in arrays.items()}}
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "n_bits": self.n_bits,
+            "n_iter": self.n_iter,
+            "seed": self.seed,
+            "dim": self.dim,
+            "sha256": {k: sha256_array(v) for k, v in arrays.items()},
+        }
         np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "ITQ":
+    def load(cls, path: Union[str, Path]) -> ITQ:
         """Reads a model written by :meth:`save`. Only the members a model has are read, each
         checked against the header's shapes before a byte of it is decompressed (a crafted file
         cannot make this allocate more than the model's size), then against its checksum."""
@@ -222,14 +253,15 @@ class ITQ:
             return cls.load_from(f, str(path))
 
     @classmethod
-    def load_from(cls, f: BinaryIO, where: str) -> "ITQ":
+    def load_from(cls, f: BinaryIO, where: str) -> ITQ:
         try:
             zf = zipfile.ZipFile(f)
         except (zipfile.BadZipFile, OSError, ValueError) as e:
             raise CorruptFileError(f"{where} is not a readable ITQ file: {e}") from None
         with zf:
-            meta_raw = _read_member(zf, "meta", np.dtype(np.uint8), None, where,
-                                    max_bytes=MAX_META_BYTES)
+            meta_raw = _read_member(
+                zf, "meta", np.dtype(np.uint8), None, where, max_bytes=MAX_META_BYTES
+            )
             try:
                 meta = json.loads(bytes(meta_raw).decode())
                 fmt, version = meta.get("format"), meta.get("version")
@@ -240,9 +272,13 @@ class ITQ:
             if version != VERSION:
                 raise FormatVersionError(
                     f"{where} has ITQ format version {version}; this hashpivot reads "
-                    f"version {VERSION}: upgrade hashpivot or rebuild the model")
+                    f"version {VERSION}: upgrade hashpivot or rebuild the model"
+                )
             try:
-                n_bits, dim = check_n_bits(meta["n_bits"]), count(meta["dim"], "dim", 1, _core.MAX_DIM)
+                n_bits, dim = (
+                    check_n_bits(meta["n_bits"]),
+                    count(meta["dim"], "dim", 1, _core.MAX_DIM),
+                )
                 n_iter = count(meta["n_iter"], "n_iter", 0, MAX_ITERATIONS)
                 m = cls(n_bits=n_bits, n_iter=n_iter, seed=meta["seed"])
                 digests = dict(meta["sha256"])
@@ -251,13 +287,22 @@ class ITQ:
             if n_bits > dim:
                 raise CorruptFileError(f"{where}: {n_bits} bits from {dim} dimensions")
             f32 = np.dtype(np.float32)
-            shapes = {"mean": (f32, (dim,)), "pca": (f32, (dim, n_bits)),
-                      "rotation": (f32, (n_bits, n_bits)),
-                      "errors": (np.dtype(np.float64), None)}
+            shapes = {
+                "mean": (f32, (dim,)),
+                "pca": (f32, (dim, n_bits)),
+                "rotation": (f32, (n_bits, n_bits)),
+                "errors": (np.dtype(np.float64), None),
+            }
             data = {}
             for name, (dtype, shape) in shapes.items():
-                data[name] = _read_member(zf, name, dtype, shape, where,
-                                          max_bytes=8 * (n_iter + 2) if shape is None else None)
+                data[name] = _read_member(
+                    zf,
+                    name,
+                    dtype,
+                    shape,
+                    where,
+                    max_bytes=8 * (n_iter + 2) if shape is None else None,
+                )
                 if sha256_array(data[name]) != digests.get(name):
                     raise CorruptFileError(f"{where}: checksum mismatch in '{name}' (file corrupt)")
         m.mean, m.pca, m.rotation = data["mean"], data["pca"], data["rotation"]
@@ -266,8 +311,14 @@ class ITQ:
         return m
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: Optional[tuple],
-                 where: str, max_bytes: Optional[int] = None) -> np.ndarray:
+def _read_member(
+    zf: zipfile.ZipFile,
+    name: str,
+    dtype: np.dtype,
+    shape: Optional[tuple],
+    where: str,
+    max_bytes: Optional[int] = None,
+) -> np.ndarray:
     """One .npy member of an npz, its header checked before its data is read (at most the
     bytes that header promises)."""
     try:
@@ -281,10 +332,16 @@ def _read_member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: Optiona
                 got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(fp)
             else:
                 got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(fp)
-            if got_dtype != dtype or fortran or (shape is not None and got_shape != shape) or \
-                    len(got_shape) != (1 if shape is None else len(shape)):
-                raise CorruptFileError(f"{where}: '{name}' is {got_dtype}{got_shape}, expected "
-                                       f"{dtype}{shape or '(n,)'}")
+            if (
+                got_dtype != dtype
+                or fortran
+                or (shape is not None and got_shape != shape)
+                or len(got_shape) != (1 if shape is None else len(shape))
+            ):
+                raise CorruptFileError(
+                    f"{where}: '{name}' is {got_dtype}{got_shape}, expected "
+                    f"{dtype}{shape or '(n,)'}"
+                )
             nbytes = int(np.prod(got_shape, dtype=np.int64)) * dtype.itemsize
             if max_bytes is not None and nbytes > max_bytes:
                 raise CorruptFileError(f"{where}: '{name}' is larger than a model's ({nbytes} B)")

@@ -18,14 +18,15 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._validate import count, seed as _seed
+from ._validate import count
+from ._validate import seed as _seed
 from .errors import InvalidInputError
 from .itq import ITQ, resolve_device
 
 LISTS_PER_SQRT_N = 4  # C = 4 sqrt(N) lists, as faiss' guideline for IVF
-TRAIN_PER_LIST = 64   # k-means trains on 64 rows a centre (faiss warns below 39)
-KMEANS_ITERS = 10     # as faiss' IVF training
-ASSIGN_CHUNK = 8192   # rows a k-means assignment step scores at once (C x 8192 floats)
+TRAIN_PER_LIST = 64  # k-means trains on 64 rows a centre (faiss warns below 39)
+KMEANS_ITERS = 10  # as faiss' IVF training
+ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
 
 
 def default_lists(n: int) -> int:
@@ -51,14 +52,19 @@ def assign(x: np.ndarray, centres: np.ndarray, device: str = "auto") -> np.ndarr
     c_sq = (ct * ct).sum(1)
     out = np.empty(len(x), dtype=np.int32)
     for s in range(0, len(x), ASSIGN_CHUNK):
-        xt = torch.from_numpy(np.array(x[s:s + ASSIGN_CHUNK], dtype=np.float32)).to(dev)
-        out[s:s + ASSIGN_CHUNK] = _nearest(xt, ct, c_sq)[0].cpu().numpy()
+        xt = torch.from_numpy(np.array(x[s : s + ASSIGN_CHUNK], dtype=np.float32)).to(dev)
+        out[s : s + ASSIGN_CHUNK] = _nearest(xt, ct, c_sq)[0].cpu().numpy()
     return out
 
 
-def kmeans(x: np.ndarray, n_lists: Optional[int] = None, seed: int = 42,
-           iters: int = KMEANS_ITERS, sample: Optional[int] = None,
-           device: str = "auto") -> np.ndarray:
+def kmeans(
+    x: np.ndarray,
+    n_lists: Optional[int] = None,
+    seed: int = 42,
+    iters: int = KMEANS_ITERS,
+    sample: Optional[int] = None,
+    device: str = "auto",
+) -> np.ndarray:
     """(C, dim) float32 centres: C distinct seeded sample rows, then ``iters`` Lloyd rounds on
     a seeded sample of ``sample`` rows (default 64 per centre); an emptied centre takes a random
     sample row."""
@@ -80,7 +86,7 @@ def kmeans(x: np.ndarray, n_lists: Optional[int] = None, seed: int = 42,
         sums = torch.zeros_like(centres)
         counts = torch.zeros(C, dtype=torch.float32, device=dev)
         for s in range(0, size, ASSIGN_CHUNK):
-            xt = pool[s:s + ASSIGN_CHUNK]
+            xt = pool[s : s + ASSIGN_CHUNK]
             idx, _ = _nearest(xt, centres, c_sq)
             sums.index_add_(0, idx, xt)
             counts.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float32))
@@ -93,32 +99,43 @@ def kmeans(x: np.ndarray, n_lists: Optional[int] = None, seed: int = 42,
     return np.ascontiguousarray(centres.cpu().numpy(), dtype=np.float32)
 
 
-def train(x: np.ndarray, n_bits: int, n_lists: Optional[int], seed: int, device: str,
-          n_iter: int, max_train: Optional[int], progress: Optional[bool]
-          ) -> Tuple[np.ndarray, ITQ, np.ndarray]:
+def train(
+    x: np.ndarray,
+    n_bits: int,
+    n_lists: Optional[int],
+    seed: int,
+    device: str,
+    n_iter: int,
+    max_train: Optional[int],
+    progress: Optional[bool],
+) -> Tuple[np.ndarray, ITQ, np.ndarray]:
     """(centres, residual ITQ, each row's list) for the rows x."""
     centres = kmeans(x, n_lists, seed, device=device)
     lists = assign(x, centres, device)
     itq = ITQ(n_bits=n_bits, n_iter=n_iter, seed=seed, device=device, max_train=max_train)
     train_rows = itq.max_train or max(32768, 10 * x.shape[1])
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(x), train_rows, replace=False)) if len(x) > train_rows \
+    rows = (
+        np.sort(rng.choice(len(x), train_rows, replace=False))
+        if len(x) > train_rows
         else np.arange(len(x))
+    )
     itq.fit(np.asarray(x[rows], dtype=np.float32) - centres[lists[rows]], progress=progress)
     return centres, itq, lists
 
 
-def residual_codes(itq: ITQ, x: np.ndarray, centres: np.ndarray, lists: np.ndarray,
-                   chunk: int = 1 << 16) -> Tuple[np.ndarray, np.ndarray]:
+def residual_codes(
+    itq: ITQ, x: np.ndarray, centres: np.ndarray, lists: np.ndarray, chunk: int = 1 << 16
+) -> Tuple[np.ndarray, np.ndarray]:
     """(codes, factors) of rows x in lists: sign of the residual's projection, and
     a_x = ||y||^2 / sum |y_j| (1 where y is zero)."""
     n = len(x)
     codes = np.empty((n, itq.n_bits // 8), dtype=np.uint8)
     factors = np.empty(n, dtype=np.float32)
     for s in range(0, n, chunk):
-        r = np.asarray(x[s:s + chunk], dtype=np.float32) - centres[lists[s:s + chunk]]
+        r = np.asarray(x[s : s + chunk], dtype=np.float32) - centres[lists[s : s + chunk]]
         y = itq.project(r)
-        codes[s:s + chunk] = np.packbits(y >= 0, axis=1)
+        codes[s : s + chunk] = np.packbits(y >= 0, axis=1)
         l1 = np.abs(y).sum(1)
-        factors[s:s + chunk] = np.where(l1 > 0, (y * y).sum(1) / np.maximum(l1, 1e-30), 1.0)
+        factors[s : s + chunk] = np.where(l1 > 0, (y * y).sum(1) / np.maximum(l1, 1e-30), 1.0)
     return codes, factors

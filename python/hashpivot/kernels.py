@@ -13,7 +13,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._validate import count, is_int, threads as _threads, to_numpy
+from ._validate import count, is_int, to_numpy
+from ._validate import threads as _threads
 from .codes import as_codes
 from .errors import InvalidInputError, InvalidTypeError, LimitError
 from .plan import quantized_pool
@@ -36,8 +37,10 @@ def _pair(queries: np.ndarray, codes: np.ndarray) -> Tuple[np.ndarray, np.ndarra
 def _k(k: object, nq: int) -> int:
     k = count(k, "k", 0)
     if nq * k > MAX_RESULT_ENTRIES:
-        raise LimitError(f"k={k:,} for {nq:,} queries would allocate {nq * k:,} results; "
-                         "ask for at most the number of codes")
+        raise LimitError(
+            f"k={k:,} for {nq:,} queries would allocate {nq * k:,} results; "
+            "ask for at most the number of codes"
+        )
     return k
 
 
@@ -61,9 +64,9 @@ def hamming_knn(
     return _core.knn(q, c, _k(k, q.shape[0]), _threads(threads))
 
 
-def hamming_range(query: np.ndarray, codes: np.ndarray, radius: int,
-                  threads: Optional[int] = None
-                  ) -> Union[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def hamming_range(
+    query: np.ndarray, codes: np.ndarray, radius: int, threads: Optional[int] = None
+) -> Union[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every code within ``radius`` (inclusive) of the query, by ascending distance then id.
 
     A single query (1-D, or one row) returns ``(distances int32, ids int64)``; a 2-D batch
@@ -84,13 +87,15 @@ def hamming_distances(
     """All distances, an int32 array (nq, n)."""
     q, c = _pair(queries, codes)
     if q.shape[0] * c.shape[0] > MAX_RESULT_ENTRIES:
-        raise LimitError(f"a {q.shape[0]:,} x {c.shape[0]:,} distance matrix is too large; "
-                         "ask in chunks")
+        raise LimitError(
+            f"a {q.shape[0]:,} x {c.shape[0]:,} distance matrix is too large; ask in chunks"
+        )
     return _core.distances(q, c, _threads(threads))
 
 
-def band_bounds(query_dists: np.ndarray, threshold: int, n_pivots: int
-                ) -> Tuple[np.ndarray, np.ndarray]:
+def band_bounds(
+    query_dists: np.ndarray, threshold: int, n_pivots: int
+) -> Tuple[np.ndarray, np.ndarray]:
     """The pivot band's per-pivot bounds (d_q - t, d_q + t) as int32 (nq, P)."""
     qd = np.asarray(to_numpy(query_dists))
     if qd.ndim == 1:
@@ -113,8 +118,9 @@ def _table(table: np.ndarray) -> np.ndarray:
     if not isinstance(table, np.ndarray) or table.dtype not in (np.uint8, np.uint16):
         raise InvalidTypeError("pivot table must be a uint8 or uint16 numpy array (n, n_pivots)")
     if table.ndim != 2 or not 1 <= table.shape[1] <= _core.MAX_PIVOTS:
-        raise InvalidInputError(f"pivot table must be (n, n_pivots <= {_core.MAX_PIVOTS}), "
-                                f"got {table.shape}")
+        raise InvalidInputError(
+            f"pivot table must be (n, n_pivots <= {_core.MAX_PIVOTS}), got {table.shape}"
+        )
     if not table.flags.c_contiguous:
         raise InvalidInputError("pivot table is not C-contiguous: pass np.ascontiguousarray(...)")
     return table
@@ -163,15 +169,17 @@ def projections(z: np.ndarray, n_bits: int) -> np.ndarray:
         raise InvalidTypeError("query projections must be a float numpy array (nq, n_bits)")
     z = np.ascontiguousarray(z.reshape(1, -1) if z.ndim == 1 else z, dtype=np.float32)
     if z.ndim != 2 or z.shape[1] != n_bits:
-        raise InvalidInputError(f"query projections must have {n_bits} columns (one per bit), "
-                                f"got shape {z.shape}")
+        raise InvalidInputError(
+            f"query projections must have {n_bits} columns (one per bit), got shape {z.shape}"
+        )
     if not np.isfinite(z).all():
         raise InvalidInputError("query projections contain NaN or inf")
     return z
 
 
-def asymmetric_knn(projections_: np.ndarray, codes: np.ndarray, k: int,
-                   threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def asymmetric_knn(
+    projections_: np.ndarray, codes: np.ndarray, k: int, threads: Optional[int] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Full scan by the asymmetric score z . (2 b - 1) of a float query projection z (for ITQ,
     ``ITQ.project(query)``) against each code's +-1 bits, z quantized to 16 levels for speed:
     ``(scores float32 (nq, k) descending, ids int64)``. The quantized scan keeps
@@ -182,11 +190,18 @@ def asymmetric_knn(projections_: np.ndarray, codes: np.ndarray, k: int,
     return _core.asym_knn(z, c, k, quantized_pool(k), _threads(threads))
 
 
-def asymmetric_rescore(projections_: np.ndarray, codes: np.ndarray, candidates: np.ndarray,
-                       k: int, threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def asymmetric_rescore(
+    projections_: np.ndarray,
+    codes: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    threads: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
     """Exact asymmetric scores of candidate rows (nq, M; -1 = none): the k best per query,
     ``(scores float32 descending, rows int64)``, -inf / -1 where fewer exist."""
     c = as_codes(codes)
     z = projections(projections_, c.shape[1] * 8)
-    cand = np.ascontiguousarray(np.asarray(to_numpy(candidates), dtype=np.int64).reshape(z.shape[0], -1))
+    cand = np.ascontiguousarray(
+        np.asarray(to_numpy(candidates), dtype=np.int64).reshape(z.shape[0], -1)
+    )
     return _core.asym_rescore(z, c, cand, _k(k, z.shape[0]), _threads(threads))

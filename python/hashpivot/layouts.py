@@ -40,25 +40,28 @@ class Rows:
     ids: np.ndarray
     vectors: Optional[np.ndarray] = None
     scales: Optional[np.ndarray] = None
-    table: Optional[np.ndarray] = None    # flat, partitioned: distances to the pivots (n, P)
+    table: Optional[np.ndarray] = None  # flat, partitioned: distances to the pivots (n, P)
     offsets: Optional[np.ndarray] = None  # flat: cell starts; partitioned, ivf: group starts
-    parts: Optional[np.ndarray] = None    # partitioned: each row's partition
-    radius: Optional[np.ndarray] = None   # partitioned: each partition's covering radius
-    cdist: Optional[np.ndarray] = None    # partitioned: each row's distance to its centre
-    lists: Optional[np.ndarray] = None    # ivf: each row's list
+    parts: Optional[np.ndarray] = None  # partitioned: each row's partition
+    radius: Optional[np.ndarray] = None  # partitioned: each partition's covering radius
+    cdist: Optional[np.ndarray] = None  # partitioned: each row's distance to its centre
+    lists: Optional[np.ndarray] = None  # ivf: each row's list
     factors: Optional[np.ndarray] = None  # ivf: each row's residual scale a_x
 
-    def take(self, order: np.ndarray, **changed: Any) -> "Rows":
+    def take(self, order: np.ndarray, **changed: Any) -> Rows:
         """These rows in another order (or a subset), with some arrays replaced."""
+
         def pick(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
             return None if a is None else np.ascontiguousarray(a[order])
+
         per_row = {f: pick(getattr(self, f)) for f in PER_ROW}
         per_row.update(changed)
         return replace(self, **per_row)
 
     def arrays(self) -> Dict[str, np.ndarray]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__
-                if getattr(self, f) is not None}
+        return {
+            f: getattr(self, f) for f in self.__dataclass_fields__ if getattr(self, f) is not None
+        }
 
     @property
     def n(self) -> int:
@@ -75,7 +78,9 @@ def _concat(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.nda
 
 
 def _starts(groups: np.ndarray, n_groups: int) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))]).astype(np.int64)
+    return np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))]).astype(
+        np.int64
+    )
 
 
 def _require(ok: bool, what: str) -> None:
@@ -106,8 +111,10 @@ class Layout:
 
     # rows
     def empty(self) -> Rows:
-        return self.order(Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64)),
-                          self.derive(np.zeros((0, self.n_bits // 8), np.uint8), None))
+        return self.order(
+            Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64)),
+            self.derive(np.zeros((0, self.n_bits // 8), np.uint8), None),
+        )
 
     def encode(self, x: np.ndarray) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         """Codes of float rows (and any other per-row arrays the layout derives from them)."""
@@ -119,8 +126,12 @@ class Layout:
         raise NotImplementedError
 
     def append(self, rows: Rows, new: Rows, derived: Dict[str, np.ndarray]) -> Rows:
-        both = Rows(**{f: _concat(getattr(rows, f), getattr(new, f)) for f in ("codes", "ids",
-                                                                               "vectors", "scales")})
+        both = Rows(
+            **{
+                f: _concat(getattr(rows, f), getattr(new, f))
+                for f in ("codes", "ids", "vectors", "scales")
+            }
+        )
         merged = {f: _concat(getattr(rows, f), derived.get(f)) for f in derived}
         return self.order(replace(both, **{f: getattr(rows, f) for f in ("radius",)}), merged)
 
@@ -133,20 +144,30 @@ class Layout:
         return self.order(kept, {})
 
     # search
-    def snapshot(self, rows: Rows) -> "_core.Snapshot":
+    def snapshot(self, rows: Rows) -> _core.Snapshot:
         raise NotImplementedError
 
     def shape(self, rows: Rows, has_store: bool) -> IndexShape:
-        return IndexShape(layout=self.name, n_rows=rows.n, n_bits=self.n_bits,  # type: ignore
-                          has_itq=self.itq is not None, has_store=has_store,
-                          n_groups=self.n_groups, n_pivots=self.n_pivots)
+        return IndexShape(
+            layout=self.name,
+            n_rows=rows.n,
+            n_bits=self.n_bits,  # type: ignore
+            has_itq=self.itq is not None,
+            has_store=has_store,
+            n_groups=self.n_groups,
+            n_pivots=self.n_pivots,
+        )
 
     def _common(self, rows: Rows, centre_queries: bool = True) -> Dict[str, Any]:
         itq = self.itq
-        return dict(codes=rows.codes, ids=rows.ids,
-                    mean=None if itq is None or not centre_queries else itq.mean,
-                    projection=None if itq is None else itq.projection,
-                    vectors=rows.vectors, scales=rows.scales)
+        return dict(
+            codes=rows.codes,
+            ids=rows.ids,
+            mean=None if itq is None or not centre_queries else itq.mean,
+            projection=None if itq is None else itq.projection,
+            vectors=rows.vectors,
+            scales=rows.scales,
+        )
 
     # files
     def expect(self, n: int, C: int) -> Expectation:
@@ -189,35 +210,48 @@ class FlatLayout(Layout):
         order = np.argsort(key, kind="stable")  # insertion order breaks ties
         return replace(rows, table=table).take(order, offsets=_starts(key[order], self.cells()))
 
-    def snapshot(self, rows: Rows) -> "_core.Snapshot":
-        return _core.Snapshot(**self._common(rows), pivots=self.pivots, table=rows.table,
-                              cells=rows.offsets, levels=self.levels)
+    def snapshot(self, rows: Rows) -> _core.Snapshot:
+        return _core.Snapshot(
+            **self._common(rows),
+            pivots=self.pivots,
+            table=rows.table,
+            cells=rows.offsets,
+            levels=self.levels,
+        )
 
     def expect(self, n: int, C: int) -> Expectation:
         nb, P = self.n_bits // 8, self.n_pivots
-        return {"pivots": (U8, (P, nb)), "table": (table_dtype(self.n_bits), (n, P)),
-                "offsets": (I64, (self.cells() + 1,))}
+        return {
+            "pivots": (U8, (P, nb)),
+            "table": (table_dtype(self.n_bits), (n, P)),
+            "offsets": (I64, (self.cells() + 1,)),
+        }
 
     def verify(self, rows: Rows) -> None:
         key = _core.cell_keys(rows.table, self.levels, self.n_bits)
         _require(bool((np.diff(key) >= 0).all()), "rows are not sorted by pivot cell")
-        _require(bool((_starts(key, self.cells()) == rows.offsets).all()),
-                 "cell offsets do not match the rows")
+        _require(
+            bool((_starts(key, self.cells()) == rows.offsets).all()),
+            "cell offsets do not match the rows",
+        )
         _verify_table(rows, self.pivots)
 
 
 def _verify_table(rows: Rows, pivots: np.ndarray) -> None:
     for s in range(0, rows.n, VERIFY_CHUNK):
-        d = hamming_distances(pivots, rows.codes[s:s + VERIFY_CHUNK]).T
-        _require(bool((d == rows.table[s:s + VERIFY_CHUNK]).all()),
-                 "pivot distances do not match the codes")
+        d = hamming_distances(pivots, rows.codes[s : s + VERIFY_CHUNK]).T
+        _require(
+            bool((d == rows.table[s : s + VERIFY_CHUNK]).all()),
+            "pivot distances do not match the codes",
+        )
 
 
 class PartitionedLayout(Layout):
     name = "partitioned"
 
-    def __init__(self, n_bits: int, itq: Optional[ITQ], pivots: np.ndarray,
-                 centres: np.ndarray) -> None:
+    def __init__(
+        self, n_bits: int, itq: Optional[ITQ], pivots: np.ndarray, centres: np.ndarray
+    ) -> None:
         super().__init__(n_bits, itq)
         self.pivots = np.ascontiguousarray(pivots)
         self.centres = np.ascontiguousarray(centres)
@@ -235,8 +269,11 @@ class PartitionedLayout(Layout):
 
     def derive(self, codes: np.ndarray, x: Optional[np.ndarray]) -> Dict[str, np.ndarray]:
         parts, dist = assign_partitions(codes, self.centres)
-        return {"table": pivot_table(codes, self.pivots), "parts": parts,
-                "cdist": dist.astype(table_dtype(self.n_bits))}
+        return {
+            "table": pivot_table(codes, self.pivots),
+            "parts": parts,
+            "cdist": dist.astype(table_dtype(self.n_bits)),
+        }
 
     def append(self, rows: Rows, new: Rows, derived: Dict[str, np.ndarray]) -> Rows:
         radius = rows.radius.copy()  # radii only grow (a removal leaves an upper bound)
@@ -250,32 +287,49 @@ class PartitionedLayout(Layout):
         if rows.radius is None and parts.size:
             np.maximum.at(radius, parts, cdist.astype(np.int32))
         order = np.lexsort((cdist, parts))  # by partition, then distance to its centre
-        rows = replace(rows, table=derived.get("table", rows.table), parts=parts, cdist=cdist,
-                       radius=radius)
+        rows = replace(
+            rows, table=derived.get("table", rows.table), parts=parts, cdist=cdist, radius=radius
+        )
         return rows.take(order, offsets=_starts(parts[order], self.n_groups))
 
-    def snapshot(self, rows: Rows) -> "_core.Snapshot":
-        return _core.Snapshot(**self._common(rows), pivots=self.pivots, table=rows.table,
-                              centres=self.centres, part_offsets=rows.offsets,
-                              radius=rows.radius, cdist=rows.cdist)
+    def snapshot(self, rows: Rows) -> _core.Snapshot:
+        return _core.Snapshot(
+            **self._common(rows),
+            pivots=self.pivots,
+            table=rows.table,
+            centres=self.centres,
+            part_offsets=rows.offsets,
+            radius=rows.radius,
+            cdist=rows.cdist,
+        )
 
     def expect(self, n: int, C: int) -> Expectation:
         nb, P, tdt = self.n_bits // 8, self.n_pivots, table_dtype(self.n_bits)
-        return {"pivots": (U8, (P, nb)), "table": (tdt, (n, P)), "centres": (U8, (C, nb)),
-                "offsets": (I64, (C + 1,)), "parts": (I32, (n,)), "radius": (I32, (C,)),
-                "cdist": (tdt, (n,))}
+        return {
+            "pivots": (U8, (P, nb)),
+            "table": (tdt, (n, P)),
+            "centres": (U8, (C, nb)),
+            "offsets": (I64, (C + 1,)),
+            "parts": (I32, (n,)),
+            "radius": (I32, (C,)),
+            "cdist": (tdt, (n,)),
+        }
 
     def verify(self, rows: Rows) -> None:
         C = self.n_groups
         _require(bool(((rows.parts >= 0) & (rows.parts < C)).all()), "partition out of range")
         _require(bool((np.diff(rows.parts) >= 0).all()), "rows not grouped by partition")
-        _require(bool((_starts(rows.parts, C) == rows.offsets).all()),
-                 "partition offsets do not match the rows")
+        _require(
+            bool((_starts(rows.parts, C) == rows.offsets).all()),
+            "partition offsets do not match the rows",
+        )
         for s in range(0, rows.n, VERIFY_CHUNK):
-            c = rows.codes[s:s + VERIFY_CHUNK]
-            d = np.unpackbits(c ^ self.centres[rows.parts[s:s + VERIFY_CHUNK]], axis=1).sum(1)
-            _require(bool((d == rows.cdist[s:s + VERIFY_CHUNK]).all()),
-                     "centre distances do not match the codes")
+            c = rows.codes[s : s + VERIFY_CHUNK]
+            d = np.unpackbits(c ^ self.centres[rows.parts[s : s + VERIFY_CHUNK]], axis=1).sum(1)
+            _require(
+                bool((d == rows.cdist[s : s + VERIFY_CHUNK]).all()),
+                "centre distances do not match the codes",
+            )
         _verify_table(rows, self.pivots)
 
 
@@ -295,8 +349,10 @@ class IVFLayout(Layout):
 
     def empty(self) -> Rows:
         z = np.zeros(0, np.int32)
-        return self.order(Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64)),
-                          {"lists": z, "factors": np.zeros(0, np.float32)})
+        return self.order(
+            Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64)),
+            {"lists": z, "factors": np.zeros(0, np.float32)},
+        )
 
     def encode(self, x: np.ndarray) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         from .ivf import assign, residual_codes
@@ -305,8 +361,9 @@ class IVFLayout(Layout):
         codes, factors = residual_codes(self.itq, x, self.centres, lists)
         return codes, {"lists": lists, "factors": factors}
 
-    def encode_assigned(self, x: np.ndarray, lists: np.ndarray
-                        ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    def encode_assigned(
+        self, x: np.ndarray, lists: np.ndarray
+    ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         from .ivf import residual_codes
 
         codes, factors = residual_codes(self.itq, x, self.centres, lists)
@@ -321,29 +378,42 @@ class IVFLayout(Layout):
         rows = replace(rows, lists=lists, factors=derived.get("factors", rows.factors))
         return rows.take(order, offsets=_starts(lists[order], self.n_groups))
 
-    def snapshot(self, rows: Rows) -> "_core.Snapshot":
+    def snapshot(self, rows: Rows) -> _core.Snapshot:
         # queries are not centred: <q, x> = <q, c> + <q, r>, and <q, r> ~ <W^T q, y>
-        return _core.Snapshot(**self._common(rows, centre_queries=False),
-                              list_centres=self.centres, list_offsets=rows.offsets,
-                              factors=rows.factors, lists=rows.lists)
+        return _core.Snapshot(
+            **self._common(rows, centre_queries=False),
+            list_centres=self.centres,
+            list_offsets=rows.offsets,
+            factors=rows.factors,
+            lists=rows.lists,
+        )
 
     def expect(self, n: int, C: int) -> Expectation:
         dim = self.itq.dim
-        return {"list_centres": (F32, (C, dim)), "offsets": (I64, (C + 1,)),
-                "lists": (I32, (n,)), "factors": (F32, (n,))}
+        return {
+            "list_centres": (F32, (C, dim)),
+            "offsets": (I64, (C + 1,)),
+            "lists": (I32, (n,)),
+            "factors": (F32, (n,)),
+        }
 
     def verify(self, rows: Rows) -> None:
         C = self.n_groups
         _require(bool(((rows.lists >= 0) & (rows.lists < C)).all()), "list out of range")
         _require(bool((np.diff(rows.lists) >= 0).all()), "rows not grouped by list")
-        _require(bool((_starts(rows.lists, C) == rows.offsets).all()),
-                 "list offsets do not match the rows")
-        _require(bool(np.isfinite(rows.factors).all() and np.isfinite(self.centres).all()),
-                 "non-finite factors or centres")
+        _require(
+            bool((_starts(rows.lists, C) == rows.offsets).all()),
+            "list offsets do not match the rows",
+        )
+        _require(
+            bool(np.isfinite(rows.factors).all() and np.isfinite(self.centres).all()),
+            "non-finite factors or centres",
+        )
 
 
-def make_layout(name: str, n_bits: int, itq: Optional[ITQ], model: Dict[str, np.ndarray],
-                levels: int = 0) -> Layout:
+def make_layout(
+    name: str, n_bits: int, itq: Optional[ITQ], model: Dict[str, np.ndarray], levels: int = 0
+) -> Layout:
     if name == "flat":
         return FlatLayout(n_bits, itq, model["pivots"], levels)
     if name == "partitioned":

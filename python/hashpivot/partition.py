@@ -23,9 +23,14 @@ def default_partitions(n: int) -> int:
     return int(max(1, min(n, round(4 * np.sqrt(max(n, 1))))))
 
 
-def train_centres(codes: np.ndarray, n_partitions: Optional[int] = None, seed: int = 42,
-                  sample: Optional[int] = None, iters: int = 5, init: str = "random"
-                  ) -> np.ndarray:
+def train_centres(
+    codes: np.ndarray,
+    n_partitions: Optional[int] = None,
+    seed: int = 42,
+    sample: Optional[int] = None,
+    iters: int = 5,
+    init: str = "random",
+) -> np.ndarray:
     """(C, n_bits // 8) centre codes for ``codes``: ``init`` "random" (C distinct sample rows)
     or "furthest_first", then ``iters`` rounds of binary k-means on a sample of ``sample``
     rows (default max(64 C, 100,000)); an emptied centre takes a random sample row."""
@@ -37,7 +42,9 @@ def train_centres(codes: np.ndarray, n_partitions: Optional[int] = None, seed: i
         raise InvalidInputError("cannot partition zero codes")
     C = default_partitions(n) if n_partitions is None else int(n_partitions)
     if not 1 <= C <= n:
-        raise InvalidInputError(f"n_partitions must be from 1 to the number of codes ({n}), got {C}")
+        raise InvalidInputError(
+            f"n_partitions must be from 1 to the number of codes ({n}), got {C}"
+        )
     rng = np.random.default_rng(seed)
     size = min(n, sample or max(64 * C, 100_000))
     pool = codes if size == n else codes[np.sort(rng.choice(n, size, replace=False))]
@@ -62,8 +69,9 @@ def train_centres(codes: np.ndarray, n_partitions: Optional[int] = None, seed: i
     return np.ascontiguousarray(centres)
 
 
-def assign(codes: np.ndarray, centres: np.ndarray, threads: Optional[int] = None
-           ) -> Tuple[np.ndarray, np.ndarray]:
+def assign(
+    codes: np.ndarray, centres: np.ndarray, threads: Optional[int] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Nearest centre of each code and the distance to it: (int32 parts, int32 distances)."""
     d, nearest = hamming_knn(codes, centres, 1, threads=threads)
     return nearest[:, 0].astype(np.int32), d[:, 0].astype(np.int32)

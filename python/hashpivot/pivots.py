@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 
 from . import _core
-from ._validate import count, seed as _seed
+from ._validate import count
+from ._validate import seed as _seed
 from .codes import as_codes
 from .errors import InvalidInputError
 from .kernels import hamming_distances
@@ -46,8 +47,13 @@ def furthest_first(codes: np.ndarray, n_pivots: int, rng: np.random.Generator) -
     return codes[chosen].copy()
 
 
-def incremental(codes: np.ndarray, n_pivots: int, rng: np.random.Generator,
-                n_candidates: int = 40, n_pairs: int = 4000) -> np.ndarray:
+def incremental(
+    codes: np.ndarray,
+    n_pivots: int,
+    rng: np.random.Generator,
+    n_candidates: int = 40,
+    n_pairs: int = 4000,
+) -> np.ndarray:
     n = codes.shape[0]
     a = rng.integers(0, n, n_pairs)
     b = rng.integers(0, n, n_pairs)
@@ -55,7 +61,7 @@ def incremental(codes: np.ndarray, n_pivots: int, rng: np.random.Generator,
     pivots = []
     for _ in range(n_pivots):
         cand = codes[rng.choice(n, min(n, n_candidates), replace=False)]
-        d = hamming_distances(cand, codes)                      # (C, n)
+        d = hamming_distances(cand, codes)  # (C, n)
         gain = np.maximum(bound[None, :], np.abs(d[:, a] - d[:, b])).mean(axis=1)
         best = int(np.argmax(gain))
         pivots.append(cand[best])
@@ -63,8 +69,13 @@ def incremental(codes: np.ndarray, n_pivots: int, rng: np.random.Generator,
     return np.ascontiguousarray(np.stack(pivots))
 
 
-def select_pivots(codes: np.ndarray, n_pivots: int = 8, method: str = "furthest_first",
-                  sample: int = 10000, seed: int = 42) -> np.ndarray:
+def select_pivots(
+    codes: np.ndarray,
+    n_pivots: int = 8,
+    method: str = "furthest_first",
+    sample: int = 10000,
+    seed: int = 42,
+) -> np.ndarray:
     """Chooses ``n_pivots`` pivot codes (n_pivots, n_bits // 8) from a seeded sample of codes."""
     codes = as_codes(codes)
     n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
@@ -81,13 +92,14 @@ def select_pivots(codes: np.ndarray, n_pivots: int = 8, method: str = "furthest_
     return incremental(pool, int(n_pivots), rng)
 
 
-def pivot_table(codes: np.ndarray, pivots: np.ndarray, chunk: int = 1 << 20,
-                out: Optional[np.ndarray] = None) -> np.ndarray:
+def pivot_table(
+    codes: np.ndarray, pivots: np.ndarray, chunk: int = 1 << 20, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Every code's distance to each pivot: (n, P), uint8 (uint16 above 255 bits)."""
     codes = as_codes(codes)
     pivots = as_codes(pivots, "pivots")
     dtype = table_dtype(codes.shape[1] * 8)
     table = out if out is not None else np.empty((codes.shape[0], pivots.shape[0]), dtype=dtype)
     for s in range(0, codes.shape[0], chunk):
-        table[s:s + chunk] = hamming_distances(pivots, codes[s:s + chunk]).T
+        table[s : s + chunk] = hamming_distances(pivots, codes[s : s + chunk]).T
     return table

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from . import _core
-from ._validate import count, number, threads as _threads
+from ._validate import count, number
+from ._validate import threads as _threads
 from .errors import InvalidInputError
 
 Layout = Literal["flat", "partitioned", "ivf"]
@@ -67,24 +68,24 @@ class IndexShape:
 
 @dataclass(frozen=True)
 class Plan:
-    k: int                 # ids returned per query (at most the rows there are)
+    k: int  # ids returned per query (at most the rows there are)
     scoring: Scoring
     source: SourceName
-    pool: int              # rows the first stage keeps
-    candidates: int        # rows after the exact asymmetric re-score (reranked when rerank)
-    hamming_first: bool    # asymmetric scoring over a Hamming shortlist
+    pool: int  # rows the first stage keeps
+    candidates: int  # rows after the exact asymmetric re-score (reranked when rerank)
+    hamming_first: bool  # asymmetric scoring over a Hamming shortlist
     threshold: Optional[int]
-    nprobe: int            # partitions or lists probed (0 with partitions: exact mode)
-    probe_rows: int        # with a filter: allowed rows the probed lists must hold
+    nprobe: int  # partitions or lists probed (0 with partitions: exact mode)
+    probe_rows: int  # with a filter: allowed rows the probed lists must hold
     rerank: bool
-    exact_allowed: bool    # the few allowed rows are reranked directly
+    exact_allowed: bool  # the few allowed rows are reranked directly
     threads: int
 
     @property
     def output(self) -> Literal["scores", "distances"]:
         return "distances" if self.scoring == "hamming" and not self.rerank else "scores"
 
-    def to_core(self) -> "_core.Plan":
+    def to_core(self) -> _core.Plan:
         p = _core.Plan()
         p.k, p.pool, p.candidates = self.k, self.pool, self.candidates
         p.scoring = getattr(_core.Scoring, self.scoring)
@@ -96,12 +97,22 @@ class Plan:
         return p
 
 
-def make_plan(shape: IndexShape, k: object = 10, *, candidates: object = None,
-              oversample: object = None, rerank: object = True, scoring: object = "asymmetric",
-              shortlist: Union[int, str, None] = "auto", nprobe: object = None,
-              threshold: object = None, threads: object = None,
-              tuned: Optional[Mapping[str, Any]] = None, allowed: Optional[int] = None,
-              query_codes: bool = False) -> Plan:
+def make_plan(
+    shape: IndexShape,
+    k: object = 10,
+    *,
+    candidates: object = None,
+    oversample: object = None,
+    rerank: object = True,
+    scoring: object = "asymmetric",
+    shortlist: Union[int, str, None] = "auto",
+    nprobe: object = None,
+    threshold: object = None,
+    threads: object = None,
+    tuned: Optional[Mapping[str, Any]] = None,
+    allowed: Optional[int] = None,
+    query_codes: bool = False,
+) -> Plan:
     """The plan of one search. ``candidates`` (an absolute count) wins over ``oversample`` (a
     factor of k); without either, the tuned setting, else 300. ``allowed``: rows a filter lets
     through (None: no filter). ``query_codes``: the queries are packed codes (Hamming only)."""
@@ -115,11 +126,14 @@ def make_plan(shape: IndexShape, k: object = 10, *, candidates: object = None,
     if query_codes:
         scoring, rerank = "hamming", False
     if scoring == "asymmetric" and not shape.has_itq:
-        raise InvalidInputError("asymmetric scoring needs the ITQ model: an index built from "
-                                "codes is searched with search_codes()")
+        raise InvalidInputError(
+            "asymmetric scoring needs the ITQ model: an index built from "
+            "codes is searched with search_codes()"
+        )
     if shape.layout == "ivf" and scoring != "asymmetric":
-        raise InvalidInputError("an ivf index scores asymmetrically (its codes are residuals): "
-                                "use scoring='asymmetric'")
+        raise InvalidInputError(
+            "an ivf index scores asymmetrically (its codes are residuals): use scoring='asymmetric'"
+        )
     if candidates is not None:
         L = count(candidates, "candidates", 1)
     elif oversample is not None:
@@ -138,11 +152,13 @@ def make_plan(shape: IndexShape, k: object = 10, *, candidates: object = None,
     if threshold is not None:
         threshold = count(threshold, "threshold", 0)
         if threshold > shape.n_bits:
-            raise InvalidInputError(f"threshold must be from 0 to n_bits={shape.n_bits}, got "
-                                    f"{threshold}")
+            raise InvalidInputError(
+                f"threshold must be from 0 to n_bits={shape.n_bits}, got {threshold}"
+            )
         if shape.layout == "ivf" or not shape.n_pivots:
-            raise InvalidInputError("the pivot threshold needs pivots (layout 'flat' or "
-                                    "'partitioned')")
+            raise InvalidInputError(
+                "the pivot threshold needs pivots (layout 'flat' or 'partitioned')"
+            )
     if shortlist != "auto" and shortlist is not None:
         shortlist = count(shortlist, "shortlist", 1)
         if scoring != "asymmetric":
@@ -160,22 +176,31 @@ def make_plan(shape: IndexShape, k: object = 10, *, candidates: object = None,
 
     # the first stage: source, metric, pool
     hamming_first = False
-    partition_scan = (scoring == "asymmetric" and shape.layout == "partitioned" and
-                      nprobe is not None and threshold is None and shortlist == "auto")
+    partition_scan = (
+        scoring == "asymmetric"
+        and shape.layout == "partitioned"
+        and nprobe is not None
+        and threshold is None
+        and shortlist == "auto"
+    )
     if scoring == "asymmetric" and shape.layout != "ivf":
         if shortlist == "auto":
             shortlist = None
-            if not partition_scan and (threshold is not None or n > AUTO_FULL_SCAN or
-                                       shape.layout == "partitioned"):
+            if not partition_scan and (
+                threshold is not None or n > AUTO_FULL_SCAN or shape.layout == "partitioned"
+            ):
                 shortlist = SHORTLIST_FACTOR * L
         if threshold is not None and shortlist is None:
-            raise InvalidInputError("the pivot filter works on the Hamming ranking: with "
-                                    "scoring='asymmetric' give a shortlist=M as well")
+            raise InvalidInputError(
+                "the pivot filter works on the Hamming ranking: with "
+                "scoring='asymmetric' give a shortlist=M as well"
+            )
         hamming_first = shortlist is not None
     if shape.layout == "ivf":
         source: SourceName = "lists"
-    elif shape.layout == "partitioned" and (scoring == "hamming" or hamming_first or
-                                            partition_scan):
+    elif shape.layout == "partitioned" and (
+        scoring == "hamming" or hamming_first or partition_scan
+    ):
         source = "partitions"
     elif threshold is not None:
         source = "band"
@@ -199,10 +224,20 @@ def make_plan(shape: IndexShape, k: object = 10, *, candidates: object = None,
             source = "allowed"
         elif source in ("lists", "partitions") and probe:
             probe_rows = n * probe // max(shape.n_groups, 1)
-    return Plan(k=k_out, scoring=scoring, source=source, pool=pool, candidates=L,
-                hamming_first=hamming_first, threshold=threshold,
-                nprobe=0 if source == "allowed" else probe, probe_rows=probe_rows,
-                rerank=exact, exact_allowed=exact_allowed, threads=_threads(threads))
+    return Plan(
+        k=k_out,
+        scoring=scoring,
+        source=source,
+        pool=pool,
+        candidates=L,
+        hamming_first=hamming_first,
+        threshold=threshold,
+        nprobe=0 if source == "allowed" else probe,
+        probe_rows=probe_rows,
+        rerank=exact,
+        exact_allowed=exact_allowed,
+        threads=_threads(threads),
+    )
 
 
 def describe(plan: Plan) -> Dict[str, Any]:

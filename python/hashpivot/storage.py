@@ -36,17 +36,25 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 import numpy as np
 
 from ._io import file_mode, fsync_dir, sha256_array
-from .errors import (CorruptFileError, FormatVersionError, IndexDirectoryError, IndexFormatError,
-                     InvalidInputError, MissingFileError, StorageError)
+from .errors import (
+    CorruptFileError,
+    FormatVersionError,
+    IndexDirectoryError,
+    IndexFormatError,
+    InvalidInputError,
+    MissingFileError,
+    StorageError,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 HEADER = "header.json"
 JOURNAL = ".hashpivot-pending.json"
 FORMAT = "hashpivot-index"
-MAX_HEADER_BYTES = 1 << 24       # a header is a few kilobytes (meta included)
-MAX_BLOB_BYTES = 1 << 30         # an ITQ model is a few hundred kilobytes
-LOAD_RETRIES = 20                # a reader racing that many saves in a row gives up
+MAX_HEADER_BYTES = 1 << 24  # a header is a few kilobytes (meta included)
+MAX_BLOB_BYTES = 1 << 30  # an ITQ model is a few hundred kilobytes
+LOAD_RETRIES = 20  # a reader racing that many saves in a row gives up
 Expectation = Dict[str, Tuple[np.dtype, Tuple[int, ...]]]
+
 
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
@@ -99,14 +107,24 @@ def member_files(header: Dict[str, Any]) -> set:
 
 
 def _safe_name(name: object) -> bool:
-    return (isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and
-            not name.startswith(".") and name not in (HEADER, JOURNAL))
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith(".")
+        and name not in (HEADER, JOURNAL)
+    )
 
 
 def _remove(root: Path, names) -> None:
     for name in names:
-        if _safe_name(name) or (isinstance(name, str) and name.startswith(".") and
-                                name.endswith(".tmp") and "/" not in name):
+        if _safe_name(name) or (
+            isinstance(name, str)
+            and name.startswith(".")
+            and name.endswith(".tmp")
+            and "/" not in name
+        ):
             try:
                 os.unlink(root / name)
             except FileNotFoundError:
@@ -163,13 +181,19 @@ def _space_message(root: Path, name: str, need: int, err: OSError) -> str:
         where = f"; {free / 1e6:,.1f} MB free on that file system"
     except OSError:
         where = ""
-    return (f"saving the index to {root} failed writing {name}: no space left on the device "
-            f"({need / 1e6:,.1f} MB to write in all{where} after cleaning up; {err.strerror or err}); "
-            "nothing of this save was left behind and the previous index, if any, is intact")
+    return (
+        f"saving the index to {root} failed writing {name}: no space left on the device "
+        f"({need / 1e6:,.1f} MB to write in all{where} after cleaning up; {err.strerror or err}); "
+        "nothing of this save was left behind and the previous index, if any, is intact"
+    )
 
 
-def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarray],
-             blobs: Dict[str, Callable[[Any], None]]) -> None:
+def save_dir(
+    path: PathLike,
+    header: Dict[str, Any],
+    arrays: Dict[str, np.ndarray],
+    blobs: Dict[str, Callable[[Any], None]],
+) -> None:
     """Writes an index directory (see the module's docstring). ``header`` holds the index's
     fields; ``arrays`` become ``<name>-<gen>.npy``; ``blobs`` (name -> writer) become
     ``<name>-<gen>.npz``."""
@@ -177,7 +201,9 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
     try:
         meta_json = json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as e:  # before anything touches the disk
-        raise InvalidInputError(f"the index header (meta included) must be plain JSON: {e}") from None
+        raise InvalidInputError(
+            f"the index header (meta included) must be plain JSON: {e}"
+        ) from None
     del meta_json
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -194,7 +220,8 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
                 raise IndexDirectoryError(
                     f"{root} is not empty and holds no hashpivot index ({len(others)} other "
                     f"file(s), e.g. {sorted(others)[0]!r}): save into a new or empty directory "
-                    "(nothing was changed)")
+                    "(nothing was changed)"
+                )
             old_files: set = set()
         else:
             try:
@@ -202,7 +229,8 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
             except IndexFormatError:
                 raise IndexDirectoryError(
                     f"{root} has a {HEADER} that is not a readable hashpivot index: refusing to "
-                    "save over it (nothing was changed)") from None
+                    "save over it (nothing was changed)"
+                ) from None
         _clean_journal(root, old_files)
         gen = uuid.uuid4().hex[:12]
         names = {name: f"{name}-{gen}.npy" for name in arrays}
@@ -218,15 +246,18 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
                 a = np.ascontiguousarray(a)
                 current, current_size = names[name], a.nbytes
                 _write_file(root, current, lambda f, a=a: np.save(f, a, allow_pickle=False), mode)
-                entries[name] = {"file": names[name], "dtype": str(a.dtype),
-                                 "shape": list(a.shape), "sha256": sha256_array(a)}
+                entries[name] = {
+                    "file": names[name],
+                    "dtype": str(a.dtype),
+                    "shape": list(a.shape),
+                    "sha256": sha256_array(a),
+                }
             for name, write in blobs.items():
                 current = blob_names[name]
                 _write_file(root, current, write, mode)
             full = dict(header, arrays=entries, files=blob_names)
             current = HEADER
-            _write_file(root, HEADER, lambda f: f.write(json.dumps(full, indent=1).encode()),
-                        mode)
+            _write_file(root, HEADER, lambda f: f.write(json.dumps(full, indent=1).encode()), mode)
         except BaseException as e:
             full = isinstance(e, OSError) and _disk_full(root, e, current_size)
             _remove(root, pending)
@@ -240,7 +271,8 @@ def save_dir(path: PathLike, header: Dict[str, Any], arrays: Dict[str, np.ndarra
                 raise StorageError(
                     e.errno or errno.EIO,
                     f"saving the index to {root} failed writing {current}: {e.strerror or e}; "
-                    "the previous index, if any, is intact") from e
+                    "the previous index, if any, is intact",
+                ) from e
             raise
         _remove(root, [f for f in old_files if f not in new_files])
         os.unlink(root / JOURNAL)
@@ -258,8 +290,10 @@ def _open_member(root: Path, name: object, what: str) -> io.BufferedReader:
     except FileNotFoundError:
         raise MissingFileError(f"{root}: the file for '{what}' ({name}) is missing") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-        raise CorruptFileError(f"{p} is a symlink or not a regular file: refused (an index's "
-                               "files must lie in its directory)")
+        raise CorruptFileError(
+            f"{p} is a symlink or not a regular file: refused (an index's "
+            "files must lie in its directory)"
+        )
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -269,14 +303,25 @@ def _open_member(root: Path, name: object, what: str) -> io.BufferedReader:
     return os.fdopen(fd, "rb")
 
 
-def _load_array(root: Path, name: str, entry: object, want: Tuple[np.dtype, Tuple[int, ...]],
-                mmap: bool, verify: bool) -> np.ndarray:
+def _load_array(
+    root: Path,
+    name: str,
+    entry: object,
+    want: Tuple[np.dtype, Tuple[int, ...]],
+    mmap: bool,
+    verify: bool,
+) -> np.ndarray:
     dtype, shape = want
-    if not isinstance(entry, dict) or entry.get("dtype") != str(dtype) or \
-            list(entry.get("shape", [])) != list(shape):
+    if (
+        not isinstance(entry, dict)
+        or entry.get("dtype") != str(dtype)
+        or list(entry.get("shape", [])) != list(shape)
+    ):
         got = (entry.get("dtype"), entry.get("shape")) if isinstance(entry, dict) else entry
-        raise CorruptFileError(f"{root}: the header declares '{name}' as {got}, but the index's "
-                               f"fields imply {dtype}{tuple(shape)}")
+        raise CorruptFileError(
+            f"{root}: the header declares '{name}' as {got}, but the index's "
+            f"fields imply {dtype}{tuple(shape)}"
+        )
     f = _open_member(root, entry.get("file"), name)
     with f:
         try:
@@ -290,27 +335,32 @@ def _load_array(root: Path, name: str, entry: object, want: Tuple[np.dtype, Tupl
         if fortran:
             raise CorruptFileError(f"{f.name}: Fortran-ordered array (an index stores C order)")
         if fdtype != dtype or tuple(fshape) != tuple(shape):
-            raise CorruptFileError(f"{f.name}: dtype/shape {fdtype}{fshape} do not match the "
-                                   "header")
+            raise CorruptFileError(
+                f"{f.name}: dtype/shape {fdtype}{fshape} do not match the header"
+            )
         offset = f.tell()
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         size = os.fstat(f.fileno()).st_size
         if size != offset + nbytes:
-            raise CorruptFileError(f"{f.name} is truncated or corrupt ({size:,} bytes, expected "
-                                   f"{offset + nbytes:,})")
+            raise CorruptFileError(
+                f"{f.name} is truncated or corrupt ({size:,} bytes, expected {offset + nbytes:,})"
+            )
         if mmap and nbytes:
             a = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order="C")
         else:
             a = np.fromfile(f, dtype=dtype, count=nbytes // max(dtype.itemsize, 1)).reshape(shape)
-            a.flags.writeable = False if mmap else True
+            a.flags.writeable = not mmap
     if verify and sha256_array(a) != entry.get("sha256"):
         raise CorruptFileError(f"{root / entry['file']}: checksum mismatch (the file is corrupt)")
     return a
 
 
-def load_dir(path: PathLike, expect: Callable[[Dict[str, Any]], Tuple[Expectation, Dict[str, int]]],
-             mmap: bool = True, verify: bool = True
-             ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, io.BytesIO]]:
+def load_dir(
+    path: PathLike,
+    expect: Callable[[Dict[str, Any]], Tuple[Expectation, Dict[str, int]]],
+    mmap: bool = True,
+    verify: bool = True,
+) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, io.BytesIO]]:
     """(header, arrays, blobs) of an index directory. ``expect(header)`` validates the header's
     fields and returns the dtype and shape every array must have, and the models (blobs) it
     must hold with their size limit; nothing is opened before that."""
@@ -328,8 +378,10 @@ def load_dir(path: PathLike, expect: Callable[[Dict[str, Any]], Tuple[Expectatio
         if not isinstance(entries, dict) or set(entries) - set(arrays_want):
             raise CorruptFileError(f"{root / HEADER}: unknown or missing arrays")
         try:
-            arrays = {name: _load_array(root, name, entries.get(name), want, mmap, verify)
-                      for name, want in arrays_want.items()}
+            arrays = {
+                name: _load_array(root, name, entries.get(name), want, mmap, verify)
+                for name, want in arrays_want.items()
+            }
             blobs = {}
             files = header.get("files") or {}
             for name in blobs_want:
@@ -349,12 +401,17 @@ def load_dir(path: PathLike, expect: Callable[[Dict[str, Any]], Tuple[Expectatio
     raise CorruptFileError(f"{root} changed under {LOAD_RETRIES} reads in a row: {last}")
 
 
-def check_version(header: Dict[str, Any], root: Path, version: int,
-                  readable: Callable[[int, Dict[str, Any]], bool]) -> int:
+def check_version(
+    header: Dict[str, Any],
+    root: Path,
+    version: int,
+    readable: Callable[[int, Dict[str, Any]], bool],
+) -> int:
     v = header.get("version")
     if not isinstance(v, int) or isinstance(v, bool) or not readable(v, header):
         raise FormatVersionError(
             f"{root} has index format version {v!r} ({header.get('layout', 'flat')} layout); this "
             f"hashpivot reads version {version}, flat and partitioned indexes of version 2 and "
-            "flat ones of version 1: upgrade hashpivot or rebuild the index")
+            "flat ones of version 1: upgrade hashpivot or rebuild the index"
+        )
     return v

@@ -21,8 +21,8 @@ from ._validate import count, number
 from .errors import InvalidInputError
 from .itq import as_embeddings
 
-LADDER_STEP = 1.5   # candidates and nprobe grow by this factor between settings tried
-TIMING_ROUNDS = 3   # each feasible setting is timed this many times, in turn with the others
+LADDER_STEP = 1.5  # candidates and nprobe grow by this factor between settings tried
+TIMING_ROUNDS = 3  # each feasible setting is timed this many times, in turn with the others
 EXACT_CHUNK = 1 << 16  # stored rows scored at once by the exact search
 DEFAULT_MAX_CANDIDATES = 8192  # the default budget: beyond it a rerank costs more than a scan
 # More lists cost more scan: once the cheapest setting at an nprobe is this much slower than the
@@ -48,8 +48,10 @@ class TuneResult:
 
     def __str__(self) -> str:
         s = ", ".join(f"{k}={v}" for k, v in self.settings.items())
-        head = (f"{s}: recall@{self.k} {self.recall:.3f} (target {self.target_recall:.2f}, "
-                f"{self.queries} queries), {self.qps:,.0f} QPS")
+        head = (
+            f"{s}: recall@{self.k} {self.recall:.3f} (target {self.target_recall:.2f}, "
+            f"{self.queries} queries), {self.qps:,.0f} QPS"
+        )
         return head if self.reached else f"target not reached; best {head}. {self.advice}"
 
 
@@ -71,9 +73,9 @@ def exact_topk(index, queries: np.ndarray, k: int) -> np.ndarray:
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_r = np.zeros((len(queries), 0), np.int64)
     for s in range(0, len(vectors), EXACT_CHUNK):
-        block = np.asarray(vectors[s:s + EXACT_CHUNK], dtype=np.float32)
+        block = np.asarray(vectors[s : s + EXACT_CHUNK], dtype=np.float32)
         if scales is not None:
-            block = block * np.asarray(scales[s:s + EXACT_CHUNK])[:, None]
+            block = block * np.asarray(scales[s : s + EXACT_CHUNK])[:, None]
         sims = queries @ block.T
         kk = min(k, sims.shape[1])
         part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
@@ -91,17 +93,27 @@ def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.sum(hits) / (len(truth) * min(k, truth.shape[1])))
 
 
-def tune(index, queries: Optional[np.ndarray] = None, target_recall: float = 0.95, k: int = 10,
-         sample: int = 200, max_candidates: Optional[int] = None,
-         max_nprobe: Optional[int] = None, threads: Optional[int] = None, seed: int = 0,
-         store: bool = True) -> TuneResult:
+def tune(
+    index,
+    queries: Optional[np.ndarray] = None,
+    target_recall: float = 0.95,
+    k: int = 10,
+    sample: int = 200,
+    max_candidates: Optional[int] = None,
+    max_nprobe: Optional[int] = None,
+    threads: Optional[int] = None,
+    seed: int = 0,
+    store: bool = True,
+) -> TuneResult:
     """See the module docstring. ``max_candidates`` / ``max_nprobe``: the caller's budget;
     ``store=False`` returns the result without changing the index."""
     target = number(target_recall, "target_recall", 0.0, 1.0)
     k = count(k, "k", 1)
     if index.vectors is None:
-        raise InvalidInputError("tune() measures recall against exact search over the stored "
-                                "vectors: build the index with store='float32' (or float16/int8)")
+        raise InvalidInputError(
+            "tune() measures recall against exact search over the stored "
+            "vectors: build the index with store='float32' (or float16/int8)"
+        )
     n = len(index)
     if n == 0:
         raise InvalidInputError("tune() needs a non-empty index")
@@ -119,8 +131,12 @@ def tune(index, queries: Optional[np.ndarray] = None, target_recall: float = 0.9
     if index.metric == "cosine":
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
     truth = exact_topk(index, q, k)
-    max_L = min(n, count(max_candidates, "max_candidates", k) if max_candidates is not None
-                else max(DEFAULT_MAX_CANDIDATES, 40 * k))
+    max_L = min(
+        n,
+        count(max_candidates, "max_candidates", k)
+        if max_candidates is not None
+        else max(DEFAULT_MAX_CANDIDATES, 40 * k),
+    )
     groups = index.shape().n_groups
     if index.layout == "flat":
         probes: Sequence[Optional[int]] = [None]
@@ -169,15 +185,22 @@ def tune(index, queries: Optional[np.ndarray] = None, target_recall: float = 0.9
     timed = _time(index, q, k, feasible, threads)
     nprobe, L, qps = max(timed, key=lambda t: t[2])
     settings = {"candidates": int(L), **({} if nprobe is None else {"nprobe": int(nprobe)})}
-    recall = next(t["recall"] for t in reversed(tried) if t["candidates"] == L and
-                  t.get("nprobe") == nprobe)
+    recall = next(
+        t["recall"] for t in reversed(tried) if t["candidates"] == L and t.get("nprobe") == nprobe
+    )
     advice = None if reached else _advice(index, q, truth, k, target, max_L, probes, recall)
     result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried)
     if not reached:
         warnings.warn(f"tune(): {result}", UserWarning, stacklevel=3)
     if store and reached:
-        index.tuned = {**settings, "target_recall": target, "k": k, "recall": round(recall, 4),
-                       "qps": round(qps, 1), "queries": source}
+        index.tuned = {
+            **settings,
+            "target_recall": target,
+            "k": k,
+            "recall": round(recall, 4),
+            "qps": round(qps, 1),
+            "queries": source,
+        }
     return result
 
 
@@ -201,12 +224,16 @@ def _advice(index, q, truth, k, target, max_L, probes, best) -> str:
         r = recall_at(ids, truth, k)
         if r >= target:
             extra = f", nprobe={kw['nprobe']}" if kw else ""
-            return (f"candidates={L}{extra} reaches recall {r:.3f} (beyond the budget of "
-                    f"{max_L} candidates)")
+            return (
+                f"candidates={L}{extra} reaches recall {r:.3f} (beyond the budget of "
+                f"{max_L} candidates)"
+            )
     bits = index.n_bits * 2
-    return (f"recall@{k} is at most {best:.3f} within the budget; even every row reranked "
-            f"does not reach {target:.2f} (check the store's precision), or rebuild with "
-            f"n_bits={bits} for better candidates")
+    return (
+        f"recall@{k} is at most {best:.3f} within the budget; even every row reranked "
+        f"does not reach {target:.2f} (check the store's precision), or rebuild with "
+        f"n_bits={bits} for better candidates"
+    )
 
 
 def settings_table(result: TuneResult) -> str:
@@ -217,4 +244,4 @@ def settings_table(result: TuneResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TuneResult", "tune", "ladder", "exact_topk", "recall_at"]
+__all__ = ["TuneResult", "exact_topk", "ladder", "recall_at", "tune"]

@@ -35,7 +35,8 @@ static int ref_dist(const uint8_t* a, const uint8_t* b, int nbytes) {
 }
 
 // Codes with many ties: random bytes from a small alphabet when `clustered`.
-static std::vector<uint8_t> make_codes(std::mt19937_64& rng, int64_t n, int nbytes, bool clustered) {
+static std::vector<uint8_t> make_codes(std::mt19937_64& rng, int64_t n, int nbytes,
+                                       bool clustered) {
   std::vector<uint8_t> v(n * nbytes);
   for (auto& b : v) b = clustered ? static_cast<uint8_t>((rng() % 3) * 0x55) : rng() & 0xFF;
   return v;
@@ -91,7 +92,8 @@ static void test_knn(std::mt19937_64& rng, int nbytes, int64_t n, int64_t nq, in
     std::vector<Scored<int32_t>> all;
     for (int64_t i = 0; i < n; ++i)
       if (!filtered || ((bits[i >> 6] >> (i & 63)) & 1))
-        all.push_back({ref_dist(queries.data() + qi * nbytes, codes.data() + i * nbytes, nbytes), i});
+        all.push_back(
+            {ref_dist(queries.data() + qi * nbytes, codes.data() + i * nbytes, nbytes), i});
     auto want = best(all, k);
     for (int j = 0; j < k; ++j) {
       const bool ok = j < static_cast<int>(want.size());
@@ -112,7 +114,8 @@ static void test_distances_and_range(std::mt19937_64& rng, int nbytes, int64_t n
   std::vector<int32_t> out(2 * n);
   engine().distances(q.data(), 2, c, 0, out.data());
   for (int64_t i = 0; i < n; ++i)
-    CHECK(out[i] == ref_dist(q.data(), codes.data() + i * nbytes, nbytes), "distance row %ld", (long)i);
+    CHECK(out[i] == ref_dist(q.data(), codes.data() + i * nbytes, nbytes), "distance row %ld",
+          (long)i);
   const int radius = nbytes * 4 - 2;
   auto res = engine().range_search(q.data(), 2, c, radius, 2);
   std::vector<Scored<int32_t>> want;
@@ -133,7 +136,8 @@ static void test_band(std::mt19937_64& rng, int P, int64_t n, int nbytes, int t,
   auto query = make_codes(rng, 1, nbytes, true);
   std::vector<uint8_t> table(n * P);
   for (int64_t i = 0; i < n; ++i)
-    for (int p = 0; p < P; ++p) table[i * P + p] = ref_dist(codes.data() + i * nbytes, pivots.data() + p * nbytes, nbytes);
+    for (int p = 0; p < P; ++p)
+      table[i * P + p] = ref_dist(codes.data() + i * nbytes, pivots.data() + p * nbytes, nbytes);
   SnapshotView v;
   v.codes = {codes.data(), n, nbytes};
   v.pivots = {pivots.data(), table.data(), false, P};
@@ -248,15 +252,17 @@ static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
     for (int j = 0; j < n_bits; ++j) {
       const int bit = (codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1;
       int level = 0;
-      for (int pl = 0; pl < kAsymPlanes; ++pl) level |= ((a.planes[pl][j / 64] >> word_bit(j)) & 1) << pl;
+      for (int pl = 0; pl < kAsymPlanes; ++pl)
+        level |= ((a.planes[pl][j / 64] >> word_bit(j)) & 1) << pl;
       s += bit * (8 - level);
     }
     all.push_back({s, i});
   }
   auto want = best(all, k);
   for (int j = 0; j < static_cast<int>(want.size()); ++j)
-    CHECK(D[j] == want[j].key && I[j] == want[j].row, "asym isa=%s nbytes=%d j=%d got (%d,%ld) want (%d,%ld)",
-          isa_name(engine().isa), nbytes, j, D[j], (long)I[j], want[j].key, (long)want[j].row);
+    CHECK(D[j] == want[j].key && I[j] == want[j].row,
+          "asym isa=%s nbytes=%d j=%d got (%d,%ld) want (%d,%ld)", isa_name(engine().isa), nbytes,
+          j, D[j], (long)I[j], want[j].key, (long)want[j].row);
 }
 
 // IVF lists: every list probed, no rerank: the exact list scores <q, c> + f <z, 2b - 1>.
@@ -281,8 +287,8 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   std::vector<float> centres_t(dim * C_pad, 0.0f);
   for (int c = 0; c < C; ++c)
     for (int d = 0; d < dim; ++d) centres_t[d * C_pad + c] = centres[c * dim + d];
-  v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(), factors.data(),
-             row_lists.data()};
+  v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(),
+             factors.data(), row_lists.data()};
   Plan p;
   p.k = p.candidates = k;
   p.pool = std::max(2 * k, k + 64);
@@ -298,10 +304,12 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   run(v, p, q, RowFilter{}, nullptr, &S, &I);
   std::vector<Scored<float>> all;
   for (int64_t i = 0; i < n; ++i) {
-    const int c = static_cast<int>(std::upper_bound(offsets.begin() + 1, offsets.end(), i) - offsets.begin() - 1);
+    const int c = static_cast<int>(std::upper_bound(offsets.begin() + 1, offsets.end(), i) -
+                                   offsets.begin() - 1);
     double cs = 0, bs = 0;
     for (int d = 0; d < dim; ++d) cs += x[d] * centres[c * dim + d];
-    for (int j = 0; j < n_bits; ++j) bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
+    for (int j = 0; j < n_bits; ++j)
+      bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
     all.push_back({static_cast<float>(-(cs + factors[i] * bs)), i});
   }
   auto want = best(all, k);
@@ -309,7 +317,8 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   for (int j = 0; j < static_cast<int>(want.size()); ++j) {
     same += std::count(I.begin(), I.end(), want[j].row) > 0;
     const int64_t r = I[j];
-    auto it = std::find_if(all.begin(), all.end(), [&](const Scored<float>& s) { return s.row == r; });
+    auto it =
+        std::find_if(all.begin(), all.end(), [&](const Scored<float>& s) { return s.row == r; });
     CHECK(it != all.end() && std::fabs(-it->key - S[j]) < 1e-3f * (1 + std::fabs(S[j])),
           "list score isa=%s j=%d", isa_name(engine().isa), j);
   }
@@ -323,7 +332,7 @@ int main() {
     for (int nbytes : {8, 16, 24, 32, 48, 128})
       for (int64_t n : {0, 1, 7, 8, 9, 100, 1000})
         for (int k : {1, 10, 70}) test_knn(rng, nbytes, n, 3, k, n % 2 == 1, 2, false);
-    test_knn(rng, 16, 70000, 1, 10, true, 2, false);   // one query split across threads
+    test_knn(rng, 16, 70000, 1, 10, true, 2, false);    // one query split across threads
     test_knn(rng, 16, 70000, 1, 1000, true, 2, false);  // counting select, split
     test_knn(rng, 16, 20000, 5, 10, true, 2, true);     // filtered
     test_knn(rng, 16, 2000, 70, 100, false, 2, true);   // a batch sharing blocks, filtered

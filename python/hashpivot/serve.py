@@ -1,0 +1,234 @@
+"""``hashpivot serve``: an index over HTTP with FastAPI and uvicorn.
+
+- ``GET /search?q=…&k=10&where=field=value`` → ``{"query", "results": [{rank, id, title,
+  score, text}]}`` (the text is a snippet of the stored document).
+- ``POST /search`` with ``{"queries": [texts]}`` or ``{"embeddings": [[floats]]}``, ``k``,
+  ``where`` → ``{"results": [[…], …]}``, one list per query.
+- ``GET /healthz`` → rows, layout, bits, model.
+- ``GET /`` → a search page (a query box; with ``?q=`` the ranked results, rendered by the
+  server so that it works without JavaScript).
+
+Bad requests get a 4xx with one message; a search error never takes the server down. The same
+app runs as a Ray Serve deployment over a sharded index (``hashpivot serve --ray``, see
+:mod:`hashpivot.distributed`). Servers bind to 127.0.0.1 unless told otherwise.
+"""
+
+import html
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .corpus import ranked_results
+from .errors import ConfigurationError, HashpivotError
+
+MAX_K = 1000  # results per query a request may ask for
+MAX_BATCH = 256  # queries per POST request
+SNIPPET_CHARS = 200  # characters of a document shown with a result
+
+
+class SearchService:
+    """What a server searches: an index (or a sharded index), the encoder of its queries and
+    its stored documents (titles and snippets; optional)."""
+
+    def __init__(self, index: Any, encoder: Any = None, docs: Any = None) -> None:
+        self.index, self.encoder, self.docs = index, encoder, docs
+
+    @classmethod
+    def open(cls, path: str, device: str = "auto") -> "SearchService":
+        """An index directory written by ``hashpivot build`` (its encoder and documents), or a
+        sharded index directory (:mod:`hashpivot.distributed`) searched in this process."""
+        from .corpus import DocStore
+        from .embed import encoder_from_info
+
+        root = Path(path)
+        if (root / "manifest.json").is_file():
+            from .distributed import ShardedIndex
+
+            index: Any = ShardedIndex.load(root, use_ray=False)
+        else:
+            from .index import Index
+
+            index = Index.load(root)
+        info = index.meta.get("encoder")
+        encoder = encoder_from_info(info, device) if info else None
+        docs = DocStore(root) if DocStore.exists(root) else None
+        return cls(index, encoder, docs)
+
+    def allowed(self, where: Sequence[Tuple[str, str]]) -> Optional[np.ndarray]:
+        if not where:
+            return None
+        if self.docs is None:
+            raise ConfigurationError("this index has no stored documents to filter (where=)")
+        return self.docs.where(where)
+
+    def embed(self, texts: List[str]) -> np.ndarray:
+        if self.encoder is None:
+            raise ConfigurationError("this index records no encoder: POST embeddings instead")
+        return self.encoder.encode_queries(texts, progress=False)
+
+    def search(
+        self, q: np.ndarray, k: int, where: Sequence[Tuple[str, str]] = ()
+    ) -> List[List[Dict]]:
+        scores, ids = self.index.search(q, k, allowed=self.allowed(where))
+        return [self.results(scores[j], ids[j]) for j in range(len(q))]
+
+    def results(self, scores: np.ndarray, ids: np.ndarray) -> List[Dict]:
+        return ranked_results(self.docs, scores, ids, SNIPPET_CHARS)
+
+    def health(self) -> Dict[str, Any]:
+        info = (self.index.meta.get("encoder") or {}).get("model")
+        return {
+            "status": "ok",
+            "rows": len(self.index),
+            "layout": self.index.layout,
+            "n_bits": self.index.n_bits,
+            "model": info,
+        }
+
+
+def parse_where(items: Sequence[str]) -> List[Tuple[str, str]]:
+    """``field=value`` strings as (field, value) pairs."""
+    out = []
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise ConfigurationError(f"where must be field=value, got {item!r}")
+        out.append((field, value))
+    return out
+
+
+PAGE = """<!doctype html>
+<html lang="ja"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>hashpivot search</title>
+<style>
+body {{ font-family: "Noto Sans CJK JP", "Hiragino Sans", sans-serif; max-width: 52rem;
+       margin: 2rem auto; padding: 0 1rem; line-height: 1.6; }}
+form {{ display: flex; gap: .5rem; }}
+input[name=q] {{ flex: 1; font-size: 1.1rem; padding: .4rem; }}
+ol {{ padding-left: 1.5rem; }} li {{ margin: 1rem 0; }} .score {{ color: #666; font-size: .85rem; }}
+.title {{ font-weight: bold; }} .snippet {{ color: #333; }} .error {{ color: #b00; }}
+</style></head>
+<body><h1>hashpivot</h1>
+<p>{rows:,} documents · {layout} · {n_bits} bits</p>
+<form action="/" method="get"><input name="q" value="{q}" placeholder="検索 / search" autofocus>
+<input name="k" type="number" min="1" max="{max_k}" value="{k}"><button>Search</button></form>
+{body}
+</body></html>
+"""
+
+
+def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
+    body = ""
+    if error:
+        body = f'<p class="error">{html.escape(error)}</p>'
+    elif q:
+        rows = service.search(service.embed([q]), k)[0]
+        items = "".join(
+            f'<li><div class="title">{html.escape(r["title"] or r["id"])}</div>'
+            f'<div class="score">{html.escape(r["id"])} · {r["score"]:.4f}</div>'
+            f'<div class="snippet">{html.escape(r["text"])}</div></li>'
+            for r in rows
+        )
+        body = f'<ol id="results">{items}</ol>'
+    h = service.health()
+    return PAGE.format(
+        rows=h["rows"],
+        layout=h["layout"],
+        n_bits=h["n_bits"],
+        q=html.escape(q),
+        k=k,
+        max_k=MAX_K,
+        body=body,
+    )
+
+
+def create_app(service: SearchService):
+    """The FastAPI app over a :class:`SearchService`."""
+    try:
+        from fastapi import FastAPI, HTTPException, Query
+        from fastapi.responses import HTMLResponse
+        from pydantic import BaseModel, Field
+    except ImportError as e:
+        raise ConfigurationError(
+            "serving needs FastAPI and uvicorn: pip install 'hashpivot[serve]'"
+        ) from e
+
+    app = FastAPI(title="hashpivot", description="Semantic search over compact binary codes")
+
+    class SearchRequest(BaseModel):
+        queries: Optional[List[str]] = Field(None, max_length=MAX_BATCH)
+        embeddings: Optional[List[List[float]]] = Field(None, max_length=MAX_BATCH)
+        k: int = Field(10, ge=1, le=MAX_K)
+        where: Dict[str, str] = Field(default_factory=dict)
+
+    def run(make):
+        try:
+            return make()
+        except HashpivotError as e:  # the request's fault: one line, 400
+            raise HTTPException(status_code=400, detail=str(e).splitlines()[0]) from None
+
+    @app.get("/search")
+    def search_get(
+        q: str = Query(..., min_length=1, max_length=4096),
+        k: int = Query(10, ge=1, le=MAX_K),
+        where: List[str] = Query([]),
+    ):
+        def go():
+            rows = service.search(service.embed([q]), k, parse_where(where))[0]
+            return {"query": q, "results": rows}
+
+        return run(go)
+
+    @app.post("/search")
+    def search_post(req: SearchRequest):
+        if (req.queries is None) == (req.embeddings is None):
+            raise HTTPException(status_code=422, detail="give either queries or embeddings")
+
+        def go():
+            if req.queries is not None:
+                q = service.embed(req.queries) if req.queries else np.zeros((0, 1), np.float32)
+            else:
+                q = np.asarray(req.embeddings, dtype=np.float32)
+            if len(q) == 0:
+                return {"results": []}
+            return {"results": service.search(q, req.k, list(req.where.items()))}
+
+        return run(go)
+
+    @app.get("/healthz")
+    def healthz():
+        return service.health()
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(q: str = Query("", max_length=4096), k: int = Query(10, ge=1, le=MAX_K)):
+        try:
+            return render_page(service, q, k)
+        except HashpivotError as e:
+            return HTMLResponse(render_page(service, q, k, str(e)), status_code=400)
+
+    return app
+
+
+def serve(
+    path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    use_ray: bool = False,
+    device: str = "auto",
+) -> None:
+    """Serves the index at ``path`` until interrupted (``--ray``: as a Ray Serve deployment
+    over the shards of a sharded index, one actor per shard)."""
+    if use_ray:
+        from .distributed import serve_with_ray
+
+        serve_with_ray(path, host=host, port=port, device=device)
+        return
+    import uvicorn
+
+    app = create_app(SearchService.open(path, device))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+__all__ = ["MAX_K", "SearchService", "create_app", "parse_where", "serve"]

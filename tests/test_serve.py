@@ -1,0 +1,173 @@
+"""`hashpivot serve`: a real server process on a free loopback port — JSON search, batch POST,
+filters, 4xx on bad input, /healthz, and the search page loaded in headless Chromium."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import make_corpus
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def post(url: str, body: dict):
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model):
+    from hashpivot.cli import main
+
+    root = tmp_path_factory.mktemp("serve")
+    corpus, _ = make_corpus(root)
+    idx = root / "idx"
+    assert (
+        main(
+            [
+                "build",
+                str(corpus),
+                "--out",
+                str(idx),
+                "--model",
+                tiny_model,
+                "--bits",
+                "64",
+                "--min-chars",
+                "10",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hashpivot.cli",
+            "serve",
+            str(idx),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        if proc.poll() is not None:
+            pytest.fail("server exited: " + proc.stdout.read())
+        try:
+            if get(base + "/healthz")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield base, idx
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_search_returns_k_results_in_json(server):
+    base, _ = server
+    status, body = get(base + "/search?" + urllib.parse.urlencode({"q": "ファイル 圧縮", "k": 3}))
+    assert status == 200
+    res = json.loads(body)
+    assert res["query"] == "ファイル 圧縮" and len(res["results"]) == 3
+    assert [r["rank"] for r in res["results"]] == [1, 2, 3]
+    assert all(r["id"].startswith("doc") and r["title"] for r in res["results"])
+    scores = [r["score"] for r in res["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_bad_requests_are_4xx_and_the_server_lives_on(server):
+    base, _ = server
+    for query in (
+        {"q": "x", "k": 0},
+        {"q": "x", "k": "many"},
+        {"q": "x", "k": 10**6},
+        {"k": 3},
+        {"q": ""},
+    ):
+        status, body = get(base + "/search?" + urllib.parse.urlencode(query))
+        assert status == 422, (query, body)
+    assert get(base + "/search?q=x&where=nofield")[0] == 400
+    status, body = post(base + "/search", {"embeddings": [[1.0, 2.0]]})
+    assert status == 400, body  # wrong dimension
+    assert post(base + "/search", {"embeddings": [[float("nan")] * 64]})[0] in (400, 422)
+    assert post(base + "/search", {"k": 3})[0] == 422
+    assert get(base + "/healthz")[0] == 200
+
+
+def test_post_batches_texts_and_embeddings_and_filters(server):
+    base, idx = server
+    status, res = post(
+        base + "/search", {"queries": ["ファイル 圧縮", "ネットワーク 設定"], "k": 4}
+    )
+    assert status == 200 and [len(r) for r in res["results"]] == [4, 4]
+    q = np.random.default_rng(0).standard_normal((2, 64)).tolist()
+    status, res = post(base + "/search", {"embeddings": q, "k": 2, "where": {"id": "doc5"}})
+    assert status == 200 and [[r["id"] for r in rows] for rows in res["results"]] == [["doc5"]] * 2
+    status, body = get(base + "/search?q=x&k=5&where=id=doc7")
+    assert [r["id"] for r in json.loads(body)["results"]] == ["doc7"]
+    health = json.loads(get(base + "/healthz")[1])
+    assert health["rows"] == 120 and health["n_bits"] == 64
+
+
+def test_search_page_in_headless_chromium(server):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("needs Debian's chromium (`.ci/run` installs it)")
+    base, _ = server
+    url = base + "/?" + urllib.parse.urlencode({"q": "ファイル 圧縮", "k": 4})
+    r = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = r.stdout
+    assert '<ol id="results">' in dom, r.stderr[-2000:]
+    assert dom.count("<li>") == 4 and "ファイル 圧縮" in dom
