@@ -11,6 +11,7 @@ add/remove calls are serialised by a lock.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
@@ -154,6 +155,10 @@ class Index:
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._totals = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
+        if store is not None and rows.vectors is None and layout.itq is not None:
+            # an empty index still has a typed store: it saves and loads like any other
+            vectors, scales = _quantize(np.zeros((0, layout.itq.dim), np.float32), store)
+            rows = replace(rows, vectors=vectors, scales=scales)
         self._set_rows(rows)
 
     def _set_rows(self, rows: Rows) -> None:
@@ -265,6 +270,12 @@ class Index:
         index = cls(lay, store, metric, lay.empty(), meta)
         index._append(x, codes, lay.derive(codes, x), ids)
         return index
+
+    def empty_like(self) -> "Index":
+        """An empty index with this one's trained codec (ITQ model, pivots or centres), store
+        and metric: rows added to it are coded exactly as here (the shards of one index)."""
+        return Index(self._layout, self.store, self.metric, self._layout.empty(), self.meta,
+                     self.tuned)
 
     @classmethod
     def from_codes(

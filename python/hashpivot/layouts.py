@@ -421,13 +421,18 @@ def make_layout(
     return IVFLayout(n_bits, itq, model["list_centres"])
 
 
+# Groups a saved header may declare beyond its rows (remove() can leave more lists than rows;
+# 4 * sqrt(N) lists at 10M rows is 12,650).
+MAX_GROUPS = 1 << 16
+
+
 def group_count(name: str, entries: Dict[str, Any], n: int) -> int:
     """C of a saved partitioned or ivf index, bounded before anything is allocated."""
     key = {"partitioned": "centres", "ivf": "list_centres"}.get(name)
     if key is None:
         return 0
     try:
-        C = count(entries[key]["shape"][0], "groups", 1, max(n, 1))
+        C = count(entries[key]["shape"][0], "groups", 1, max(n, MAX_GROUPS))
     except (KeyError, TypeError, IndexError, ValueError) as e:
         raise CorruptFileError(f"the header's {key} are malformed ({e})") from None
     return C

@@ -35,9 +35,10 @@ class SearchService:
         self.index, self.encoder, self.docs = index, encoder, docs
 
     @classmethod
-    def open(cls, path: str, device: str = "auto") -> "SearchService":
+    def open(cls, path: str, device: str = "auto", use_ray: bool = False) -> "SearchService":
         """An index directory written by ``hashpivot build`` (its encoder and documents), or a
-        sharded index directory (:mod:`hashpivot.distributed`) searched in this process."""
+        sharded index directory (:mod:`hashpivot.distributed`; with ``use_ray`` one Ray actor
+        per shard, else its shards in this process)."""
         from .corpus import DocStore
         from .embed import encoder_from_info
 
@@ -45,7 +46,7 @@ class SearchService:
         if (root / "manifest.json").is_file():
             from .distributed import ShardedIndex
 
-            index: Any = ShardedIndex.load(root, use_ray=False)
+            index: Any = ShardedIndex.load(root, use_ray=use_ray)
         else:
             from .index import Index
 

