@@ -325,17 +325,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a few settings (a smoke test)")
     a = ap.parse_args()
     isa = hp.cpu_features()["isa"]
-    results = [run(n, a) for n in a.n]
     text = [
         f"# Scale benchmark ({isa} kernels)\n",
         f"`python bench/bench_scale.py --n {' '.join(map(str, a.n))}`\n",
     ]
-    for r in results:
+    results = []
+    for n in a.n:  # the report is rewritten after each N: a long run keeps what it measured
+        r = run(n, a)
+        results.append(r)
         text += [f"\n## N = {r['n']:,}\n", *r["summary"], "", r["table"]]
-    out = "\n".join(text)
-    print(out)
-    if a.out:
-        Path(a.out).write_text(out + "\n")
+        out = "\n".join(text)
+        print(out, flush=True)
+        if a.out:
+            Path(a.out).write_text(out + "\n")
     if a.plot:
         plot(results, Path(a.plot))
 

@@ -286,3 +286,26 @@ def test_demo_corpus_and_queries_shape():
         pytest.skip("shared demo corpus not beside the project")
     qs = load_queries(str(d / "queries.jsonl"))
     assert qs and all(q["relevant"] for q in qs[:50])
+
+
+def test_missing_corpus_or_model_fails_at_once_with_one_line(tmp_path):
+    """No network wait: a corpus is a local file unless written hf://, a model is looked up
+    locally first (0.2-0.3 s measured for each, interpreter start included)."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "a document of some length"}\n')
+    cases = [
+        (["build", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")], "no such file"),
+        (
+            ["build", str(corpus), "--model", "no-such-model", "--out", str(tmp_path / "y")],
+            "no-such-model",
+        ),
+    ]
+    for args, words in cases:
+        r = subprocess.run(
+            [sys.executable, "-m", "hashpivot.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2 and words in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

@@ -195,3 +195,19 @@ def test_cpu_features_reports_a_known_isa():
     f = hp.cpu_features()
     assert f["isa"] in ("portable", "popcnt", "avx2", "avx512")
     assert isinstance(f["avx2"], bool)
+
+
+def test_threads_follow_cpu_affinity_and_the_environment():
+    """Under `taskset -c 0` the pool starts one thread; HASHPIVOT_NUM_THREADS caps it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    probe = [sys.executable, "-c", "import hashpivot as h; print(h.cpu_features()['threads'])"]
+    env = dict(os.environ, HASHPIVOT_NUM_THREADS="1")
+    assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout.strip() == "1"
+    if shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1:
+        env = {k: v for k, v in os.environ.items() if k != "HASHPIVOT_NUM_THREADS"}
+        r = subprocess.run(["taskset", "-c", "0", *probe], env=env, capture_output=True, text=True)
+        assert r.stdout.strip() == "1"

@@ -234,7 +234,7 @@ def build(
     rng = np.random.default_rng(seed)
     is_array = isinstance(data, np.ndarray)
     if not is_array:
-        ray = _ray()
+        _ray()
         import ray.data
 
         ds = ray.data.read_parquet(data) if isinstance(data, (str, list, tuple)) else data
@@ -493,4 +493,4 @@ def _open_service(path: str, device: str):
     return SearchService.open(path, device, use_ray=True)
 
 
-__all__ = ["embed", "build", "ShardedIndex", "ShardUnavailableError", "merge", "serve_with_ray"]
+__all__ = ["ShardUnavailableError", "ShardedIndex", "build", "embed", "merge", "serve_with_ray"]

@@ -11,8 +11,8 @@ add/remove calls are serialised by a lock.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
@@ -271,11 +271,12 @@ class Index:
         index._append(x, codes, lay.derive(codes, x), ids)
         return index
 
-    def empty_like(self) -> "Index":
+    def empty_like(self) -> Index:
         """An empty index with this one's trained codec (ITQ model, pivots or centres), store
         and metric: rows added to it are coded exactly as here (the shards of one index)."""
-        return Index(self._layout, self.store, self.metric, self._layout.empty(), self.meta,
-                     self.tuned)
+        return Index(
+            self._layout, self.store, self.metric, self._layout.empty(), self.meta, self.tuned
+        )
 
     @classmethod
     def from_codes(
