@@ -309,3 +309,39 @@ def test_missing_corpus_or_model_fails_at_once_with_one_line(tmp_path):
         )
         assert r.returncode == 2 and words in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_search_batch_file_and_where_filters(tmp_path, tiny_model, capsys):
+    corpus, _ = make_corpus(tmp_path)
+    out = tmp_path / "idx"
+    args = ["--model", tiny_model, "--bits", "64", "--min-chars", "10", "--device", "cpu"]
+    assert main(["build", str(corpus), "--out", str(out), *args]) == 0
+    capsys.readouterr()
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"text": "ファイル 圧縮"}\nネットワーク 設定\n\n', encoding="utf-8")
+    assert main(["search", str(out), "--queries", str(qfile), "-k", "4"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    assert [x["query"] for x in lines] == ["ファイル 圧縮", "ネットワーク 設定"]
+    assert all(len(x["results"]) == 4 for x in lines)
+    # --where: equality on stored fields (the title holds the topic and the number)
+    assert main(["search", str(out), "x", "-k", "5", "--json", "--where", "id=doc7"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)["results"]] == ["doc7"]
+    assert (
+        main(
+            [
+                "search",
+                str(out),
+                "x",
+                "-k",
+                "3",
+                "--json",
+                "--where",
+                "id=doc7",
+                "--where",
+                "title=nothing",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["results"] == []
+    assert main(["search", str(out), "x", "--where", "novalue"]) == 2

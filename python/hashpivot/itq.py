@@ -115,6 +115,8 @@ class ITQ:
             raise InvalidInputError("this ITQ model is not fitted: call fit(x) or ITQ.load(path)")
 
     def fit(self, x: np.ndarray, progress: Optional[bool] = None) -> ITQ:
+        """Learns the centre, PCA and rotation from the rows of x (a seeded sample of at most
+        ``max_train`` rows), in torch on ``device``; returns self."""
         import torch
         from tqdm.auto import tqdm
 
@@ -229,6 +231,7 @@ class ITQ:
         atomic_write(path, self.save_to)
 
     def save_to(self, f) -> None:
+        """Writes the model as an npz (no pickle) to an open binary file."""
         arrays = self._arrays()
         meta = {
             "format": FORMAT,

@@ -57,6 +57,7 @@ class SearchService:
         return cls(index, encoder, docs)
 
     def allowed(self, where: Sequence[Tuple[str, str]]) -> Optional[np.ndarray]:
+        """The ids whose stored fields equal every (field, value) pair (None: no filter)."""
         if not where:
             return None
         if self.docs is None:
@@ -64,6 +65,7 @@ class SearchService:
         return self.docs.where(where)
 
     def embed(self, texts: List[str]) -> np.ndarray:
+        """Query embeddings, as the index's encoder makes them."""
         if self.encoder is None:
             raise ConfigurationError("this index records no encoder: POST embeddings instead")
         return self.encoder.encode_queries(texts, progress=False)
@@ -71,13 +73,16 @@ class SearchService:
     def search(
         self, q: np.ndarray, k: int, where: Sequence[Tuple[str, str]] = ()
     ) -> List[List[Dict]]:
+        """Ranked results (rank, id, title, score, snippet) of each query embedding."""
         scores, ids = self.index.search(q, k, allowed=self.allowed(where))
         return [self.results(scores[j], ids[j]) for j in range(len(q))]
 
     def results(self, scores: np.ndarray, ids: np.ndarray) -> List[Dict]:
+        """One query's ranked results with titles and snippets."""
         return ranked_results(self.docs, scores, ids, SNIPPET_CHARS)
 
     def health(self) -> Dict[str, Any]:
+        """What /healthz reports: rows, layout, bits, model."""
         info = (self.index.meta.get("encoder") or {}).get("model")
         return {
             "status": "ok",
