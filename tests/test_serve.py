@@ -171,3 +171,52 @@ def test_search_page_in_headless_chromium(server):
     dom = r.stdout
     assert '<ol id="results">' in dom, r.stderr[-2000:]
     assert dom.count("<li>") == 4 and "ファイル 圧縮" in dom
+
+
+def test_serve_with_ray_over_a_sharded_index(tmp_path):
+    """`hashpivot serve --ray`: the same app as a Ray Serve deployment over the shards."""
+    pytest.importorskip("ray")
+    import signal
+
+    from hashpivot import distributed
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 64)).astype(np.float32)
+    distributed.build(x, tmp_path / "s", n_shards=2, n_bits=64, use_ray=False)
+    want = distributed.ShardedIndex.load(tmp_path / "s", use_ray=False).search(x[:2], 3)[1]
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hashpivot.cli",
+            "serve",
+            str(tmp_path / "s"),
+            "--ray",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                pytest.fail("server exited: " + proc.stdout.read()[-3000:])
+            try:
+                if get(base + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        status, res = post(base + "/search", {"embeddings": x[:2].tolist(), "k": 3})
+        assert status == 200
+        assert [[int(r["id"]) for r in rows] for rows in res["results"]] == want.tolist()
+        assert get(base + "/search?q=x&k=0")[0] == 422
+    finally:
+        proc.send_signal(signal.SIGINT)  # ray.shutdown() runs at exit
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -470,9 +470,11 @@ def serve_with_ray(
             self._service = None
 
         def __getattr__(self, name: str):
-            if self._service is None:
-                object.__setattr__(self, "_service", _open_service(path, device))
-            return getattr(self._service, name)
+            if name.startswith("__"):  # pickle's probes, before __dict__ is restored
+                raise AttributeError(name)
+            if self.__dict__.get("_service") is None:
+                self.__dict__["_service"] = _open_service(path, device)
+            return getattr(self.__dict__["_service"], name)
 
     app = create_app(_LazyService())
 
