@@ -152,3 +152,23 @@ def test_same_ids_whatever_threads_or_batch(indexes, s):
         sj, ij = index.search(q[j : j + 1], s["k"], threads=1, **kw)
         np.testing.assert_array_equal(ij[0], i1[j])
         np.testing.assert_array_equal(sj[0], s1[j])
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_empty_and_nearly_empty_indexes_save_and_load(indexes, layout, tmp_path):
+    """An empty index with a trained codec (a shard before its rows), and an index with fewer
+    rows than lists after remove(), save and load like any other."""
+    empty = indexes[layout].empty_like()
+    empty.save(tmp_path / "empty")
+    loaded = hp.Index.load(tmp_path / "empty")
+    assert len(loaded) == 0 and (loaded.search(Q[:2], 3)[1] == -1).all()
+    loaded.add(X[:50])
+    assert len(loaded) == 50
+    few = hp.Index.build(X, n_bits=BITS, layout=layout, **LAYOUTS[layout])
+    few.remove(np.arange(5, N))
+    few.save(tmp_path / "few")
+    back = hp.Index.load(tmp_path / "few")
+    np.testing.assert_array_equal(np.sort(back.ids), np.arange(5))
+    assert set(
+        back.search(Q[:1], 5, candidates=5, **({} if layout == "flat" else {"nprobe": 40}))[1][0]
+    ) <= set(range(5))
