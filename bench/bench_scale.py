@@ -283,6 +283,14 @@ def run(n: int, args) -> Dict:
                 f"QPS: {ratio:.2f}x; build {h.build_s:.0f} s vs {w.build_s:.0f} s; "
                 f"{h.bytes_per_doc:.0f} vs {w.bytes_per_doc:,.0f} resident B/doc"
             )
+        elif h:
+            top = max((s for s in settings if s.engine == "faiss HNSW"), key=lambda s: s.recall)
+            summary.append(
+                f"- recall@10 >= {target:.2f}, one thread: hashpivot {h.engine} "
+                f"({h.label}) {h.recall:.3f} at {statistics.median(h.qps[1]):,.0f} "
+                f"QPS; no HNSW setting reached it (best: {top.label} {top.recall:.3f} "
+                f"at {statistics.median(top.qps[1]):,.0f} QPS)"
+            )
         elif w:
             summary.append(
                 f"- recall@10 >= {target:.2f}: no hashpivot setting reached it; HNSW "
@@ -291,29 +299,63 @@ def run(n: int, args) -> Dict:
     return {"n": n, "table": table, "summary": summary, "settings": settings}
 
 
-def plot(results: List[Dict], path: Path) -> None:
+def frontier(points: List[tuple]) -> List[tuple]:
+    """The (recall, QPS) points no other point beats on both."""
+    out: List[tuple] = []
+    for r, q in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if not out or q > out[-1][1]:
+            out.append((r, q))
+    return sorted(out)
+
+
+def plot(panels: List[tuple], path: Path) -> None:
+    """panels: (N, {engine: [(recall, QPS one thread), ...]}). Each engine's best trade-offs as
+    a line, every setting as a faint dot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, r in zip(axes[0], results):
-        engines: Dict[str, List[Setting]] = {}
-        for s in r["settings"]:
-            if not s.label.startswith("tuned"):
-                engines.setdefault(s.engine, []).append(s)
-        for name, ss in engines.items():
-            pts = sorted((s.recall, statistics.median(s.qps[1])) for s in ss)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name, ms=3)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    names = sorted({name for _, engines in panels for name in engines})
+    for ax, (n, engines) in zip(axes[0], panels):
+        for name, pts in sorted(engines.items()):
+            color = f"C{names.index(name)}"  # one colour per engine across the panels
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=color, alpha=0.3)
+            best = frontier(pts)
+            ax.plot([p[0] for p in best], [p[1] for p in best], "o-", color=color, ms=3, label=name)
         ax.set_yscale("log")
         ax.set_xlabel("recall@10 (300 real queries)")
         ax.set_ylabel("QPS, one thread")
-        ax.set_title(f"N = {r['n']:,}")
+        ax.set_title(f"N = {n:,}")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def panels_of(results: List[Dict]) -> List[tuple]:
+    out = []
+    for r in results:
+        engines: Dict[str, List[tuple]] = {}
+        for s in r["settings"]:
+            engines.setdefault(s.engine, []).append((s.recall, statistics.median(s.qps[1])))
+        out.append((r["n"], engines))
+    return out
+
+
+def panels_from_report(path: Path) -> List[tuple]:
+    """The same panels read back from a report this script wrote (to redraw without rerunning)."""
+    out: List[tuple] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("## N = "):
+            out.append((int(line[7:].replace(",", "")), {}))
+        elif line.startswith("| ") and out and not line.startswith("| engine"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[-1][1].setdefault(cells[0], []).append(
+                (float(cells[2]), float(cells[3].replace(",", "")))
+            )
+    return out
 
 
 def main() -> None:
@@ -323,7 +365,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the Markdown report here")
     ap.add_argument("--plot", default=None)
     ap.add_argument("--quick", action="store_true", help="a few settings (a smoke test)")
+    ap.add_argument("--replot", default=None, help="redraw --plot from this report and exit")
     a = ap.parse_args()
+    if a.replot:
+        plot(panels_from_report(Path(a.replot)), Path(a.plot or "scale_bench.png"))
+        return
     isa = hp.cpu_features()["isa"]
     text = [
         f"# Scale benchmark ({isa} kernels)\n",
@@ -339,7 +385,7 @@ def main() -> None:
         if a.out:
             Path(a.out).write_text(out + "\n")
     if a.plot:
-        plot(results, Path(a.plot))
+        plot(panels_of(results), Path(a.plot))
 
 
 if __name__ == "__main__":
