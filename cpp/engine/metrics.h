@@ -7,9 +7,22 @@
 namespace hashpivot {
 namespace {
 
+// Integer keys of 8 rows in the ISA's vector: a bit per key below thr, and writing them out.
+template <class A>
+struct Int32GroupKeys {
+  template <class VK>
+  static HP_INLINE uint32_t lt(VK d, int32_t thr) {
+    return A::lt_mask(d, thr);
+  }
+  template <class VK>
+  static HP_INLINE void store(VK d, int32_t* out) {
+    A::store(d, out);
+  }
+};
+
 // Hamming distance to the query code.
 template <class A, int W>
-struct HammingMetric {
+struct HammingMetric : Int32GroupKeys<A> {
   using Key = int32_t;
   static constexpr bool kIsHamming = true, kIsList = false;
   using G = typename A::template Hamming8<W>;
@@ -20,19 +33,11 @@ struct HammingMetric {
   HP_INLINE Key one(const uint8_t* c, int64_t) const { return hamming<typename A::Pop, W>(qw, c); }
   // keys of 8 consecutive rows as a vector; lt: a bit per key < thr; store: write them out
   HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
-  template <class VK>
-  static HP_INLINE uint32_t lt(VK d, Key thr) {
-    return A::lt_mask(d, thr);
-  }
-  template <class VK>
-  static HP_INLINE void store(VK d, Key* out) {
-    A::store(d, out);
-  }
 };
 
 // The quantized asymmetric distance (asymmetric.h).
 template <class A, int W>
-struct AsymMetric {
+struct AsymMetric : Int32GroupKeys<A> {
   using Key = int32_t;
   static constexpr bool kIsHamming = false, kIsList = false;
   using G = typename A::template Asym8<W>;
@@ -54,14 +59,6 @@ struct AsymMetric {
     return s;
   }
   HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
-  template <class VK>
-  static HP_INLINE uint32_t lt(VK d, Key thr) {
-    return A::lt_mask(d, thr);
-  }
-  template <class VK>
-  static HP_INLINE void store(VK d, Key* out) {
-    A::store(d, out);
-  }
 };
 
 // IVF rows: key = -(<q, c> + factor * <z, 2b - 1>), with <z, 2b - 1> from the quantized distance

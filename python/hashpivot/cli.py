@@ -33,30 +33,27 @@ class CliError(HashpivotError):
 
 
 # ---- argument types: each bad value is one line, exit 2 ----
-def _int_in(low: int, high: int = INT32_MAX):
-    def parse(s: str) -> int:
+def _number_in(cast, what: str, low, high, fmt: str):
+    def parse(s: str):
         try:
-            v = int(s)
+            v = cast(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
         if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high:,}, got {v:,}")
+            raise argparse.ArgumentTypeError(
+                f"must be from {low:{fmt}} to {high:{fmt}}, got {v:{fmt}}"
+            )
         return v
 
     return parse
+
+
+def _int_in(low: int, high: int = INT32_MAX):
+    return _number_in(int, "an integer", low, high, ",")
 
 
 def _float_in(low: float, high: float):
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-        if not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {v}")
-        return v
-
-    return parse
+    return _number_in(float, "a number", low, high, "")
 
 
 def _ints(s: str) -> List[int]:
@@ -72,10 +69,12 @@ def _ints(s: str) -> List[int]:
 
 
 def _where(s: str) -> Tuple[str, str]:
-    field, sep, value = s.partition("=")
-    if not sep or not field:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {s!r}")
-    return field, value
+    from .corpus import DocStore
+
+    try:
+        return DocStore.condition(s)
+    except HashpivotError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class Parser(argparse.ArgumentParser):
@@ -222,19 +221,23 @@ def cmd_build(a) -> None:
 
 
 def _open(path: str, model: Optional[str], device: str = "auto"):
-    from .embed import encoder_from_info
-    from .index import Index
+    from .serve import SearchService
 
-    index = Index.load(path)
-    info = index.meta.get("encoder")
-    if not info:
-        raise CliError(f"{path} records no encoder; it was not built by `hashpivot build`")
-    if model and model != info["model"]:
+    service = SearchService.open(path, device)
+    if not hasattr(service.index, "tune"):
         raise CliError(
-            f"the index was built with model {info['model']!r}, not {model!r}; "
+            f"{path} is a sharded index: search it with `hashpivot serve --ray` or "
+            "hashpivot.distributed.ShardedIndex"
+        )
+    if service.encoder is None:
+        raise CliError(f"{path} records no encoder; it was not built by `hashpivot build`")
+    built_with = service.index.meta["encoder"]["model"]
+    if model and model != built_with:
+        raise CliError(
+            f"the index was built with model {built_with!r}, not {model!r}; "
             "queries must be embedded by the same model"
         )
-    return index, encoder_from_info(info, device)
+    return service.index, service.encoder
 
 
 def _docs(path: str):

@@ -236,6 +236,14 @@ class DocStore:
             for line in f:
                 yield json.loads(line)
 
+    @staticmethod
+    def condition(text: str) -> Tuple[str, str]:
+        """A ``field=value`` filter as (field, value)."""
+        field, sep, value = text.partition("=")
+        if not sep or not field:
+            raise InvalidInputError(f"a filter is FIELD=VALUE, got {text!r}")
+        return field, value
+
     def where(self, conditions: Sequence[Tuple[str, str]]) -> np.ndarray:
         """Ids (rows) of the documents whose fields equal every (field, value) given."""
         keep = [

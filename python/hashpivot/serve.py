@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .corpus import ranked_results
+from .corpus import DocStore, ranked_results
 from .errors import ConfigurationError, HashpivotError
 
 MAX_K = 1000  # results per query a request may ask for
@@ -39,7 +39,6 @@ class SearchService:
         """An index directory written by ``hashpivot build`` (its encoder and documents), or a
         sharded index directory (:mod:`hashpivot.distributed`; with ``use_ray`` one Ray actor
         per shard, else its shards in this process)."""
-        from .corpus import DocStore
         from .embed import encoder_from_info
 
         root = Path(path)
@@ -95,13 +94,7 @@ class SearchService:
 
 def parse_where(items: Sequence[str]) -> List[Tuple[str, str]]:
     """``field=value`` strings as (field, value) pairs."""
-    out = []
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep or not field:
-            raise ConfigurationError(f"where must be field=value, got {item!r}")
-        out.append((field, value))
-    return out
+    return [DocStore.condition(item) for item in items]
 
 
 PAGE = """<!doctype html>
