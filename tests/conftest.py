@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,13 @@ def make_corpus(tmp_path, n=120):
         )
     )
     return p, q
+
+
+def write_header(index_dir, h) -> None:
+    """Writes a header a test edited, signed as a save signs it (so that the test reaches the
+    checks behind the header's checksum)."""
+    from hashpivot.storage import HEADER, header_digest
+
+    h = dict(h)
+    h["header_sha256"] = header_digest(h)
+    (Path(index_dir) / HEADER).write_text(json.dumps(h))

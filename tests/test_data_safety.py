@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import hashpivot as hp
+from conftest import write_header
 from hashpivot import ITQ, Index, errors
 from hashpivot.cli import main
 from hashpivot.storage import HEADER
@@ -383,7 +384,7 @@ def test_8_header_fields_are_bounded(tmp_path, small, field, value):
     index.save(tmp_path / "idx")
     h = header(tmp_path / "idx")
     h[field] = value
-    (tmp_path / "idx" / HEADER).write_text(json.dumps(h))
+    write_header(tmp_path / "idx", h)
     with pytest.raises(errors.IndexFormatError):
         Index.load(tmp_path / "idx", mmap=False)
 
@@ -403,7 +404,7 @@ def test_9_symlinked_members_are_refused(tmp_path, small):
     os.unlink(victim)
     shutil.move(outside, victim)
     h["arrays"]["codes"]["file"] = "../elsewhere.npy"
-    (d / HEADER).write_text(json.dumps(h))
+    write_header(d, h)
     with pytest.raises(errors.CorruptFileError, match="bad file name"):
         Index.load(d)
 
@@ -417,7 +418,7 @@ def _replace_array(d, name, arr):
     np.save(d / e["file"], arr)
     e["sha256"] = sha256_array(np.ascontiguousarray(arr))
     e["dtype"], e["shape"] = str(arr.dtype), list(arr.shape)
-    (d / HEADER).write_text(json.dumps(h))
+    write_header(d, h)
 
 
 def test_10_fortran_order_and_wrong_store_dtype(tmp_path, small):

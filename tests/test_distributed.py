@@ -116,3 +116,24 @@ def test_dead_shard_actor_is_a_named_error_and_a_retry_succeeds(corpus, sharded)
         index.search(q, 10)
     index.wait_ready()
     np.testing.assert_array_equal(index.search(q, 10)[1], want)
+
+
+def test_ray_shards_of_another_index_are_refused_at_load(local_ray, tmp_path):
+    """The manifest and every shard agree, checked from the actors' own loads (issue 20)."""
+    import json
+    import shutil
+
+    from hashpivot.errors import IndexFormatError
+
+    x = np.random.default_rng(5).standard_normal((600, 64)).astype(np.float32)
+    root = tmp_path / "s"
+    distributed.build(x, root, n_shards=2, n_bits=64, use_ray=False)
+    shutil.rmtree(root / "shard-0001")
+    hp.Index.build(x[300:], n_bits=64, metric="ip").save(root / "shard-0001")
+    with pytest.raises(IndexFormatError, match=r"shard-0001.*metric"):
+        distributed.ShardedIndex.load(root, use_ray=True)
+    m = json.loads((root / "manifest.json").read_text())
+    m["shards"][1] = dict(m["shards"][0], path="shard-0001/../shard-0000")
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="same shard"):
+        distributed.ShardedIndex.load(root, use_ray=True)

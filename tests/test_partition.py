@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hashpivot as hp
-from conftest import banded_answer, ref_knn
+from conftest import banded_answer, ref_knn, write_header
 from hashpivot import Index
 from hashpivot._io import sha256_array
 from hashpivot.errors import IndexFormatError
@@ -148,11 +148,11 @@ def test_add_remove_save_load_stay_exact(tmp_path):
     cd[cd > 0] -= 1  # still sorted, still within the radii, but wrong
     np.save(f, cd)
     e["sha256"] = sha256_array(cd)
-    (tmp_path / "p" / "header.json").write_text(json.dumps(h))
+    write_header(tmp_path / "p", h)
     with pytest.raises(IndexFormatError, match="agree"):
         Index.load(tmp_path / "p")
     h["version"] = 1  # format 1 stored partitions without these distances
-    (tmp_path / "p" / "header.json").write_text(json.dumps(h))
+    write_header(tmp_path / "p", h)
     with pytest.raises(IndexFormatError, match="version 1"):
         Index.load(tmp_path / "p")
     st = index.stats()

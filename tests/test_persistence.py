@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import write_header
 from hashpivot import Index, IndexFormatError
 from test_index import data
 
@@ -72,7 +73,7 @@ def test_swapped_files_are_detected(saved):
         h["arrays"]["pivots"]["file"],
         h["arrays"]["codes"]["file"],
     )
-    (path / "header.json").write_text(json.dumps(h))
+    write_header(path, h)
     with pytest.raises(IndexFormatError):
         Index.load(path)
 
@@ -92,7 +93,7 @@ def test_header_damage(saved, damage):
             (path / h["arrays"]["ids"]["file"]).unlink()
         elif damage == "shape":
             h["arrays"]["ids"]["shape"] = [5]
-        (path / "header.json").write_text(json.dumps(h))
+        write_header(path, h)
     with pytest.raises(IndexFormatError):
         Index.load(path)
 
@@ -113,6 +114,6 @@ def test_flat_index_of_format_1_still_loads(saved):
     _, index, path = saved  # version 2 changed only the partitioned layout
     h = header(path)
     h["version"] = 1
-    (path / "header.json").write_text(json.dumps(h))
+    write_header(path, h)
     loaded = Index.load(path)
     np.testing.assert_array_equal(np.asarray(loaded.codes), np.asarray(index.codes))

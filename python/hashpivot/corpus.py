@@ -19,21 +19,34 @@ import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._io import atomic_write
-from .errors import InvalidInputError
+from .documents import DocStore, plain
+from .errors import DuplicateIdError, InvalidInputError
 
 DEMO_DATA_ENV = "HASHPIVOT_DEMO_DATA"
 DEMO_PACKAGES = ("manpages-ja", "manpages-ja-dev")
 HUB_PREFIX = "hf://"
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
-DOCS = "docs.jsonl"
-DOC_OFFSETS = "docs-offsets.npy"
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB a field) refuses long texts
 BASE_FIELDS = ("id", "doc", "title", "source", "text")
+
+
+@dataclass
+class Corpus:
+    """What a corpus file gave: the ``records`` kept, the input ``rows`` they came from (row
+    i of the file, counted from 0, so that row-aligned embeddings stay with their record),
+    the ``total`` rows the input holds (None for a Hub stream cut by a limit), and the
+    ``dropped`` records (where, id) shorter than ``min_chars``."""
+
+    records: List[Dict] = field(default_factory=list)
+    rows: List[int] = field(default_factory=list)
+    total: Optional[int] = 0
+    dropped: List[Tuple[str, str]] = field(default_factory=list)
 
 
 def _records(
@@ -45,10 +58,20 @@ def _records(
     max_chars: int,
     min_chars: int,
     limit: Optional[int],
-) -> Iterator[Dict]:
-    """rows: (where, row) pairs, `where` naming the file and line for error messages."""
-    n = 0
+    count_rest: bool = True,
+) -> Corpus:
+    """rows: (where, row) pairs, `where` naming the file and line for error messages. Past
+    ``limit`` records the rest of the rows are only counted (``count_rest``)."""
+    out = Corpus()
+    first_seen: Dict[str, str] = {}
+    total = 0
     for i, (where, row) in enumerate(rows):
+        total = i + 1
+        if limit is not None and len(out.records) >= limit:
+            if not count_rest:
+                out.total = None
+                return out
+            continue
         if not isinstance(row, dict):
             raise InvalidInputError(
                 f"{where}: a record must be a JSON object with a "
@@ -59,12 +82,23 @@ def _records(
                 f"{where}: the record has no field {text_field!r} (fields: {sorted(row)}); "
                 "choose one with --text-field"
             )
+        rid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", i))
         text = str(row[text_field] or "").strip()[:max_chars]
         if len(text) < min_chars:
+            out.dropped.append((where, rid))
             continue
-        rid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", i))
+        if rid in first_seen:
+            raise DuplicateIdError(
+                f"{where}: id {rid!r} repeats the record at {first_seen[rid]}; every document "
+                "needs its own id"
+            )
+        first_seen[rid] = where
         title = str(row.get(title_field, "") or "") if title_field else ""
-        rec = {k: v for k, v in row.items() if k not in (text_field, title_field, id_field)}
+        rec = {
+            str(k): plain(v, where, str(k))
+            for k, v in row.items()
+            if k not in (text_field, title_field, id_field)
+        }
         rec.update(
             {
                 "id": rid,
@@ -74,30 +108,62 @@ def _records(
                 "text": text,
             }
         )
-        yield rec
-        n += 1
-        if limit is not None and n >= limit:
-            return
+        out.records.append(rec)
+        out.rows.append(i)
+    out.total = total
+    return out
+
+
+def _open_text(path: Path):
+    """A UTF-8 text file; a byte-order mark (as spreadsheet programs write) is dropped."""
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _jsonl_rows(path: Path) -> Iterator[Tuple[str, object]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with _open_text(path) as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path}:{lineno}", json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InvalidInputError(
+                        f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                    ) from None
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
+
+
+def _csv_rows(path: Path) -> Iterator[Tuple[str, object]]:
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    lineno = 1
+    try:
+        with _open_text(path) as f:
+            reader = csv.DictReader(f)
             try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
+                for row in reader:
+                    lineno = reader.line_num
+                    if None in row:  # more fields than the header names
+                        raise InvalidInputError(
+                            f"{path}:{lineno}: {len(row) - 1 + len(row[None])} fields, the "
+                            f"header names {len(row) - 1}"
+                        )
+                    yield f"{path}:{lineno}", row
+            except csv.Error as e:
+                raise InvalidInputError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
+            except UnicodeDecodeError as e:
                 raise InvalidInputError(
-                    f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                    f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})"
                 ) from None
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 def _table_rows(path: Path) -> Iterator[Tuple[str, object]]:
     if path.suffix == ".csv":  # the standard library reads CSV: no extra dependency
-        with open(path, encoding="utf-8", newline="") as f:
-            for lineno, row in enumerate(csv.DictReader(f), 2):
-                yield f"{path}:{lineno}", row
+        yield from _csv_rows(path)
         return
     try:
         import pyarrow.parquet as pq
@@ -114,7 +180,12 @@ def _table_rows(path: Path) -> Iterator[Tuple[str, object]]:
             yield f"{path}: row {row_no}", row
 
 
-def load_corpus(
+def load_corpus(source: str, **options) -> List[Dict]:
+    """The records of a corpus (see :func:`read_corpus` for the options)."""
+    return read_corpus(source, **options).records
+
+
+def read_corpus(
     source: str,
     text_field: str = "text",
     title_field: Optional[str] = "title",
@@ -125,10 +196,11 @@ def load_corpus(
     config: Optional[str] = None,
     split: str = "train",
     hub: bool = False,
-) -> List[Dict]:
+) -> Corpus:
     """A local .jsonl/.json/.parquet/.csv file, or (``hf://NAME`` or ``hub=True``) a Hugging
     Face Hub dataset streamed through ``datasets`` (needs network), e.g.
-    ``hf://wikimedia/wikipedia`` with ``config="20231101.ja"``."""
+    ``hf://wikimedia/wikipedia`` with ``config="20231101.ja"``. Records keep the input's order;
+    an id given twice is a :class:`DuplicateIdError`."""
     if limit is not None and limit < 1:
         raise InvalidInputError(f"limit must be >= 1, got {limit}")
     if source.startswith(HUB_PREFIX) or hub:
@@ -154,14 +226,12 @@ def load_corpus(
     if path.suffix not in LOCAL_FORMATS:
         raise InvalidInputError(f"unsupported corpus file {source}: use .jsonl, .parquet or .csv")
     rows = _jsonl_rows(path) if path.suffix in (".jsonl", ".json") else _table_rows(path)
-    return list(
-        _records(rows, text_field, title_field, id_field, path.name, max_chars, min_chars, limit)
-    )
+    return _records(rows, text_field, title_field, id_field, path.name, max_chars, min_chars, limit)
 
 
 def _hub_corpus(
     name: str, text_field, title_field, id_field, max_chars, min_chars, limit, config, split
-) -> List[Dict]:
+) -> Corpus:
     try:
         from datasets import load_dataset
     except ImportError:
@@ -173,8 +243,8 @@ def _hub_corpus(
             f"cannot open Hub dataset {name!r}: {str(e).splitlines()[0]}"
         ) from None
     rows = ((f"{name} row {i}", r) for i, r in enumerate(ds))
-    return list(
-        _records(rows, text_field, title_field, id_field, name, max_chars, min_chars, limit)
+    return _records(
+        rows, text_field, title_field, id_field, name, max_chars, min_chars, limit, False
     )
 
 
@@ -182,7 +252,7 @@ def load_queries(path: str) -> List[Dict]:
     p = Path(path)
     if not p.is_file():
         raise InvalidInputError(f"query file {path}: no such file")
-    out = []
+    out: List[Dict] = []
     for where, q in _jsonl_rows(p):
         if not isinstance(q, dict) or "text" not in q:
             raise InvalidInputError(f"{where}: every query needs a 'text' field")
@@ -194,64 +264,6 @@ def load_queries(path: str) -> List[Dict]:
             }
         )
     return out
-
-
-class DocStore:
-    """The documents of an index directory, row i = index id i: ``docs.jsonl`` (every field of
-    each record) with the byte offset of each line (``docs-offsets.npy``), so a search reads only
-    the lines of its results."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.offsets = np.load(self.root / DOC_OFFSETS, allow_pickle=False)
-
-    @staticmethod
-    def write(root: Path, records: Sequence[Dict]) -> None:
-        lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode() for r in records]
-        offsets = np.concatenate([[0], np.cumsum([len(b) for b in lines])]).astype(np.int64)
-        atomic_write(Path(root) / DOCS, lambda f: f.writelines(lines))
-        atomic_write(Path(root) / DOC_OFFSETS, lambda f: np.save(f, offsets, allow_pickle=False))
-
-    @staticmethod
-    def exists(root: Path) -> bool:
-        return (Path(root) / DOCS).is_file() and (Path(root) / DOC_OFFSETS).is_file()
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def get(self, ids: Iterable[int]) -> List[Optional[Dict]]:
-        out = []
-        with open(self.root / DOCS, "rb") as f:
-            for i in ids:
-                i = int(i)
-                if not 0 <= i < len(self):
-                    out.append(None)
-                    continue
-                f.seek(int(self.offsets[i]))
-                out.append(json.loads(f.read(int(self.offsets[i + 1] - self.offsets[i]))))
-        return out
-
-    def all(self) -> Iterator[Dict]:
-        with open(self.root / DOCS, encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)
-
-    @staticmethod
-    def condition(text: str) -> Tuple[str, str]:
-        """A ``field=value`` filter as (field, value)."""
-        field, sep, value = text.partition("=")
-        if not sep or not field:
-            raise InvalidInputError(f"a filter is FIELD=VALUE, got {text!r}")
-        return field, value
-
-    def where(self, conditions: Sequence[Tuple[str, str]]) -> np.ndarray:
-        """Ids (rows) of the documents whose fields equal every (field, value) given."""
-        keep = [
-            i
-            for i, d in enumerate(self.all())
-            if all(str(d.get(field, "")) == value for field, value in conditions)
-        ]
-        return np.asarray(keep, dtype=np.int64)
 
 
 # ---- the demo corpus: Japanese manual pages ----

@@ -27,11 +27,19 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._io import atomic_write
-from .errors import ConfigurationError, HashpivotError, InvalidInputError
+from .errors import (
+    ConfigurationError,
+    HashpivotError,
+    IndexFormatError,
+    InvalidInputError,
+)
 from .index import Index
+from .itq import as_embeddings
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+MAX_MANIFEST_BYTES = 1 << 24  # a manifest lists shards: a few kilobytes
+MAX_SHARDS = 4096
 CODEC_SAMPLE = 100_000  # rows the codec (ITQ, centres) is fitted on
 ADD_BATCH = 65_536  # rows a shard task adds at a time
 EMBED_BATCH = 64  # texts per model call on an actor
@@ -175,6 +183,32 @@ def _codec_index(codec: Dict[str, bytes]) -> Index:
         return Index.load(Path(d) / "codec", mmap=False)
 
 
+def codec_digest(index: Index) -> str:
+    """sha256 of what codes a row (ITQ model, pivots or centres): shards of one index share it."""
+    h = hashlib.sha256()
+    itq = index.itq
+    model = dict(index._layout.model_arrays())
+    if itq is not None:
+        model.update(mean=itq.mean, pca=itq.pca, rotation=itq.rotation)
+    for name in sorted(model):
+        a = np.ascontiguousarray(model[name])
+        h.update(f"{name}:{a.dtype}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def describe(index: Index) -> Dict[str, Any]:
+    """What must agree between the shards of one index and their manifest."""
+    return {
+        "rows": len(index),
+        "n_bits": index.n_bits,
+        "dim": index.dim,
+        "layout": index.layout,
+        "metric": index.metric,
+        "codec": codec_digest(index),
+    }
+
+
 def _checksum(root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
@@ -285,6 +319,8 @@ def build(
         "n_bits": template.n_bits,
         "layout": template.layout,
         "metric": template.metric,
+        "dim": template.dim,
+        "codec": codec_digest(template),
         "meta": template.meta,
         "shards": shards,
     }
@@ -309,6 +345,102 @@ def _ray_running() -> bool:
 
 
 # ---- searching shards ----
+def _bad(root: Path, what: str) -> IndexFormatError:
+    return IndexFormatError(f"{root / MANIFEST}: {what}")
+
+
+def _int_field(root: Path, d: Dict[str, Any], key: str, where: str, low: int = 0) -> int:
+    v = d.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise _bad(root, f"{where}{key!r} must be an integer >= {low}, got {v!r}")
+    return v
+
+
+def read_manifest(root: Path) -> Dict[str, Any]:
+    """The manifest of a sharded index, every field checked: a malformed one, a shard listed
+    twice (under any spelling) or outside the directory is an :class:`IndexFormatError`."""
+    p = root / MANIFEST
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise IndexFormatError(f"{root}: no readable {MANIFEST} ({e.strerror or e})") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise _bad(root, "larger than any manifest")
+    try:
+        m = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise _bad(root, "not JSON") from None
+    if not isinstance(m, dict):
+        raise _bad(root, f"must be a JSON object, got {type(m).__name__}")
+    if m.get("format") != MANIFEST_FORMAT:
+        raise _bad(root, f"unknown format {m.get('format')!r}")
+    _int_field(root, m, "rows", "")
+    _int_field(root, m, "n_bits", "", 1)
+    if m.get("dim") is not None:
+        _int_field(root, m, "dim", "", 1)
+    for key in ("layout", "metric"):
+        if not isinstance(m.get(key), str):
+            raise _bad(root, f"{key!r} must be a string, got {m.get(key)!r}")
+    if not isinstance(m.get("meta", {}), dict):
+        raise _bad(root, "'meta' must be an object")
+    if m.get("codec") is not None and not isinstance(m["codec"], str):
+        raise _bad(root, "'codec' must be a string")
+    shards = m.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise _bad(root, "'shards' must be a non-empty list")
+    if len(shards) > MAX_SHARDS:
+        raise _bad(root, f"more than {MAX_SHARDS} shards")
+    seen: Dict[Path, str] = {}
+    base = root.resolve()
+    for i, s in enumerate(shards):
+        where = f"shard {i}: "
+        if not isinstance(s, dict):
+            raise _bad(root, f"{where}must be an object, got {type(s).__name__}")
+        path = s.get("path")
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise _bad(root, f"{where}'path' must be a directory name, got {path!r}")
+        _int_field(root, s, "rows", where)
+        if not isinstance(s.get("sha256"), str):
+            raise _bad(root, f"{where}'sha256' must be a string")
+        real = (root / path).resolve()
+        if real.parent != base:
+            raise _bad(root, f"{where}path {path!r} leaves the directory")
+        if real in seen:
+            raise _bad(root, f"{where}path {path!r} is the same shard as {seen[real]!r}")
+        if not real.is_dir():
+            raise _bad(root, f"{where}{path!r} is not a shard directory")
+        seen[real] = path
+    if sum(s["rows"] for s in shards) != m["rows"]:
+        raise _bad(root, "the shards' rows do not add up to 'rows'")
+    m.setdefault("meta", {})
+    return m
+
+
+def _check_shards(root: Path, manifest: Dict[str, Any], described: List[Dict[str, Any]]) -> None:
+    """Every shard agrees with the manifest and with the others (metric, dimension, bits,
+    layout, codec, rows)."""
+    first = described[0]
+    if manifest.get("dim") is None:  # manifests before the dimension was recorded
+        manifest["dim"] = first["dim"]
+    for entry, d in zip(manifest["shards"], described):
+        name = entry["path"]
+        for key in ("n_bits", "layout", "metric", "dim", "codec"):
+            want = manifest.get(key, first[key])
+            if want is None and key == "dim":
+                want = first[key]
+            if d[key] != want or d[key] != first[key]:
+                raise _bad(
+                    root,
+                    f"shard {name!r} has {key} {d[key]!r}, the manifest (or the first shard) "
+                    f"{want!r}: shards of one index share one codec",
+                )
+        if d["rows"] != entry["rows"]:
+            raise _bad(
+                root, f"shard {name!r} holds {d['rows']} rows, the manifest says {entry['rows']}"
+            )
+
+
 class _ShardActor:
     """One shard, memory-mapped, in its own process."""
 
@@ -320,6 +452,9 @@ class _ShardActor:
 
     def rows(self) -> int:
         return len(self.index)
+
+    def describe(self) -> Dict[str, Any]:
+        return describe(self.index)
 
 
 def merge(
@@ -350,6 +485,7 @@ class ShardedIndex:
         self.root, self.manifest = root, manifest
         self.meta: Dict[str, Any] = manifest.get("meta", {})
         self.layout, self.n_bits = manifest["layout"], manifest["n_bits"]
+        self.metric, self.dim = manifest["metric"], manifest.get("dim")
         self._local, self._actors = shards, actors
         self._turn = 0
 
@@ -365,32 +501,41 @@ class ShardedIndex:
         shard and replica, each memory-mapping its shard; otherwise the shards in this
         process. ``verify``: check every shard's checksum first."""
         root = Path(root)
-        try:
-            manifest = json.loads((root / MANIFEST).read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigurationError(f"{root}: no readable {MANIFEST} ({e})") from None
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise ConfigurationError(f"{root}/{MANIFEST}: unknown format {manifest.get('format')}")
-        for s in manifest["shards"]:
-            p = (root / s["path"]).resolve()
-            if p.parent != root.resolve():
-                raise ConfigurationError(
-                    f"{root}/{MANIFEST}: shard path {s['path']!r} leaves the directory"
-                )
-            if verify and _checksum(p) != s["sha256"]:
-                raise ConfigurationError(f"shard {s['path']} does not match its checksum")
+        manifest = read_manifest(root)
+        paths = [root / s["path"] for s in manifest["shards"]]
+        if verify:
+            for s, p in zip(manifest["shards"], paths):
+                if _checksum(p) != s["sha256"]:
+                    raise IndexFormatError(f"shard {s['path']} does not match its checksum")
         if use_ray is None:
             use_ray = _ray_running()
         if not use_ray:
-            shards = [Index.load(root / s["path"], mmap=True) for s in manifest["shards"]]
+            shards = [Index.load(p, mmap=True) for p in paths]
+            _check_shards(root, manifest, [describe(s) for s in shards])
             return cls(root, manifest, shards, None)
         ray = _ray()
         actor = ray.remote(max_restarts=-1, max_task_retries=0)(_ShardActor)
         actors = [
-            [actor.options(num_cpus=0).remote(str(root / s["path"])) for s in manifest["shards"]]
+            [actor.options(num_cpus=0).remote(str(p)) for p in paths]
             for _ in range(max(1, int(replicas)))
         ]
-        ray.get([a.rows.remote() for rep in actors for a in rep])  # loaded before the first search
+        try:  # loaded (and described) before the first search
+            described = ray.get([a.describe.remote() for rep in actors for a in rep])
+        except Exception as e:
+            cause = getattr(e, "cause", None) or e
+            for rep in actors:
+                for a in rep:
+                    ray.kill(a)
+            if isinstance(cause, HashpivotError):
+                raise cause from None
+            raise
+        try:
+            _check_shards(root, manifest, described[: len(paths)])
+        except HashpivotError:
+            for rep in actors:
+                for a in rep:
+                    ray.kill(a)
+            raise
         return cls(root, manifest, [], actors)
 
     def __len__(self) -> int:
@@ -408,7 +553,7 @@ class ShardedIndex:
     ) -> Tuple[np.ndarray, np.ndarray]:
         """Every shard's top k, merged: ``(scores, ids)`` as :meth:`Index.search` (ids are the
         global ids given at build)."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
+        q = as_embeddings(queries, "queries", self.dim, check_finite=False)
         if self._actors is None:
             parts = [s.search(q, k, **kwargs) for s in self._local]
         else:

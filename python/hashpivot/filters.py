@@ -18,6 +18,8 @@ import numpy as np
 from ._validate import to_numpy
 from .errors import InvalidInputError, InvalidTypeError
 
+RESOLVE_CHUNK = 1 << 20  # allowed ids looked up at a time: memory follows the index, not the list
+
 
 class IdMap:
     """A version of the rows' ids, sorted, with the row of each (made once per version)."""
@@ -27,11 +29,17 @@ class IdMap:
         self.sorted = np.ascontiguousarray(ids[self.order])
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """Rows (ascending) holding these ids; unknown ids are ignored."""
-        if not self.sorted.size or not ids.size:
+        """Rows (ascending) holding these ids; unknown and repeated ids are ignored. The list
+        is looked up a chunk at a time, never sorted or copied whole."""
+        n = self.sorted.size
+        if not n or not ids.size:
             return np.zeros(0, np.int64)
-        pos = np.minimum(np.searchsorted(self.sorted, ids), self.sorted.size - 1)
-        return np.sort(self.order[pos[self.sorted[pos] == ids]]).astype(np.int64)
+        hit = np.zeros(n, dtype=bool)
+        for s in range(0, ids.size, RESOLVE_CHUNK):
+            part = ids[s : s + RESOLVE_CHUNK].astype(np.int64, copy=False)
+            pos = np.minimum(np.searchsorted(self.sorted, part), n - 1)
+            hit[self.order[pos[self.sorted[pos] == part]]] = True
+        return np.flatnonzero(hit).astype(np.int64)
 
 
 class IdFilter:
@@ -54,7 +62,7 @@ class IdFilter:
         if a.dtype == np.bool_:
             self.mask = a.copy()
         elif np.issubdtype(a.dtype, np.integer) or a.size == 0:
-            self.ids = np.unique(a.astype(np.int64))
+            self.ids = a  # kept as given: resolving reads it in chunks (hashpivot.filters.IdMap)
         else:
             raise InvalidTypeError(
                 f"allowed ids must be integers (or a boolean mask), got {a.dtype}"

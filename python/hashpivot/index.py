@@ -22,6 +22,7 @@ from . import _core
 from ._validate import choice, count, to_numpy
 from ._validate import seed as _seed
 from .codes import as_codes, check_n_bits
+from .documents import DocStore
 from .errors import (
     CorruptFileError,
     DimensionError,
@@ -55,7 +56,7 @@ Metric = Literal["cosine", "ip"]
 ScoringName = Literal["asymmetric", "hamming"]
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
 
-VERSION = 3
+VERSION = 4  # 4: the header carries its own checksum, documents are members
 LAYOUTS = ("flat", "partitioned", "ivf")
 STORES = ("float32", "float16", "int8", None)
 METRICS = ("cosine", "ip")
@@ -125,6 +126,8 @@ class _Version:
     def __init__(self, rows: Rows, snapshot: _core.Snapshot) -> None:
         self.rows, self.snapshot = rows, snapshot
         self._idmap: Optional[IdMap] = None
+        # memory-mapped members (hashpivot.storage.SizeGuard): checked before each search
+        self.guards = [a.size_guard for a in rows.arrays().values() if hasattr(a, "size_guard")]
 
     @property
     def idmap(self) -> IdMap:
@@ -152,6 +155,7 @@ class Index:
         self.metric = metric
         self.meta: Dict[str, Any] = dict(meta or {})
         self.tuned: Dict[str, Any] = dict(tuned or {})
+        self.documents: Optional[DocStore] = None  # what `hashpivot build` stores beside the rows
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._totals = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
@@ -539,6 +543,8 @@ class Index:
         bits: Optional[np.ndarray],
         allowed_rows: Optional[np.ndarray],
     ) -> Tuple[np.ndarray, np.ndarray]:
+        for guard in version.guards:
+            guard.check()
         out, ids, scanned = version.snapshot.search(
             q, plan.to_core(), bits, allowed_rows if plan.source == "allowed" else None
         )
@@ -623,10 +629,15 @@ class Index:
         }
 
     # ---- persistence ----
-    def save(self, path: PathLike) -> None:
+    def save(self, path: PathLike, documents: Optional[Sequence[Dict[str, Any]]] = None) -> None:
         """Saves to a directory: ``header.json`` plus the arrays (raw .npy, checksummed) and the
         ITQ model it names. Only files that a previous save of an index wrote there are ever
-        removed; a directory holding other files but no index is refused (hashpivot.storage)."""
+        removed; a directory holding other files but no index is refused (hashpivot.storage).
+
+        ``documents``: one JSON-able dict per id (row i = id i; titles, text, fields to filter
+        on), saved in the same generation as the index: a reader sees both or neither. Without
+        it the index's own :attr:`documents` (those it was loaded with) are saved again."""
+        docs = DocStore.from_records(documents) if documents is not None else self.documents
         rows = self._version.rows
         arrays = {**self._layout.model_arrays(), **rows.arrays()}
         header = {
@@ -645,7 +656,9 @@ class Index:
             "tuned": self.tuned,
         }
         blobs = {} if self.itq is None else {"itq": self.itq.save_to}
-        save_dir(path, header, arrays, blobs)
+        save_dir(path, header, arrays, blobs, docs)
+        if documents is not None:
+            self.documents = docs
 
     @classmethod
     def load(cls, path: PathLike, mmap: bool = True, verify: bool = True) -> Index:
@@ -669,7 +682,7 @@ class Index:
                     want["scales"] = (np.dtype(np.float32), (n,))
             return want, (["itq"] if f["has_itq"] else [])
 
-        header, arrays, blobs = load_dir(root, expect, mmap, verify)
+        header, arrays, blobs, documents = load_dir(root, expect, mmap, verify)
         f = fields
         itq = ITQ.load_from(blobs["itq"], str(root / "itq")) if f["has_itq"] else None
         if itq is not None and (itq.n_bits != f["n_bits"] or itq.dim != f["dim"]):
@@ -687,6 +700,7 @@ class Index:
             raise CorruptFileError(f"{root}: the index arrays are inconsistent: {e}") from None
         if verify:
             layout.verify(rows)
+        index.documents = documents
         return index
 
 
@@ -698,7 +712,7 @@ def _header_fields(h: Dict[str, Any], root: Path) -> Dict[str, Any]:
         root,
         VERSION,
         lambda v, hd: (
-            v == VERSION
+            v in (VERSION, 3)
             or (v == 2 and hd.get("layout", "flat") in ("flat", "partitioned"))
             or (v == 1 and hd.get("layout", "flat") == "flat")
         ),

@@ -8,23 +8,38 @@
 - ``GET /`` → a search page (a query box; with ``?q=`` the ranked results, rendered by the
   server so that it works without JavaScript).
 
-Bad requests get a 4xx with one message; a search error never takes the server down. The same
+Limits (each a 4xx with one message, never a 5xx): a query is at most ``MAX_QUERY_CHARS``
+characters (the encoder also truncates to its model's window, as sentence-transformers does),
+a request at most ``MAX_BATCH`` queries or embeddings of at most ``MAX_DIM`` values,
+``MAX_WHERE`` filters, and ``REQUEST_SECONDS`` of embedding work (503 past it). Answers are
+always finite JSON; a search error never takes the server down. The same
 app runs as a Ray Serve deployment over a sharded index (``hashpivot serve --ray``, see
 :mod:`hashpivot.distributed`). Servers bind to 127.0.0.1 unless told otherwise.
 """
 
 import html
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .corpus import DocStore, ranked_results
-from .errors import ConfigurationError, HashpivotError
+from .corpus import ranked_results
+from .documents import DocStore
+from .errors import ConfigurationError, HashpivotError, InvalidInputError
 
 MAX_K = 1000  # results per query a request may ask for
-MAX_BATCH = 256  # queries per POST request
+MAX_BATCH = 64  # queries (or embeddings) per POST request
+MAX_QUERY_CHARS = 2048  # characters of one query text (about four E5 windows of 512 tokens)
+MAX_DIM = 8192  # values of one posted embedding
+MAX_WHERE = 16  # field=value filters per request
+MAX_FIELD_CHARS = 256  # characters of a filter's field or value
+REQUEST_SECONDS = 30.0  # embedding work one request may take before it is refused (503)
 SNIPPET_CHARS = 200  # characters of a document shown with a result
+
+
+class RequestTooSlowError(HashpivotError):
+    """A request ran past its time budget (``REQUEST_SECONDS``): 503, retry with less."""
 
 
 class SearchService:
@@ -52,8 +67,7 @@ class SearchService:
             index = Index.load(root)
         info = index.meta.get("encoder")
         encoder = encoder_from_info(info, device) if info else None
-        docs = DocStore(root) if DocStore.exists(root) else None
-        return cls(index, encoder, docs)
+        return cls(index, encoder, getattr(index, "documents", None))
 
     def allowed(self, where: Sequence[Tuple[str, str]]) -> Optional[np.ndarray]:
         """The ids whose stored fields equal every (field, value) pair (None: no filter)."""
@@ -63,17 +77,40 @@ class SearchService:
             raise ConfigurationError("this index has no stored documents to filter (where=)")
         return self.docs.where(where)
 
-    def embed(self, texts: List[str]) -> np.ndarray:
-        """Query embeddings, as the index's encoder makes them."""
+    def embed(self, texts: List[str], seconds: float = REQUEST_SECONDS) -> np.ndarray:
+        """Query embeddings, as the index's encoder makes them, a batch at a time within a time
+        budget (:class:`RequestTooSlowError` past it)."""
         if self.encoder is None:
             raise ConfigurationError("this index records no encoder: POST embeddings instead")
-        return self.encoder.encode_queries(texts, progress=False)
+        for t in texts:
+            if len(t) > MAX_QUERY_CHARS:
+                raise InvalidInputError(
+                    f"a query is at most {MAX_QUERY_CHARS:,} characters, got {len(t):,}"
+                )
+        deadline = time.monotonic() + seconds
+        step = max(1, int(getattr(self.encoder, "batch_size", 16)))
+        parts = []
+        for s in range(0, len(texts), step):
+            if time.monotonic() > deadline:
+                raise RequestTooSlowError(
+                    f"the request took more than {seconds:.0f} s of embedding: send fewer or "
+                    "shorter queries"
+                )
+            parts.append(self.encoder.encode_queries(texts[s : s + step], progress=False))
+        dim = self.encoder.dim
+        return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def search(
         self, q: np.ndarray, k: int, where: Sequence[Tuple[str, str]] = ()
     ) -> List[List[Dict]]:
         """Ranked results (rank, id, title, score, snippet) of each query embedding."""
         scores, ids = self.index.search(q, k, allowed=self.allowed(where))
+        found = ids >= 0
+        if scores.dtype.kind == "f" and not np.isfinite(scores[found]).all():
+            raise InvalidInputError(
+                "a score overflowed float32 (metric 'ip' with very large embeddings): scale "
+                "the query embeddings down"
+            )
         return [self.results(scores[j], ids[j]) for j in range(len(q))]
 
     def results(self, scores: np.ndarray, ids: np.ndarray) -> List[Dict]:
@@ -94,6 +131,10 @@ class SearchService:
 
 def parse_where(items: Sequence[str]) -> List[Tuple[str, str]]:
     """``field=value`` strings as (field, value) pairs."""
+    if len(items) > MAX_WHERE or any(len(item) > 2 * MAX_FIELD_CHARS + 1 for item in items):
+        raise InvalidInputError(
+            f"at most {MAX_WHERE} filters of at most {MAX_FIELD_CHARS} characters a side"
+        )
     return [DocStore.condition(item) for item in items]
 
 
@@ -118,6 +159,28 @@ ol {{ padding-left: 1.5rem; }} li {{ margin: 1rem 0; }} .score {{ color: #666; f
 """
 
 
+def one_line(e: Exception) -> str:
+    """An error's message on one line, as valid text (a lone surrogate replaced)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def embeddings_array(rows: List[List[float]]) -> np.ndarray:
+    """Posted embeddings as a (n, dim) float32 array; ragged rows are a 400, not a crash."""
+    lengths = {len(r) for r in rows}
+    if len(lengths) > 1:
+        raise InvalidInputError(
+            f"embeddings must all have one length, got lengths {sorted(lengths)[:4]}"
+        )
+    if not rows:
+        return np.zeros((0, 1), np.float32)
+    with np.errstate(over="ignore"):
+        q = np.asarray(rows, dtype=np.float32)  # a value past float32 becomes inf: refused next
+    if not np.isfinite(q).all():
+        raise InvalidInputError("embeddings must be finite float32 values (no NaN, no inf)")
+    return q
+
+
 def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
     body = ""
     if error:
@@ -136,7 +199,7 @@ def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
         rows=h["rows"],
         layout=h["layout"],
         n_bits=h["n_bits"],
-        q=html.escape(q),
+        q=html.escape(q.encode("utf-8", "replace").decode("utf-8")),
         k=k,
         max_k=MAX_K,
         body=body,
@@ -146,8 +209,9 @@ def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
 def create_app(service: SearchService):
     """The FastAPI app over a :class:`SearchService`."""
     try:
-        from fastapi import FastAPI, HTTPException, Query
-        from fastapi.responses import HTMLResponse
+        from fastapi import FastAPI, HTTPException, Query, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import HTMLResponse, JSONResponse
         from pydantic import BaseModel, Field
     except ImportError as e:
         raise ConfigurationError(
@@ -156,21 +220,38 @@ def create_app(service: SearchService):
 
     app = FastAPI(title="hashpivot", description="Semantic search over compact binary codes")
 
+    Text = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    Vector = Annotated[List[float], Field(min_length=1, max_length=MAX_DIM)]
+    Name = Annotated[str, Field(max_length=MAX_FIELD_CHARS)]
+
     class SearchRequest(BaseModel):
-        queries: Optional[List[str]] = Field(None, max_length=MAX_BATCH)
-        embeddings: Optional[List[List[float]]] = Field(None, max_length=MAX_BATCH)
+        queries: Optional[List[Text]] = Field(None, max_length=MAX_BATCH)
+        embeddings: Optional[List[Vector]] = Field(None, max_length=MAX_BATCH)
         k: int = Field(10, ge=1, le=MAX_K)
-        where: Dict[str, str] = Field(default_factory=dict)
+        where: Dict[Name, Name] = Field(default_factory=dict, max_length=MAX_WHERE)
 
     def run(make):
         try:
             return make()
+        except RequestTooSlowError as e:
+            raise HTTPException(status_code=503, detail=one_line(e)) from None
         except HashpivotError as e:  # the request's fault: one line, 400
-            raise HTTPException(status_code=400, detail=str(e).splitlines()[0]) from None
+            raise HTTPException(status_code=400, detail=one_line(e)) from None
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):  # one line, input not echoed
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        msg = one_line(Exception(f"{where}: {first.get('msg', 'invalid request')}"))
+        return JSONResponse({"detail": msg}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):  # one line, never a traceback
+        return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, status_code=500)
 
     @app.get("/search")
     def search_get(
-        q: str = Query(..., min_length=1, max_length=4096),
+        q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS),
         k: int = Query(10, ge=1, le=MAX_K),
         where: List[str] = Query([]),
     ):
@@ -189,7 +270,7 @@ def create_app(service: SearchService):
             if req.queries is not None:
                 q = service.embed(req.queries) if req.queries else np.zeros((0, 1), np.float32)
             else:
-                q = np.asarray(req.embeddings, dtype=np.float32)
+                q = embeddings_array(req.embeddings)
             if len(q) == 0:
                 return {"results": []}
             return {"results": service.search(q, req.k, list(req.where.items()))}
@@ -201,11 +282,13 @@ def create_app(service: SearchService):
         return service.health()
 
     @app.get("/", response_class=HTMLResponse)
-    def page(q: str = Query("", max_length=4096), k: int = Query(10, ge=1, le=MAX_K)):
+    def page(q: str = Query("", max_length=MAX_QUERY_CHARS), k: int = Query(10, ge=1, le=MAX_K)):
         try:
             return render_page(service, q, k)
+        except RequestTooSlowError as e:
+            return HTMLResponse(render_page(service, q, k, one_line(e)), status_code=503)
         except HashpivotError as e:
-            return HTMLResponse(render_page(service, q, k, str(e)), status_code=400)
+            return HTMLResponse(render_page(service, q, k, one_line(e)), status_code=400)
 
     return app
 
@@ -230,4 +313,13 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-__all__ = ["MAX_K", "SearchService", "create_app", "parse_where", "serve"]
+__all__ = [
+    "MAX_BATCH",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "RequestTooSlowError",
+    "SearchService",
+    "create_app",
+    "parse_where",
+    "serve",
+]

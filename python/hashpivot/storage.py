@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 import numpy as np
 
 from ._io import file_mode, fsync_dir, sha256_array
+from .documents import LEGACY_DOCS, LEGACY_OFFSETS, DocStore
 from .errors import (
     CorruptFileError,
     FormatVersionError,
@@ -50,6 +52,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 HEADER = "header.json"
 JOURNAL = ".hashpivot-pending.json"
 FORMAT = "hashpivot-index"
+HEADER_SUM = "header_sha256"  # the header's own checksum (format 4 on)
+CHECKSUMMED_FROM = 4  # headers of this format version on must carry HEADER_SUM
 MAX_HEADER_BYTES = 1 << 24  # a header is a few kilobytes (meta included)
 MAX_BLOB_BYTES = 1 << 30  # an ITQ model is a few hundred kilobytes
 LOAD_RETRIES = 20  # a reader racing that many saves in a row gives up
@@ -81,7 +85,16 @@ def _read_header_bytes(root: Path) -> Optional[bytes]:
         return f.read(MAX_HEADER_BYTES + 1)
 
 
+def header_digest(header: Dict[str, Any]) -> str:
+    """sha256 of the header's fields (its own checksum left out), in a canonical form."""
+    body = {k: v for k, v in header.items() if k != HEADER_SUM}
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
 def parse_header(raw: bytes, where: Path) -> Dict[str, Any]:
+    """The header's fields; a header of format 4 on must match its own checksum, so that a
+    flipped bit cannot turn one valid-looking field into another."""
     try:
         header = json.loads(raw.decode())
     except (UnicodeDecodeError, ValueError):
@@ -89,6 +102,15 @@ def parse_header(raw: bytes, where: Path) -> Dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         fmt = header.get("format") if isinstance(header, dict) else None
         raise CorruptFileError(f"{where.parent} is not a hashpivot index (format {fmt!r})")
+    version = header.get("version")
+    checked = isinstance(version, int) and version >= CHECKSUMMED_FROM
+    if HEADER_SUM in header or checked:
+        try:
+            ok = header.get(HEADER_SUM) == header_digest(header)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CorruptFileError(f"{where}: checksum mismatch (the header is corrupt)")
     return header
 
 
@@ -103,6 +125,12 @@ def member_files(header: Dict[str, Any]) -> set:
             files.add(name)
     if isinstance(header.get("itq"), str):  # format 1 and 2 named the ITQ model here
         files.add(header["itq"])
+    docs = header.get("documents")
+    if isinstance(docs, dict):
+        offsets = docs.get("offsets")
+        for name in (docs.get("file"), offsets.get("file") if isinstance(offsets, dict) else None):
+            if isinstance(name, str):
+                files.add(name)
     return files
 
 
@@ -193,10 +221,12 @@ def save_dir(
     header: Dict[str, Any],
     arrays: Dict[str, np.ndarray],
     blobs: Dict[str, Callable[[Any], None]],
+    documents: Optional[DocStore] = None,
 ) -> None:
     """Writes an index directory (see the module's docstring). ``header`` holds the index's
     fields; ``arrays`` become ``<name>-<gen>.npy``; ``blobs`` (name -> writer) become
-    ``<name>-<gen>.npz``."""
+    ``<name>-<gen>.npz``; ``documents`` become ``docs-<gen>.jsonl`` with their offsets, in the
+    same generation (one header names both)."""
     root = Path(path)
     try:
         meta_json = json.dumps(header, allow_nan=False)
@@ -236,6 +266,9 @@ def save_dir(
         names = {name: f"{name}-{gen}.npy" for name in arrays}
         blob_names = {name: f"{name}-{gen}.npz" for name in blobs}
         new_files = list(names.values()) + list(blob_names.values())
+        if documents is not None:
+            docs_name, offsets_name = f"docs-{gen}.jsonl", f"docs-offsets-{gen}.npy"
+            new_files += [docs_name, offsets_name]
         pending = new_files + [f".{f}.tmp" for f in new_files] + [f".{HEADER}.tmp"]
         _write_file(root, JOURNAL, lambda f: f.write(json.dumps(pending).encode()), mode)
         need = sum(a.nbytes for a in arrays.values())
@@ -256,6 +289,9 @@ def save_dir(
                 current = blob_names[name]
                 _write_file(root, current, write, mode)
             full = dict(header, arrays=entries, files=blob_names)
+            if documents is not None:
+                full["documents"] = _write_documents(root, documents, docs_name, offsets_name, mode)
+            full[HEADER_SUM] = header_digest(full)
             current = HEADER
             _write_file(root, HEADER, lambda f: f.write(json.dumps(full, indent=1).encode()), mode)
         except BaseException as e:
@@ -275,8 +311,52 @@ def save_dir(
                 ) from e
             raise
         _remove(root, [f for f in old_files if f not in new_files])
+        if raw is not None:  # documents beside a format-3 index belonged to that generation
+            _remove_legacy_documents(root)
         os.unlink(root / JOURNAL)
         fsync_dir(root)
+
+
+def _write_documents(
+    root: Path, documents: DocStore, docs_name: str, offsets_name: str, mode: int
+) -> Dict[str, Any]:
+    h = hashlib.sha256()
+
+    def write(f) -> None:
+        documents.write(_Tee(f, h))
+
+    _write_file(root, docs_name, write, mode)
+    offsets = np.ascontiguousarray(documents.offsets, dtype=np.int64)
+    _write_file(root, offsets_name, lambda f: np.save(f, offsets, allow_pickle=False), mode)
+    return {
+        "file": docs_name,
+        "count": len(documents),
+        "sha256": h.hexdigest(),
+        "offsets": {
+            "file": offsets_name,
+            "dtype": "int64",
+            "shape": list(offsets.shape),
+            "sha256": sha256_array(offsets),
+        },
+    }
+
+
+class _Tee:
+    """A file that also feeds what is written to a hash."""
+
+    def __init__(self, f, h) -> None:
+        self.f, self.h = f, h
+
+    def write(self, b: bytes) -> int:
+        self.h.update(b)
+        return self.f.write(b)
+
+
+def _remove_legacy_documents(root: Path) -> None:
+    for name in (LEGACY_DOCS, LEGACY_OFFSETS):
+        p = root / name
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
 
 
 # ---- loading ----
@@ -301,6 +381,28 @@ def _open_member(root: Path, name: object, what: str) -> io.BufferedReader:
     except OSError as e:
         raise CorruptFileError(f"{p} cannot be opened: {e.strerror or e}") from None
     return os.fdopen(fd, "rb")
+
+
+class SizeGuard:
+    """The file under a memory-mapped array, held open, and the size it must keep: reading a
+    page past the end of a mapped file that someone truncated kills the process (SIGBUS), so
+    searches check the size first (one fstat)."""
+
+    def __init__(self, fd: int, size: int, name: str) -> None:
+        self.fd, self.size, self.name = fd, size, name
+
+    def check(self) -> None:
+        if os.fstat(self.fd).st_size < self.size:
+            raise CorruptFileError(
+                f"{self.name} was truncated while memory-mapped (another program changed an index "
+                "file in place): reload the index; nothing of it was read"
+            )
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
 
 
 def _load_array(
@@ -347,6 +449,7 @@ def _load_array(
             )
         if mmap and nbytes:
             a = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order="C")
+            a.size_guard = SizeGuard(os.dup(f.fileno()), size, f.name)  # type: ignore[attr-defined]
         else:
             a = np.fromfile(f, dtype=dtype, count=nbytes // max(dtype.itemsize, 1)).reshape(shape)
             a.flags.writeable = not mmap
@@ -360,10 +463,11 @@ def load_dir(
     expect: Callable[[Dict[str, Any]], Tuple[Expectation, Dict[str, int]]],
     mmap: bool = True,
     verify: bool = True,
-) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, io.BytesIO]]:
-    """(header, arrays, blobs) of an index directory. ``expect(header)`` validates the header's
-    fields and returns the dtype and shape every array must have, and the models (blobs) it
-    must hold with their size limit; nothing is opened before that."""
+) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, io.BytesIO], Optional[DocStore]]:
+    """(header, arrays, blobs, documents) of an index directory, all of one generation.
+    ``expect(header)`` validates the header's fields and returns the dtype and shape every
+    array must have, and the models (blobs) it must hold with their size limit; nothing is
+    opened before that. The documents (None when the index has none) keep their file open."""
     root = Path(path)
     last: Optional[Exception] = None
     for _ in range(LOAD_RETRIES):
@@ -393,12 +497,36 @@ def load_dir(
                 if len(data) > MAX_BLOB_BYTES:
                     raise CorruptFileError(f"{root}: '{name}' is larger than any model")
                 blobs[name] = io.BytesIO(data)
-            return header, arrays, blobs
+            return header, arrays, blobs, _load_documents(root, header, mmap, verify)
         except MissingFileError as e:
             if _read_header_bytes(root) == raw:  # nothing replaced the index: it is broken
                 raise
             last = e  # a save replaced the index between our reads: read the new one
     raise CorruptFileError(f"{root} changed under {LOAD_RETRIES} reads in a row: {last}")
+
+
+def _load_documents(
+    root: Path, header: Dict[str, Any], mmap: bool, verify: bool
+) -> Optional[DocStore]:
+    entry = header.get("documents")
+    if entry is None:
+        return DocStore.open_legacy(root)
+    count = entry.get("count") if isinstance(entry, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < 1 << 40:
+        raise CorruptFileError(f"{root / HEADER}: the documents entry is invalid")
+    offsets = _load_array(
+        root,
+        "document offsets",
+        entry.get("offsets"),
+        (np.dtype(np.int64), (count + 1,)),
+        mmap,
+        verify,
+    )
+    f = _open_member(root, entry.get("file"), "documents")
+    fd = os.dup(f.fileno())
+    f.close()
+    sha = entry.get("sha256") if verify else None
+    return DocStore.open_fd(fd, str(root / str(entry["file"])), np.asarray(offsets), sha)
 
 
 def check_version(
@@ -410,8 +538,8 @@ def check_version(
     v = header.get("version")
     if not isinstance(v, int) or isinstance(v, bool) or not readable(v, header):
         raise FormatVersionError(
-            f"{root} has index format version {v!r} ({header.get('layout', 'flat')} layout); this "
-            f"hashpivot reads version {version}, flat and partitioned indexes of version 2 and "
-            "flat ones of version 1: upgrade hashpivot or rebuild the index"
+            f"{root} has index format version {v!r} ({header.get('layout', 'flat')} layout); "
+            f"this hashpivot reads versions {version} and 3, flat and partitioned indexes of "
+            "version 2 and flat ones of version 1: upgrade hashpivot or rebuild the index"
         )
     return v

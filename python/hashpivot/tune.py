@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ._validate import count, number
-from .errors import InvalidInputError
+from .errors import InvalidInputError, ZeroVectorError
 from .itq import as_embeddings
 
 LADDER_STEP = 1.5  # candidates and nprobe grow by this factor between settings tried
@@ -127,6 +127,13 @@ def tune(
         source = f"{len(q)} stored vectors as queries"
     else:
         q = as_embeddings(queries, "queries", index.dim)
+        if len(q) == 0:
+            raise InvalidInputError(
+                "tune() got 0 queries: give at least one held-out query (or none at all, "
+                "to tune on stored vectors searched as queries)"
+            )
+        if not (q != 0).any(axis=1).all():
+            raise ZeroVectorError("tune() queries contain an all-zero vector: drop it")
         source = f"{len(q)} queries"
     if index.metric == "cosine":
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
@@ -192,7 +199,7 @@ def tune(
     result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried)
     if not reached:
         warnings.warn(f"tune(): {result}", UserWarning, stacklevel=3)
-    if store and reached:
+    if store and reached and np.isfinite(recall) and np.isfinite(qps):  # JSON holds it
         index.tuned = {
             **settings,
             "target_recall": target,
