@@ -11,7 +11,8 @@ import pytest
 from conftest import WORDS, make_corpus  # noqa: F401  (tiny_model is a conftest fixture)
 from hashpivot import embed
 from hashpivot.cli import main
-from hashpivot.corpus import load_corpus, load_queries, parse_manpage
+from hashpivot.corpus import load_corpus, load_queries
+from hashpivot.manpages import parse_manpage
 
 
 def test_sentence_transformers_encoder_applies_prefixes(tiny_model):
@@ -279,7 +280,7 @@ def test_console_script_help():
 
 
 def test_demo_corpus_and_queries_shape():
-    from hashpivot.corpus import shared_demo_dir
+    from hashpivot.manpages import shared_demo_dir
 
     d = shared_demo_dir()
     if d is None:

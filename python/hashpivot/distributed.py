@@ -49,7 +49,7 @@ class ShardUnavailableError(HashpivotError):
     """A shard's actor died or is restarting; retry the search once it is back."""
 
 
-def _ray():
+def require_ray():
     try:
         import ray
     except ImportError as e:
@@ -128,7 +128,7 @@ def embed(
 
     ``output_dir``: write Parquet shards there as batches finish and, on a rerun, skip the rows
     whose ``id_column`` is already written; the returned Dataset reads every shard."""
-    _ray()
+    require_ray()
     import ray.data
 
     if num_gpus and device == "auto":
@@ -268,7 +268,7 @@ def build(
     rng = np.random.default_rng(seed)
     is_array = isinstance(data, np.ndarray)
     if not is_array:
-        _ray()
+        require_ray()
         import ray.data
 
         ds = ray.data.read_parquet(data) if isinstance(data, (str, list, tuple)) else data
@@ -291,7 +291,7 @@ def build(
     if use_ray is None:
         use_ray = not is_array or _ray_running()
     if use_ray:
-        ray = _ray()
+        ray = require_ray()
         codec_ref = ray.put(codec)  # the codec once in the object store, read by every task
         task = ray.remote(_build_shard_task)
         if is_array:
@@ -513,7 +513,7 @@ class ShardedIndex:
             shards = [Index.load(p, mmap=True) for p in paths]
             _check_shards(root, manifest, [describe(s) for s in shards])
             return cls(root, manifest, shards, None)
-        ray = _ray()
+        ray = require_ray()
         actor = ray.remote(max_restarts=-1, max_task_retries=0)(_ShardActor)
         actors = [
             [actor.options(num_cpus=0).remote(str(p)) for p in paths]
@@ -561,7 +561,7 @@ class ShardedIndex:
         return merge(parts, k, ascending=parts[0][0].dtype.kind == "i")
 
     def _fan_out(self, q: np.ndarray, k: int, kwargs: Dict[str, Any]):
-        ray = _ray()
+        ray = require_ray()
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         replica = self._actors[self._turn % len(self._actors)]
@@ -584,7 +584,7 @@ class ShardedIndex:
         """Blocks until every shard actor answers (after a restart)."""
         if self._actors is None:
             return
-        ray = _ray()
+        ray = require_ray()
         deadline = time.monotonic() + timeout
         for rep in self._actors:
             for a in rep:
@@ -600,44 +600,4 @@ class ShardedIndex:
                         time.sleep(0.2)
 
 
-def serve_with_ray(
-    path: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto"
-) -> None:
-    """``hashpivot serve --ray``: the FastAPI app of :mod:`hashpivot.serve` as a Ray Serve
-    deployment; its replica opens the sharded index (one actor per shard) on first use."""
-    ray = _ray()
-    from ray import serve as ray_serve
-
-    from .serve import create_app
-
-    class _LazyService:  # opened inside the replica: only the path travels
-        def __init__(self) -> None:
-            self._service = None
-
-        def __getattr__(self, name: str):
-            if name.startswith("__"):  # pickle's probes, before __dict__ is restored
-                raise AttributeError(name)
-            if self.__dict__.get("_service") is None:
-                self.__dict__["_service"] = _open_service(path, device)
-            return getattr(self.__dict__["_service"], name)
-
-    app = create_app(_LazyService())
-
-    @ray_serve.deployment
-    @ray_serve.ingress(app)
-    class HashpivotServer:
-        pass
-
-    if not ray.is_initialized():
-        ray.init()
-    ray_serve.start(http_options={"host": host, "port": port})
-    ray_serve.run(HashpivotServer.bind(), route_prefix="/", blocking=True)
-
-
-def _open_service(path: str, device: str):
-    from .serve import SearchService
-
-    return SearchService.open(path, device, use_ray=True)
-
-
-__all__ = ["ShardUnavailableError", "ShardedIndex", "build", "embed", "merge", "serve_with_ray"]
+__all__ = ["ShardUnavailableError", "ShardedIndex", "build", "embed", "merge"]

@@ -211,4 +211,25 @@ class DocStore:
         return np.asarray(keep, dtype=np.int64)
 
 
-__all__ = ["DocStore", "encode", "plain"]
+def ranked_results(
+    docs: Optional[DocStore], scores: np.ndarray, ids: np.ndarray, snippet: int
+) -> List[Dict]:
+    """Ranked results of one query, with each document's title and a snippet."""
+    found = [int(i) for i in ids if i >= 0]
+    got = docs.get(found) if docs is not None else [None] * len(found)
+    out = []
+    for rank, (s, i, d) in enumerate(zip(scores, found, got), 1):
+        d = d or {"id": str(i), "title": "", "text": ""}
+        out.append(
+            {
+                "rank": rank,
+                "id": d["id"],
+                "title": d.get("title", ""),
+                "score": float(s),
+                "text": d.get("text", "")[:snippet],
+            }
+        )
+    return out
+
+
+__all__ = ["DocStore", "encode", "plain", "ranked_results"]

@@ -24,8 +24,7 @@ from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .corpus import ranked_results
-from .documents import DocStore
+from .documents import DocStore, ranked_results
 from .errors import ConfigurationError, HashpivotError, InvalidInputError
 
 MAX_K = 1000  # results per query a request may ask for
@@ -303,14 +302,50 @@ def serve(
     """Serves the index at ``path`` until interrupted (``--ray``: as a Ray Serve deployment
     over the shards of a sharded index, one actor per shard)."""
     if use_ray:
-        from .distributed import serve_with_ray
-
         serve_with_ray(path, host=host, port=port, device=device)
         return
     import uvicorn
 
     app = create_app(SearchService.open(path, device))
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def serve_with_ray(
+    path: str, host: str = "127.0.0.1", port: int = 8000, device: str = "auto"
+) -> None:
+    """``hashpivot serve --ray``: the FastAPI app of :mod:`hashpivot.serve` as a Ray Serve
+    deployment; its replica opens the sharded index (one actor per shard) on first use."""
+    from .distributed import require_ray
+
+    ray = require_ray()
+    from ray import serve as ray_serve
+
+    class _LazyService:  # opened inside the replica: only the path travels
+        def __init__(self) -> None:
+            self._service = None
+
+        def __getattr__(self, name: str):
+            if name.startswith("__"):  # pickle's probes, before __dict__ is restored
+                raise AttributeError(name)
+            if self.__dict__.get("_service") is None:
+                self.__dict__["_service"] = _open_service(path, device)
+            return getattr(self.__dict__["_service"], name)
+
+    app = create_app(_LazyService())
+
+    @ray_serve.deployment
+    @ray_serve.ingress(app)
+    class HashpivotServer:
+        pass
+
+    if not ray.is_initialized():
+        ray.init()
+    ray_serve.start(http_options={"host": host, "port": port})
+    ray_serve.run(HashpivotServer.bind(), route_prefix="/", blocking=True)
+
+
+def _open_service(path: str, device: str) -> SearchService:
+    return SearchService.open(path, device, use_ray=True)
 
 
 __all__ = [
@@ -322,4 +357,5 @@ __all__ = [
     "create_app",
     "parse_where",
     "serve",
+    "serve_with_ray",
 ]

@@ -1,0 +1,119 @@
+"""The build pipeline behind ``hashpivot build`` and the demo: records → embeddings (embedded,
+cached, or given row-aligned with the input) → index → one save of the index with its
+documents (one generation)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+
+def check_out(out: Path) -> None:
+    """A build may write into a new or empty directory, or over a hashpivot index."""
+    from .storage import HEADER
+
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / HEADER).is_file():
+        raise InvalidInputError(
+            f"--out {out} is not empty and holds no hashpivot index: choose a new or "
+            "empty directory (nothing was written)"
+        )
+
+
+def build_index(
+    records: Sequence[Dict],
+    out: Path,
+    model: str,
+    bits: int,
+    pivots: int,
+    store: Optional[str],
+    cache: Optional[Path],
+    device: str = "auto",
+    embeddings: Optional[np.ndarray] = None,
+    layout: str = "flat",
+    seed: int = 42,
+    pivot_method: str = "furthest_first",
+    metric: str = "cosine",
+    allow_download: bool = False,
+):
+    """Embeds the records (or takes ``embeddings``, row i = record i), builds the index and
+    saves it with the records as its documents, in one generation: a failure leaves the
+    previous index and documents as they were."""
+    from .documents import DocStore
+    from .embed import embed_corpus, get_encoder
+    from .index import Index
+
+    if not records:
+        raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
+    check_out(out)
+    docs = DocStore.from_records(records)  # a value JSON cannot hold fails before the work
+    enc = get_encoder(model, device=device, allow_download=allow_download)
+    t0 = time.perf_counter()
+    if embeddings is None:
+        x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
+    elif embeddings.shape != (len(records), enc.dim):
+        raise InvalidInputError(
+            f"--embeddings has shape {embeddings.shape}, but the corpus has "
+            f"{len(records)} records and {enc.name} gives dimension {enc.dim}"
+        )
+    else:
+        x = np.asarray(embeddings, dtype=np.float32)
+    embed_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index = Index.build(
+        x,
+        n_bits=bits,
+        n_pivots=pivots,
+        store=store,
+        device=device,
+        layout=layout,
+        seed=seed,
+        pivot_method=pivot_method,
+        metric=metric,
+        meta={"encoder": enc.info(), "corpus_size": len(records)},
+    )
+    build_s = time.perf_counter() - t0
+    index.documents = docs
+    index.save(out)  # the index and its documents: one header, one generation
+    return (
+        index,
+        enc,
+        x,
+        {
+            "embed_s": embed_s,
+            "docs_per_s": len(records) / max(embed_s, 1e-9),
+            "index_build_s": build_s,
+        },
+    )
+
+
+def aligned_embeddings(pre: np.ndarray, corpus, source: str) -> np.ndarray:
+    """The rows of ``pre`` (row i = input record i) of the records kept from the corpus."""
+    if corpus.total is not None and len(pre) != corpus.total:
+        raise InvalidInputError(
+            f"--embeddings has {len(pre):,} rows but {source} holds {corpus.total:,} records: "
+            "row i must be the embedding of record i"
+        )
+    if corpus.rows and corpus.rows[-1] >= len(pre):
+        raise InvalidInputError(
+            f"--embeddings has {len(pre):,} rows; record {corpus.rows[-1]:,} of {source} needs more"
+        )
+    return np.asarray(pre[np.asarray(corpus.rows, dtype=np.int64)], dtype=np.float32)
+
+
+def report_dropped(corpus, min_chars: int) -> None:
+    if corpus.dropped:
+        shown = ", ".join(f"{rid!r} ({where})" for where, rid in corpus.dropped[:3])
+        more = f" and {len(corpus.dropped) - 3:,} more" if len(corpus.dropped) > 3 else ""
+        print(
+            f"hashpivot: skipped {len(corpus.dropped):,} record(s) shorter than --min-chars "
+            f"{min_chars}: {shown}{more}",
+            file=sys.stderr,
+        )
