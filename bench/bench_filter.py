@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
 import scale_corpus
 from common import interleaved_rates, markdown_table
-from hashpivot.tune import recall_at
+from hashpivot.truth import recall_at
 
 SHARES = (0.5, 0.1, 0.001)
 QUERIES = 300

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, median_time
 from hashpivot import Index, hamming_distances, pivot_filter
-from hashpivot.evaluate import exact_topk
+from hashpivot.truth import exact_topk
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "manpages-ja"
 

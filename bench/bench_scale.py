@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
 import scale_corpus
 from common import markdown_table
+from hashpivot.truth import recall_at
 
 K = 10
 TUNE_QUERIES = 200
@@ -203,7 +204,7 @@ def measure(settings: List[Setting], q: np.ndarray, truth: np.ndarray) -> None:
     import faiss
 
     for s in settings:
-        s.recall = scale_corpus.recall_at(s.search(q, 1), truth, K)
+        s.recall = recall_at(s.search(q, 1), truth, K)
     for _ in range(ROUNDS):  # every setting once per round: a slow spell hits all alike
         for threads in (1, 2):
             faiss_threads(threads)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
 import scale_corpus
 from common import markdown_table
-from hashpivot.tune import recall_at
+from hashpivot.truth import recall_at
 
 
 def main() -> None:

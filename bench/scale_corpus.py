@@ -26,6 +26,8 @@ from typing import Tuple
 
 import numpy as np
 
+from hashpivot.truth import exact_topk
+
 SHARED = Path(
     os.environ.get(
         "HASHPIVOT_SHARED_DATA",
@@ -64,22 +66,9 @@ def mixture(cache: Path = CACHE):
     return z["weights"], z["means"], z["variances"]
 
 
-def exact_truth(
-    queries: np.ndarray, x: np.ndarray, k: int = TRUTH_K, chunk: int = 1 << 16
-) -> np.ndarray:
-    """Exact inner-product top-k rows of each query (descending score, ties by row)."""
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_i = np.zeros((len(queries), 0), np.int64)
-    for s in range(0, len(x), chunk):
-        sims = queries @ np.asarray(x[s : s + chunk], dtype=np.float32).T
-        kk = min(k, sims.shape[1])
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
-        best_i = np.concatenate([best_i, part + s], axis=1)
-        order = np.lexsort((best_i, -best_s), axis=1)[:, :k]
-        best_s = np.take_along_axis(best_s, order, 1)
-        best_i = np.take_along_axis(best_i, order, 1)
-    return best_i
+def exact_truth(queries: np.ndarray, x: np.ndarray, k: int = TRUTH_K) -> np.ndarray:
+    """Exact inner-product top-k rows of each query (hashpivot.truth: one implementation)."""
+    return exact_topk(queries, x, k)
 
 
 def load(n: int, cache: Path = CACHE):
@@ -114,11 +103,6 @@ def load(n: int, cache: Path = CACHE):
         np.save(truth_f, exact_truth(queries, x))
         print(f"exact truth for {n} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return x, queries, np.load(truth_f)
-
-
-def recall_at(ids: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
-    """Share of the exact top-k that the returned top-k holds."""
-    return float(np.mean([np.isin(truth[j, :k], ids[j, :k]).sum() / k for j in range(len(ids))]))
 
 
 def main() -> None:

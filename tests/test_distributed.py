@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import hashpivot as hp
-from hashpivot.tune import recall_at
+from hashpivot.truth import recall_at
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("pyarrow")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import hashpivot as hp
-from hashpivot.tune import exact_topk, recall_at
+from hashpivot.truth import recall_at
+from hashpivot.tune import exact_topk
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "manpages-ja"
 

@@ -19,26 +19,7 @@ import numpy as np
 from .index import Index
 from .kernels import hamming_distances, pivot_filter
 from .pivots import pivot_table, select_pivots
-
-
-def exact_topk(
-    queries: np.ndarray,
-    docs: np.ndarray,
-    k: int,
-    exclude: Optional[np.ndarray] = None,
-    chunk: int = 256,
-) -> np.ndarray:
-    """Exact inner-product top-k rows (cosine for normalised vectors), float32 brute force."""
-    k = min(k, len(docs) - (1 if exclude is not None else 0))
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for s in range(0, len(queries), chunk):
-        sims = queries[s : s + chunk] @ docs.T
-        if exclude is not None:
-            sims[np.arange(sims.shape[0]), exclude[s : s + chunk]] = -np.inf
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
-        out[s : s + chunk] = np.take_along_axis(part, order, 1)
-    return out
+from .truth import exact_topk
 
 
 def _latency(index: Index, queries: np.ndarray, **kw) -> Dict[str, float]:

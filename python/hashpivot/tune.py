@@ -20,10 +20,11 @@ import numpy as np
 from ._validate import count, number
 from .errors import InvalidInputError, ZeroVectorError
 from .itq import as_embeddings
+from .truth import exact_topk as truth_rows
+from .truth import recall_at
 
 LADDER_STEP = 1.5  # candidates and nprobe grow by this factor between settings tried
 TIMING_ROUNDS = 3  # each feasible setting is timed this many times, in turn with the others
-EXACT_CHUNK = 1 << 16  # stored rows scored at once by the exact search
 DEFAULT_MAX_CANDIDATES = 8192  # the default budget: beyond it a rerank costs more than a scan
 # More lists cost more scan: once the cheapest setting at an nprobe is this much slower than the
 # fastest feasible one found, no larger nprobe can win (the margin absorbs timing noise).
@@ -68,29 +69,8 @@ def ladder(lo: int, hi: int, step: float = LADDER_STEP) -> List[int]:
 
 def exact_topk(index, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k ids by inner product with the stored vectors (what rerank scores)."""
-    vectors = index.vectors
-    scales = index.scales
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_r = np.zeros((len(queries), 0), np.int64)
-    for s in range(0, len(vectors), EXACT_CHUNK):
-        block = np.asarray(vectors[s : s + EXACT_CHUNK], dtype=np.float32)
-        if scales is not None:
-            block = block * np.asarray(scales[s : s + EXACT_CHUNK])[:, None]
-        sims = queries @ block.T
-        kk = min(k, sims.shape[1])
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
-        best_r = np.concatenate([best_r, part + s], axis=1)
-        order = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
-        best_s = np.take_along_axis(best_s, order, 1)
-        best_r = np.take_along_axis(best_r, order, 1)
-    return np.asarray(index.ids)[best_r]
-
-
-def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Share of the exact top-k that the returned top-k holds."""
-    hits = [np.isin(truth[j, :k], found[j, :k]).sum() for j in range(len(truth))]
-    return float(np.sum(hits) / (len(truth) * min(k, truth.shape[1])))
+    rows = truth_rows(queries, index.vectors, k, scales=index.scales)
+    return np.asarray(index.ids)[rows]
 
 
 def tune(
