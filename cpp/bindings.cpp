@@ -314,6 +314,8 @@ class Snapshot {
     if (p.k < 0 || p.pool < 0 || p.candidates < 0 || p.nprobe < 0 || p.threads < 0)
       fail("k, pool, candidates, nprobe and threads must be >= 0");
     if (p.threshold >= 0 && !v_.pivots.P) fail("a pivot threshold needs pivots");
+    if (p.threshold >= 0 && p.scoring == Scoring::kAsymmetric && !p.hamming_first)
+      fail("the pivot band filters the Hamming ranking: asymmetric scoring needs hamming_first");
     if (p.source == Source::kBand && p.threshold < 0) fail("the band source needs a threshold");
     if (p.source == Source::kPartitions && !v_.parts.C) fail("this snapshot has no partitions");
     if (p.source == Source::kLists && !v_.lists.C) fail("this snapshot has no lists");

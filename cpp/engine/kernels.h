@@ -23,7 +23,7 @@ std::vector<std::vector<Scored<int32_t>>> range_search(const uint8_t* queries, i
     RangeCollector col(radius);
     with_width(codes.nbytes, [&](auto w) {
       constexpr int W = decltype(w)::value;
-      const HammingMetric<A, W> m(queries + qi * codes.nbytes, codes.nbytes);
+      const HammingOf<A, W> m(queries + qi * codes.nbytes, codes.nbytes);
       scan_range(m, codes.data, codes.nbytes, ch * kRangeChunk,
                  std::min(codes.n, (ch + 1) * kRangeChunk), col, NoFilter{}, NoBand{});
     });
@@ -51,7 +51,7 @@ void distances(const uint8_t* queries, int64_t nq, const CodeView& codes, int th
     if (b >= e) return;
     with_width(codes.nbytes, [&](auto w) {
       constexpr int W = decltype(w)::value;
-      const HammingMetric<A, W> m(queries + qi * codes.nbytes, codes.nbytes);
+      const HammingOf<A, W> m(queries + qi * codes.nbytes, codes.nbytes);
       all_keys(m, codes.data + b * codes.nbytes, codes.nbytes, e - b, out + qi * codes.n + b);
     });
   });

@@ -90,6 +90,15 @@ struct ListMetric {
   }
 };
 
+// The width a metric is compiled for: W where the ISA has a group kernel for that width, else
+// the width-generic 0 (a compile-time width alone would only unroll a loop of words).
+template <class A, int W>
+constexpr int kHammingWidth = A::template Hamming8<W>::kEnabled ? W : 0;
+template <class A, int W>  // and 64-bit codes: one word, where the generic loop is all overhead
+constexpr int kAsymWidth = (A::template Asym8<W>::kEnabled || W == 1) ? W : 0;
+template <class A, int W>
+using HammingOf = HammingMetric<A, kHammingWidth<A, W>>;
+
 // ---- which rows may enter ----
 struct NoFilter {
   static constexpr bool kActive = false;
@@ -98,7 +107,7 @@ struct NoFilter {
 };
 
 // A bitmap over rows, checked for 8 rows at once before their keys are computed.
-struct BitFilter {
+struct AllowedBits {
   static constexpr bool kActive = true;
   const uint64_t* w;
   HP_INLINE uint32_t pre8(int64_t row) const {  // bit j: row + j allowed
@@ -109,6 +118,15 @@ struct BitFilter {
     return static_cast<uint32_t>(bits & 0xFF);
   }
   HP_INLINE bool allows(int64_t row) const { return (w[row >> 6] >> (row & 63)) & 1; }
+};
+
+// The filter of a search, or none (w null): one type for both, so that the first stage is
+// not instantiated twice; scan.h picks the loop without the null test once per call.
+struct BitFilter {
+  static constexpr bool kActive = true;
+  const uint64_t* w = nullptr;
+  HP_INLINE uint32_t pre8(int64_t row) const { return w ? AllowedBits{w}.pre8(row) : 0xFF; }
+  HP_INLINE bool allows(int64_t row) const { return !w || AllowedBits{w}.allows(row); }
 };
 
 struct NoBand {
@@ -130,6 +148,22 @@ struct BandCheck {
     bool ok = true;
     for (int p = 0; p < P; ++p) ok &= (r[p] >= lo[p]) & (r[p] <= hi[p]);
     return ok;
+  }
+};
+
+// The pivot band of a search, or none (table null): checked at run time, and only for rows whose
+// key beat the threshold, so it costs nothing to the rows it does not see.
+struct PivotBand {
+  static constexpr bool kActive = true;
+  const void* table = nullptr;
+  bool wide = false;  // uint16 distances (n_bits > 255), else uint8
+  int P = 0;
+  const int32_t* lo = nullptr;
+  const int32_t* hi = nullptr;
+  HP_INLINE bool pass(int64_t row) const {
+    if (!table) return true;
+    return wide ? BandCheck<uint16_t>{static_cast<const uint16_t*>(table), P, lo, hi}.pass(row)
+                : BandCheck<uint8_t>{static_cast<const uint8_t*>(table), P, lo, hi}.pass(row);
   }
 };
 

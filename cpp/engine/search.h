@@ -15,8 +15,8 @@ using PartFn = void (*)(const Ctx&, const QueryState&, int64_t, int64_t, FirstSt
 using BatchFn = void (*)(const Ctx&, QueryState* const*, int64_t);
 using SegmentsFn = void (*)(const Ctx&, QueryState&);
 
-// The first stage's code for this call, chosen once: code width x metric x collector x filter x
-// pivot band.
+// The first stage's code for this call, chosen once: code width x metric x collector (the
+// filter and the pivot band are checked at run time: metrics.h).
 struct FirstStageFns {
   PartFn part = nullptr;
   BatchFn batch = nullptr;  // null: no block sharing
@@ -47,53 +47,41 @@ void with_width(int nbytes, F&& f) {
   }
 }
 
-template <class A, class M, class F, class B>
+// Batch: whether the metric shares blocks of codes between queries (whole-table sources only;
+// ivf scans lists, never the whole table).
+template <class A, class M, bool Batch>
 void pick_collector(const Ctx& c, FirstStageFns& fns) {
+  auto take = [&](auto impl) {
+    using I = decltype(impl);
+    fns.part = &I::part;
+    if constexpr (Batch) fns.batch = &I::batch;
+  };
   if constexpr (std::is_same_v<typename M::Key, float>) {
-    if (c.pool_k <= kHeapMaxK) {
-      using I = FirstStageImpl<A, M, HeapTopK<float>, F, B>;
-      fns.part = &I::part;
-      fns.batch = &I::batch;
-    } else {
-      using I = FirstStageImpl<A, M, ReservoirTopK<float>, F, B>;
-      fns.part = &I::part;
-      fns.batch = &I::batch;
-    }
+    if (c.pool_k <= kHeapMaxK)
+      take(FirstStageImpl<A, M, HeapTopK<float>>{});
+    else
+      take(FirstStageImpl<A, M, ReservoirTopK<float>>{});
   } else if (c.pool_k <= kHeapMaxK) {
-    using I = FirstStageImpl<A, M, HeapTopK<int32_t>, F, B>;
-    fns.part = &I::part;
-    fns.batch = &I::batch;
+    take(FirstStageImpl<A, M, HeapTopK<int32_t>>{});
   } else {
-    using I = FirstStageImpl<A, M, CountingTopK, F, B>;
-    fns.part = &I::part;
-    fns.batch = &I::batch;
+    take(FirstStageImpl<A, M, CountingTopK>{});
   }
 }
 
-template <class A, class M, class F, class B>
-void pick_hamming(const Ctx& c, FirstStageFns& fns) {
-  if (c.p.source == Source::kPartitions && c.p.nprobe == 0) {  // exact: rows out of order
-    fns.part = &exact_partitions<A, M, F, B>;
-    fns.splittable = false;
-  } else {
-    pick_collector<A, M, F, B>(c, fns);
-  }
-}
-
-template <class A, int W, class F>
+template <class A, int W>
 void pick_metric(const Ctx& c, FirstStageFns& fns) {
   if (c.p.scoring == Scoring::kHamming || c.p.hamming_first) {
-    using M = HammingMetric<A, W>;
-    if (c.p.threshold < 0)
-      pick_hamming<A, M, F, NoBand>(c, fns);
-    else if (c.s.pivots.wide)
-      pick_hamming<A, M, F, BandCheck<uint16_t>>(c, fns);
-    else
-      pick_hamming<A, M, F, BandCheck<uint8_t>>(c, fns);
+    using M = HammingOf<A, W>;
+    if (c.p.source == Source::kPartitions && c.p.nprobe == 0) {  // exact: rows out of order
+      fns.part = &exact_partitions<A, M>;
+      fns.splittable = false;
+    } else {
+      pick_collector<A, M, true>(c, fns);
+    }
   } else if (c.s.lists.C) {  // ivf rows: list score + factor * code score
-    pick_collector<A, ListMetric<A, W>, F, NoBand>(c, fns);
+    pick_collector<A, ListMetric<A, kAsymWidth<A, W>>, false>(c, fns);
   } else {
-    pick_collector<A, AsymMetric<A, W>, F, NoBand>(c, fns);
+    pick_collector<A, AsymMetric<A, kAsymWidth<A, W>>, true>(c, fns);
   }
 }
 
@@ -132,10 +120,7 @@ void search(const SnapshotView& s, const Plan& p, const Queries& q, const RowFil
   with_width(c.nb, [&](auto w) {
     constexpr int W = decltype(w)::value;
     fns.segments = &list_segments<A, W>;
-    if (f.active())
-      pick_metric<A, W, BitFilter>(c, fns);
-    else
-      pick_metric<A, W, NoFilter>(c, fns);
+    pick_metric<A, W>(c, fns);
   });
   const int dim = std::max(s.store.dim, 1);
   const int64_t later = p.rerank ? int64_t(p.candidates) * dim / 16 : p.candidates;

@@ -278,9 +278,9 @@ void list_segments(const Ctx& c, QueryState& st) {
       const HammingPartitions& P = s.parts;
       std::vector<int32_t> d(P.C);
       if (c.p.scoring == Scoring::kHamming || c.p.hamming_first)
-        all_keys(HammingMetric<A, W>(st.code.data(), c.nb), P.centres, c.nb, P.C, d.data());
+        all_keys(HammingOf<A, W>(st.code.data(), c.nb), P.centres, c.nb, P.C, d.data());
       else
-        all_keys(AsymMetric<A, W>(st.asym), P.centres, c.nb, P.C, d.data());
+        all_keys(AsymMetric<A, kAsymWidth<A, W>>(st.asym), P.centres, c.nb, P.C, d.data());
       std::vector<Scored<float>> keys(P.C);
       for (int64_t g = 0; g < P.C; ++g) keys[g] = {static_cast<float>(d[g]), g};
       probe(c, P.offsets, P.C, keys, nullptr, d.data(), st.segs);
@@ -366,7 +366,7 @@ inline int64_t list_of(const FloatLists& L, int64_t row) {
   return std::upper_bound(L.offsets + 1, L.offsets + L.C + 1, row) - (L.offsets + 1);
 }
 
-// ---- the first stage, one instantiation per metric x collector x filter x band ----
+// ---- the first stage, one instantiation per metric x collector (filter and band at run time) ----
 template <class M>
 HP_INLINE M make_metric(const Ctx& c, const QueryState& st) {
   if constexpr (M::kIsHamming)
@@ -377,22 +377,15 @@ HP_INLINE M make_metric(const Ctx& c, const QueryState& st) {
     return M(st.asym);
 }
 
-template <class A, class M, class C, class F, class B>
+// The filter and the pivot band of a search, both checked at run time (metrics.h).
+inline BitFilter filter_of(const Ctx& c) { return BitFilter{c.f.active() ? c.f.bits : nullptr}; }
+inline PivotBand band_of(const Ctx& c, const QueryState& st) {
+  if (c.p.threshold < 0) return PivotBand{};
+  return PivotBand{c.s.pivots.table, c.s.pivots.wide, c.s.pivots.P, st.lo.data(), st.hi.data()};
+}
+
+template <class A, class M, class C>
 struct FirstStageImpl {
-  static F filter(const Ctx& c) {
-    if constexpr (F::kActive)
-      return F{c.f.bits};
-    else
-      return F{};
-  }
-  static B band(const Ctx& c, const QueryState& st) {
-    if constexpr (B::kActive) {
-      using T = std::remove_cv_t<std::remove_pointer_t<decltype(B::table)>>;
-      return B{static_cast<const T*>(c.s.pivots.table), c.s.pivots.P, st.lo.data(), st.hi.data()};
-    } else {
-      return B{};
-    }
-  }
   static constexpr bool kRing = std::is_same_v<typename M::Key, int32_t> && M::kIsHamming;
 
   static typename C::Key none(const Ctx& c) {
@@ -409,8 +402,8 @@ struct FirstStageImpl {
     M m = make_metric<M>(c, st);
     C col;
     col.reset(c.pool_k, none(c));
-    const F f = filter(c);
-    const B bd = band(c, st);
+    const BitFilter f = filter_of(c);
+    const PivotBand bd = band_of(c, st);
     const uint8_t* codes = c.s.codes.data;
     int64_t scanned = 0;
     if (c.p.source == Source::kAllowed) {
@@ -451,17 +444,17 @@ struct FirstStageImpl {
   // its part of a block before the next block, so a batch costs compute, not bandwidth
   static void batch(const Ctx& c, QueryState* const* sts, int64_t count) {
     std::vector<M> ms;
-    std::vector<B> bands;
+    std::vector<PivotBand> bands;
     std::vector<C> cols(count);
     std::vector<size_t> next(count, 0);
     ms.reserve(count);
     bands.reserve(count);
     for (int64_t j = 0; j < count; ++j) {
       ms.push_back(make_metric<M>(c, *sts[j]));
-      bands.push_back(band(c, *sts[j]));
+      bands.push_back(band_of(c, *sts[j]));
       cols[j].reset(c.pool_k, none(c));
     }
-    const F f = filter(c);
+    const BitFilter f = filter_of(c);
     const int64_t n = c.s.codes.n;
     const int64_t block = std::max<int64_t>(64, kBlockBytes / c.nb) & ~int64_t(7);
     for (int64_t b0 = 0; b0 < n; b0 += block) {
@@ -485,12 +478,12 @@ struct FirstStageImpl {
 // beat the k-th distance, nearest first until the bound is good, then in memory order (short
 // windows in distance order jump around memory: measured several times the cost per row).
 // Rows arrive out of order, so ties are settled by row in the heap.
-template <class A, class M, class F, class B>
+template <class A, class M>
 void exact_partitions(const Ctx& c, const QueryState& st, int64_t, int64_t, FirstStage& out) {
   const HammingPartitions& P = c.s.parts;
   const M m = make_metric<M>(c, st);
-  const F f = FirstStageImpl<A, M, TieHeap<int32_t>, F, B>::filter(c);
-  const B bd = FirstStageImpl<A, M, TieHeap<int32_t>, F, B>::band(c, st);
+  const BitFilter f = filter_of(c);
+  const PivotBand bd = band_of(c, st);
   const int n_bits = c.n_bits;
   TieHeap<int32_t> col;
   col.reset(c.pool_k, n_bits + 1);
