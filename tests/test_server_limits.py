@@ -63,7 +63,6 @@ def ip_server(tmp_path_factory, tiny_model):
     yield base, root, tiny_model
     proc.terminate()
     proc.wait(timeout=30)
-    assert proc.returncode is not None
 
 
 def bad_requests(base):

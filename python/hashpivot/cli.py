@@ -14,7 +14,7 @@ import numpy as np
 
 from . import __version__
 from .documents import ranked_results
-from .errors import HashpivotError
+from .errors import HashpivotError, one_line
 
 SNIPPET_CHARS = 120  # characters of a document printed with a result
 
@@ -513,8 +513,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (HashpivotError, ValueError, TypeError, OSError, MemoryError) as e:
         if args.verbose:
             raise
-        msg = " ".join(str(e).split()) or e.__class__.__name__
-        print(f"hashpivot: error: {msg}", file=sys.stderr)
+        print(f"hashpivot: error: {one_line(e)}", file=sys.stderr)
         return 2
     return 0
 

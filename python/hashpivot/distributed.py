@@ -427,8 +427,6 @@ def _check_shards(root: Path, manifest: Dict[str, Any], described: List[Dict[str
         name = entry["path"]
         for key in ("n_bits", "layout", "metric", "dim", "codec"):
             want = manifest.get(key, first[key])
-            if want is None and key == "dim":
-                want = first[key]
             if d[key] != want or d[key] != first[key]:
                 raise _bad(
                     root,
@@ -519,22 +517,16 @@ class ShardedIndex:
             [actor.options(num_cpus=0).remote(str(p)) for p in paths]
             for _ in range(max(1, int(replicas)))
         ]
-        try:  # loaded (and described) before the first search
+        try:  # loaded and checked before the first search
             described = ray.get([a.describe.remote() for rep in actors for a in rep])
+            _check_shards(root, manifest, described[: len(paths)])
         except Exception as e:
-            cause = getattr(e, "cause", None) or e
             for rep in actors:
                 for a in rep:
                     ray.kill(a)
+            cause = getattr(e, "cause", None) or e  # a shard's own load error, named
             if isinstance(cause, HashpivotError):
                 raise cause from None
-            raise
-        try:
-            _check_shards(root, manifest, described[: len(paths)])
-        except HashpivotError:
-            for rep in actors:
-                for a in rep:
-                    ray.kill(a)
             raise
         return cls(root, manifest, [], actors)
 

@@ -8,6 +8,13 @@ exception a caller would catch without knowing hashpivot (``ValueError``, ``Type
 from __future__ import annotations
 
 
+def one_line(e: BaseException) -> str:
+    """An error's message on one line, as valid text (a lone surrogate replaced): what the CLI
+    prints and the server answers."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class HashpivotError(Exception):
     """Base class of every error hashpivot raises on purpose."""
 

@@ -44,7 +44,8 @@ class IdMap:
 
 class IdFilter:
     """The allowed documents of filtered searches, by user id or by mask; build it once and pass
-    it to many searches (its rows are worked out once per version of the index)."""
+    it to many searches (its rows are worked out once per version of the index). An id array
+    is used as given, not copied: do not change it while the filter is in use."""
 
     def __init__(self, allowed: object) -> None:
         a = to_numpy(allowed)
@@ -62,7 +63,7 @@ class IdFilter:
         if a.dtype == np.bool_:
             self.mask = a.copy()
         elif np.issubdtype(a.dtype, np.integer) or a.size == 0:
-            self.ids = a  # kept as given: resolving reads it in chunks (hashpivot.filters.IdMap)
+            self.ids = a  # not copied: read a chunk at a time when resolved (IdMap.rows_of)
         else:
             raise InvalidTypeError(
                 f"allowed ids must be integers (or a boolean mask), got {a.dtype}"
