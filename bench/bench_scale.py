@@ -109,7 +109,7 @@ def faiss_engines(x: np.ndarray, cache: Path, n: int, quick: bool) -> List[Setti
 
         out.append(Setting("faiss HNSW", f"ef={ef}", s, hnsw_build, hnsw_bytes))
 
-    from hashpivot.ivf import default_lists
+    from hashpivot.layouts.ivf import default_lists
 
     nlist = default_lists(n)
 

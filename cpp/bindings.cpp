@@ -68,8 +68,10 @@ int as_threads(int threads) {
   return threads;
 }
 
+const char* table_dtype_name(int n_bits) { return wide_table(n_bits) ? "uint16" : "uint8"; }
+
 py::dtype table_dtype(int n_bits) {
-  return n_bits <= 255 ? py::dtype::of<uint8_t>() : py::dtype::of<uint16_t>();
+  return wide_table(n_bits) ? py::dtype::of<uint16_t>() : py::dtype::of<uint8_t>();
 }
 
 // n_cells + 1 non-decreasing offsets from 0 to n.
@@ -128,7 +130,8 @@ class Snapshot {
       require_dtype(p, py::dtype::of<float>(), "projection", "float32");
       require_shape(p, "projection", {-1, n_bits});
       dim = static_cast<int>(std::min<int64_t>(p.shape(0), kMaxDim + 1));
-      if (dim < 1 || dim > kMaxDim) fail("the embedding dimension must be from 1 to 65536");
+      if (dim < 1 || dim > kMaxDim)
+        fail("the embedding dimension must be from 1 to " + std::to_string(kMaxDim));
       v_.transform = {nullptr, static_cast<const float*>(p.data()), dim, n_bits};
       if (is_set(mean)) {
         const py::array m = keep(mean);
@@ -143,12 +146,13 @@ class Snapshot {
       require_shape(pv, "pivots", {-1, nb});
       const int P = static_cast<int>(std::min<int64_t>(pv.shape(0), kMaxPivots + 1));
       if (P < 1 || P > kMaxPivots) fail("n_pivots must be from 1 to " + std::to_string(kMaxPivots));
-      require_dtype(tb, table_dtype(n_bits), "pivot table", n_bits <= 255 ? "uint8" : "uint16");
+      require_dtype(tb, table_dtype(n_bits), "pivot table", table_dtype_name(n_bits));
       require_shape(tb, "pivot table", {n, P});
-      v_.pivots = {static_cast<const uint8_t*>(pv.data()), tb.data(), n_bits > 255, P};
+      v_.pivots = {static_cast<const uint8_t*>(pv.data()), tb.data(), wide_table(n_bits), P};
       if (levels) {
         if (levels < 1 || levels > kMaxSortedLevels || levels > P)
-          fail("levels must be 1 or 2 (at most n_pivots)");
+          fail("levels must be from 1 to " + std::to_string(kMaxSortedLevels) +
+               " (at most n_pivots)");
         int64_t n_cells = 1;
         for (int l = 0; l < levels; ++l) n_cells *= n_bits + 1;
         v_.cells = {as_offsets(keep(cells), n_cells, n, "cell offsets"), levels};
@@ -168,10 +172,10 @@ class Snapshot {
       require_dtype(rad, py::dtype::of<int32_t>(), "radius", "int32");
       require_shape(rad, "radius", {P.C});
       P.radius = static_cast<const int32_t*>(rad.data());
-      require_dtype(cd, table_dtype(n_bits), "cdist", n_bits <= 255 ? "uint8" : "uint16");
+      require_dtype(cd, table_dtype(n_bits), "cdist", table_dtype_name(n_bits));
       require_shape(cd, "cdist", {n});
       P.cdist = cd.data();
-      P.wide = n_bits > 255;
+      P.wide = wide_table(n_bits);
       if (P.wide)
         check_partitions(P, static_cast<const uint16_t*>(P.cdist), n_bits);
       else
@@ -214,7 +218,8 @@ class Snapshot {
       VectorStore& S = v_.store;
       S.data = vx.data();
       S.dim = static_cast<int>(vx.shape(1));
-      if (S.dim < 1 || S.dim > kMaxDim) fail("the embedding dimension must be from 1 to 65536");
+      if (S.dim < 1 || S.dim > kMaxDim)
+        fail("the embedding dimension must be from 1 to " + std::to_string(kMaxDim));
       if (has_dtype(vx, py::dtype::of<float>())) {
         S.type = StoreType::kFloat32;
       } else if (has_dtype(vx, py::dtype("float16"))) {
@@ -310,6 +315,8 @@ class Snapshot {
     return a;
   }
 
+  // A plan the engine cannot run safely (arrays it would read are absent, a stage it has no code
+  // for). What options mean, and the messages users see, are python/hashpivot/plan.py's.
   void check_plan(const Plan& p) const {
     if (p.k < 0 || p.pool < 0 || p.candidates < 0 || p.nprobe < 0 || p.threads < 0)
       fail("k, pool, candidates, nprobe and threads must be >= 0");
@@ -376,9 +383,9 @@ py::tuple knn_py(const py::array& queries, const py::array& codes, int k, int th
   if (is_set(table)) {
     tb = table.cast<py::array>();
     const int P = tb.ndim() == 2 ? static_cast<int>(tb.shape(1)) : 0;
-    if (P < 1 || P > kMaxPivots) fail("pivot table must be (n, n_pivots <= 16)");
-    require_dtype(tb, table_dtype(c.n_bits()), "pivot table",
-                  c.n_bits() <= 255 ? "uint8" : "uint16");
+    if (P < 1 || P > kMaxPivots)
+      fail("pivot table must be (n, n_pivots <= " + std::to_string(kMaxPivots) + ")");
+    require_dtype(tb, table_dtype(c.n_bits()), "pivot table", table_dtype_name(c.n_bits()));
     require_shape(tb, "pivot table", {c.n, P});
     lo_a = lo.cast<py::array>();
     hi_a = hi.cast<py::array>();
@@ -387,7 +394,7 @@ py::tuple knn_py(const py::array& queries, const py::array& codes, int k, int th
     require_shape(lo_a, "lo", {q.n, P});
     require_shape(hi_a, "hi", {q.n, P});
     (void)pivots;
-    v.pivots = {nullptr, tb.data(), c.n_bits() > 255, P};
+    v.pivots = {nullptr, tb.data(), wide_table(c.n_bits()), P};
   }
   Queries qs;
   qs.n = q.n;
@@ -499,7 +506,8 @@ py::tuple encode_py(const py::array& x, const py::object& mean, const py::array&
   t.n_bits = static_cast<int>(projection.shape(1));
   t.proj = static_cast<const float*>(projection.data());
   if (t.n_bits % 64 || t.n_bits < kMinBits || t.n_bits > kMaxBits)
-    fail("n_bits must be a multiple of 64 from 64 to 1024");
+    fail("n_bits must be a multiple of 64 from " + std::to_string(kMinBits) + " to " +
+         std::to_string(kMaxBits));
   py::array m;
   if (is_set(mean)) {
     m = mean.cast<py::array>();
@@ -598,8 +606,9 @@ py::tuple asym_rescore_py(const py::array& z, const py::array& codes, const py::
 
 // Each row's cell in the flat layout (the sort key of its rows): cell_key in snapshot.h.
 py::array_t<int64_t> cell_keys_py(const py::array& table, int levels, int n_bits) {
-  if (levels < 1 || levels > kMaxSortedLevels) fail("levels must be 1 or 2");
-  require_dtype(table, table_dtype(n_bits), "pivot table", n_bits <= 255 ? "uint8" : "uint16");
+  if (levels < 1 || levels > kMaxSortedLevels)
+    fail("levels must be from 1 to " + std::to_string(kMaxSortedLevels));
+  require_dtype(table, table_dtype(n_bits), "pivot table", table_dtype_name(n_bits));
   require_shape(table, "pivot table", {-1, -1});
   const int64_t n = table.shape(0), P = table.shape(1);
   if (P < levels) fail("levels must be at most n_pivots");
@@ -609,7 +618,7 @@ py::array_t<int64_t> cell_keys_py(const py::array& table, int levels, int n_bits
     for (int64_t r = 0; r < n; ++r)
       o[r] = cell_key(t[r * P], levels > 1 ? t[r * P + 1] : 0, levels, n_bits);
   };
-  if (n_bits <= 255)
+  if (!wide_table(n_bits))
     fill(static_cast<const uint8_t*>(table.data()));
   else
     fill(static_cast<const uint16_t*>(table.data()));
@@ -642,6 +651,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MAX_PIVOTS") = kMaxPivots;
   m.attr("MAX_DIM") = kMaxDim;
   m.attr("MAX_SORTED_LEVELS") = kMaxSortedLevels;
+  m.attr("NARROW_TABLE_MAX_BITS") = kNarrowTableMaxBits;
   m.def("cpu_features", [] {
     const CpuFeatures& f = cpu_features();
     py::dict d;

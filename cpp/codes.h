@@ -15,6 +15,9 @@ constexpr int kMaxWords = kMaxBits / 64;
 constexpr int kMaxPivots = 16;
 constexpr int kMaxDim = 65536;       // embedding dimensions a snapshot accepts
 constexpr int kMaxSortedLevels = 2;  // pivots whose distance orders the flat layout's rows
+// Pivot tables and centre distances are uint8 while every distance fits, uint16 beyond.
+constexpr int kNarrowTableMaxBits = 255;
+inline bool wide_table(int n_bits) { return n_bits > kNarrowTableMaxBits; }
 
 // Codes are rows of n_bits / 8 bytes in np.packbits order; a distance ignores bit order.
 HP_INLINE uint64_t load_u64(const uint8_t* p) {

@@ -13,7 +13,7 @@ from conftest import banded_answer, ref_knn, write_header
 from hashpivot import Index
 from hashpivot._io import sha256_array
 from hashpivot.errors import IndexFormatError
-from hashpivot.partition import train_centres
+from hashpivot.layouts.partitioned import train_centres
 from test_asymmetric import quantized_distances
 from test_index import data
 

@@ -4,6 +4,7 @@ without data."""
 import pytest
 
 from hashpivot.errors import HashpivotError, InvalidInputError
+from hashpivot.layouts import layout_class
 from hashpivot.plan import (
     AUTO_FULL_SCAN,
     DEFAULT_CANDIDATES,
@@ -15,11 +16,11 @@ from hashpivot.plan import (
     quantized_pool,
 )
 
-FLAT = IndexShape("flat", 10_000, 128, True, True, 0, 8)
-BIG = IndexShape("flat", 2 * AUTO_FULL_SCAN, 128, True, True, 0, 8)
-PART = IndexShape("partitioned", 10_000, 128, True, True, 64, 8)
-IVF = IndexShape("ivf", 10_000, 128, True, True, 400, 0)
-CODES = IndexShape("flat", 10_000, 128, False, False, 0, 8)
+FLAT = IndexShape(layout_class("flat").capabilities, 10_000, 128, True, True, 0, 8)
+BIG = IndexShape(layout_class("flat").capabilities, 2 * AUTO_FULL_SCAN, 128, True, True, 0, 8)
+PART = IndexShape(layout_class("partitioned").capabilities, 10_000, 128, True, True, 64, 8)
+IVF = IndexShape(layout_class("ivf").capabilities, 10_000, 128, True, True, 400, 0)
+CODES = IndexShape(layout_class("flat").capabilities, 10_000, 128, False, False, 0, 8)
 
 
 def test_defaults_flat():
@@ -36,7 +37,7 @@ def test_candidates_win_over_oversample_and_tuned():
 
 
 def test_caps_at_the_rows():
-    small = IndexShape("flat", 100, 128, True, True, 0, 8)
+    small = IndexShape(layout_class("flat").capabilities, 100, 128, True, True, 0, 8)
     p = make_plan(small, k=10**9, candidates=10**9)
     assert p.k == 100 and p.candidates == 100 and p.pool == 100
     with pytest.raises(InvalidInputError):
@@ -89,7 +90,7 @@ def test_codes_only_index_returns_distances():
 
 def test_filters_choose_the_source_by_selectivity():
     assert make_plan(FLAT, allowed=5_000).source == "all"
-    wide = IndexShape("flat", 100_000, 128, True, True, 0, 8)
+    wide = IndexShape(layout_class("flat").capabilities, 100_000, 128, True, True, 0, 8)
     few = make_plan(wide, allowed=int(DIRECT_SELECTIVITY * wide.n_rows))
     assert few.source == "allowed" and not few.exact_allowed
     tiny = make_plan(FLAT, allowed=50)  # fewer than the candidates: reranked directly

@@ -12,6 +12,7 @@ MAX_BITS: int
 MAX_PIVOTS: int
 MAX_DIM: int
 MAX_SORTED_LEVELS: int
+NARROW_TABLE_MAX_BITS: int
 
 class CpuFeatures(TypedDict):
     isa: str  # the engine in use: portable, popcnt, avx2 or avx512

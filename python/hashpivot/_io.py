@@ -8,7 +8,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -47,17 +47,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: PathLike, write: Callable[[object], None]) -> None:
+def atomic_write(
+    path: PathLike,
+    write: Callable[[object], None],
+    *,
+    mode: Optional[int] = None,
+    tmp_name: Optional[str] = None,
+    sync_dir: bool = True,
+) -> None:
     """Calls write(file) on a temporary file beside `path`, fsyncs it, then renames it over
-    `path`: a crash leaves either the old file or the new one, never a torn one."""
+    `path`: a crash leaves either the old file or the new one, never a torn one. ``mode``: the
+    file's mode (default: what ``open()`` gives under the umask); ``tmp_name``: a fixed name for
+    the temporary file (an index save lists it in its journal; default: a unique one);
+    ``sync_dir``: fsync the directory after the rename (a save does it once at its end)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if tmp_name is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    else:
+        tmp = str(path.parent / tmp_name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fchmod(f.fileno(), file_mode())
+            os.fchmod(f.fileno(), file_mode() if mode is None else mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -66,4 +80,5 @@ def atomic_write(path: PathLike, write: Callable[[object], None]) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)

@@ -8,13 +8,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, get_args
 
 import numpy as np
 
 from . import __version__
+from .codes import MAX_BITS, MIN_BITS
 from .documents import ranked_results
 from .errors import HashpivotError, one_line
+from .options import LAYOUTS, METRICS, STORES, ScoringName
+from .pivots import MAX_PIVOTS, METHODS
 
 SNIPPET_CHARS = 120  # characters of a document printed with a result
 
@@ -384,13 +387,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="allow downloading a model missing from the local cache",
     )
     b.add_argument("--hub", action="store_true", help="the corpus is a Hub dataset name")
-    b.add_argument("--layout", default="flat", choices=["flat", "partitioned", "ivf"])
-    b.add_argument("--metric", default="cosine", choices=["cosine", "ip"])
-    b.add_argument("--bits", type=_int_in(64, 1024), default=128)
-    b.add_argument("--pivots", type=_int_in(1, 16), default=8)
-    b.add_argument(
-        "--pivot-method", default="furthest_first", choices=["furthest_first", "incremental"]
-    )
+    b.add_argument("--layout", default="flat", choices=list(LAYOUTS))
+    b.add_argument("--metric", default="cosine", choices=list(METRICS))
+    b.add_argument("--bits", type=_int_in(MIN_BITS, MAX_BITS), default=128)
+    b.add_argument("--pivots", type=_int_in(1, MAX_PIVOTS), default=8)
+    b.add_argument("--pivot-method", default="furthest_first", choices=list(METHODS))
     b.add_argument("--seed", type=_int_in(0), default=42)
     b.add_argument("--limit", type=_int_in(1), default=None, help="at most this many documents")
     b.add_argument("--text-field", default="text")
@@ -398,7 +399,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", default=None, help="Hub dataset config, e.g. 20231101.ja")
     b.add_argument("--max-chars", type=_int_in(1), default=500)
     b.add_argument("--min-chars", type=_int_in(0), default=50)
-    b.add_argument("--store", default="float32", choices=["float32", "float16", "int8"])
+    b.add_argument("--store", default="float32", choices=[s for s in STORES if s])
     b.add_argument(
         "--cache", default=None, help="embedding cache root (default ~/.cache/hashpivot/embeddings)"
     )
@@ -430,7 +431,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--nprobe", type=_int_in(1), default=None, help="partitions or lists probed")
     s.add_argument("--threshold", type=_int_in(0), default=None, help="pivot band threshold t")
-    s.add_argument("--scoring", default="asymmetric", choices=["asymmetric", "hamming"])
+    s.add_argument("--scoring", default="asymmetric", choices=list(get_args(ScoringName)))
     s.add_argument(
         "--shortlist",
         type=_int_in(1),

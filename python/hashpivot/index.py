@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -27,7 +26,6 @@ from .errors import (
     CorruptFileError,
     DimensionError,
     DuplicateIdError,
-    IndexFormatError,
     InvalidInputError,
     InvalidTypeError,
     LimitError,
@@ -36,32 +34,24 @@ from .errors import (
 )
 from .filters import IdFilter, IdMap, as_filter
 from .itq import ITQ, as_embeddings
-from .layouts import (
-    FlatLayout,
-    IVFLayout,
-    Layout,
-    PartitionedLayout,
-    Rows,
-    group_count,
-    make_layout,
+from .layouts import Layout, Rows, TrainOptions, layout_class
+from .options import (
+    LAYOUTS,
+    MAX_ID,
+    MAX_ROWS,
+    METRICS,
+    STORES,
+    LayoutName,
+    Metric,
+    ScoringName,
+    StoreName,
 )
-from .partition import train_centres
-from .pivots import MAX_PIVOTS, METHODS, select_pivots
+from .pivots import MAX_PIVOTS, METHODS
 from .plan import IndexShape, Plan, make_plan
-from .storage import check_version, load_dir, save_dir
+from .storage import IndexHeader, load_index, save_index
 
-LayoutName = Literal["flat", "partitioned", "ivf"]
-StoreName = Literal["float32", "float16", "int8"]
-Metric = Literal["cosine", "ip"]
-ScoringName = Literal["asymmetric", "hamming"]
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
 
-VERSION = 4  # 4: the header carries its own checksum, documents are members
-LAYOUTS = ("flat", "partitioned", "ivf")
-STORES = ("float32", "float16", "int8", None)
-METRICS = ("cosine", "ip")
-MAX_ROWS = 1 << 40  # rows an index (or a saved header) may claim
-MAX_ID = 2**63 - 1
 INT8_LEVELS = 127  # int8 store: x ~ scale * round(x / scale), |x / scale| <= 127
 NORM_TOLERANCE = 1e-3  # |1 - ||x||| above this: not L2-normalised
 _warned_unnormalised = False
@@ -181,18 +171,10 @@ class Index:
     vectors = property(lambda self: self._version.rows.vectors, doc="stored vectors")
     scales = property(lambda self: self._version.rows.scales, doc="int8 scales")
 
-    @property
-    def pivots(self) -> Optional[np.ndarray]:
-        return getattr(self._layout, "pivots", None)
-
-    @property
-    def centres(self) -> Optional[np.ndarray]:
-        """Partition centre codes (partitioned) or list centres (ivf)."""
-        return getattr(self._layout, "centres", None)
-
-    @property
-    def levels(self) -> int:
-        return getattr(self._layout, "levels", 0)
+    pivots = property(lambda self: self._layout.pivots, doc="pivot codes (None: no pivot table)")
+    centres = property(lambda self: self._layout.centres, doc="partition or list centres")
+    levels = property(lambda self: self._layout.levels, doc="pivots the rows are sorted by")
+    capabilities = property(lambda self: self._layout.capabilities, doc="what the layout can do")
 
     @property
     def dim(self) -> Optional[int]:
@@ -248,31 +230,18 @@ class Index:
         choice(layout, "layout", LAYOUTS)
         choice(store, "store", STORES)
         choice(metric, "metric", METRICS)
-        n_bits = check_n_bits(n_bits)
-        seed = _seed(seed)
-        choice(pivot_method, "pivot_method", METHODS)
-        n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
-        pivot_sample = count(pivot_sample, "pivot_sample", 1)
+        groups = n_partitions if n_partitions is not None else n_lists
+        opts = replace(
+            cls._options(check_n_bits(n_bits), seed, n_pivots, pivot_method, pivot_sample, groups),
+            device=device,
+            n_iter=n_iter,
+            max_train=max_train,
+            progress=progress,
+        )
         x = cls._prepare(as_embeddings(embeddings), metric)
-        if layout == "ivf":
-            from .ivf import train
-
-            centres, itq, lists = train(
-                x, n_bits, n_lists, seed, device, n_iter, max_train, progress
-            )
-            lay: Layout = IVFLayout(n_bits, itq, centres)
-            index = cls(lay, store, metric, lay.empty(), meta)
-            index._append(x, *lay.encode_assigned(x, lists), ids)
-            return index
-        itq = ITQ(n_bits=n_bits, n_iter=n_iter, seed=seed, device=device, max_train=max_train).fit(
-            x, progress=progress
-        )
-        codes = itq.encode(x)
-        lay = cls._code_layout(
-            layout, n_bits, itq, codes, n_pivots, pivot_method, pivot_sample, seed, n_partitions
-        )
+        lay, codes, derived = layout_class(layout).train(x, opts)
         index = cls(lay, store, metric, lay.empty(), meta)
-        index._append(x, codes, lay.derive(codes, x), ids)
+        index._append(x, codes, derived, ids)
         return index
 
     def empty_like(self) -> Index:
@@ -298,40 +267,34 @@ class Index:
         """An index of packed codes you already have (sentence-transformers "ubinary", or
         faiss codes through :func:`hashpivot.from_faiss_codes`): no vectors, no ITQ. Search
         it with :meth:`search_codes`."""
-        choice(layout, "layout", ("flat", "partitioned"))
+        choice(layout, "layout", [n for n in LAYOUTS if layout_class(n).capabilities.code_input])
         codes = as_codes(codes)
-        n_pivots = count(n_pivots, "n_pivots", 1, MAX_PIVOTS)
-        lay = cls._code_layout(
-            layout,
-            codes.shape[1] * 8,
-            None,
-            codes,
-            n_pivots,
-            pivot_method,
-            count(pivot_sample, "pivot_sample", 1),
-            _seed(seed),
-            n_partitions,
+        opts = cls._options(
+            codes.shape[1] * 8, seed, n_pivots, pivot_method, pivot_sample, n_partitions
         )
+        lay = layout_class(layout).from_codes(codes, None, opts)
         index = cls(lay, None, "ip", lay.empty(), meta)
         index._append(None, codes, lay.derive(codes, None), ids)
         return index
 
     @staticmethod
-    def _code_layout(
-        layout: str,
+    def _options(
         n_bits: int,
-        itq: Optional[ITQ],
-        codes: np.ndarray,
-        n_pivots: int,
-        pivot_method: str,
-        pivot_sample: int,
-        seed: int,
-        n_partitions: Optional[int],
-    ) -> Layout:
-        pivots = select_pivots(codes, n_pivots, pivot_method, pivot_sample, seed)
-        if layout == "partitioned":
-            return PartitionedLayout(n_bits, itq, pivots, train_centres(codes, n_partitions, seed))
-        return FlatLayout(n_bits, itq, pivots, FlatLayout.levels_for(n_bits, len(pivots)))
+        seed: object,
+        n_pivots: object,
+        pivot_method: object,
+        pivot_sample: object,
+        n_groups: Optional[int],
+    ) -> TrainOptions:
+        choice(pivot_method, "pivot_method", METHODS)
+        return TrainOptions(
+            n_bits=n_bits,
+            seed=_seed(seed),
+            n_pivots=count(n_pivots, "n_pivots", 0, MAX_PIVOTS),
+            pivot_method=str(pivot_method),
+            pivot_sample=count(pivot_sample, "pivot_sample", 1),
+            n_groups=n_groups,
+        )
 
     @staticmethod
     def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
@@ -429,9 +392,19 @@ class Index:
         return self.itq
 
     # ---- search ----
-    def shape(self) -> IndexShape:
+    def shape(self, version: Optional[_Version] = None, store: bool = True) -> IndexShape:
         """What a search plan needs to know about this index (hashpivot.plan)."""
-        return self._layout.shape(self._version.rows, self._version.rows.vectors is not None)
+        rows = (version or self._version).rows
+        lay = self._layout
+        return IndexShape(
+            capabilities=lay.capabilities,
+            n_rows=rows.n,
+            n_bits=lay.n_bits,
+            has_itq=lay.itq is not None,
+            has_store=store and rows.vectors is not None,
+            n_groups=lay.n_groups,
+            n_pivots=lay.n_pivots,
+        )
 
     def plan(self, k: int = 10, **options: Any) -> Plan:
         """The plan :meth:`search` would run with these options (for inspection)."""
@@ -479,7 +452,7 @@ class Index:
         q = as_embeddings(queries, "queries", itq.dim, check_finite=False)
         bits, allowed_rows = self._resolve(version, allowed)
         plan = make_plan(
-            self._layout.shape(version.rows, version.rows.vectors is not None),
+            self.shape(version),
             k,
             candidates=candidates,
             oversample=oversample,
@@ -504,9 +477,9 @@ class Index:
         allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
         """Hamming search with packed query codes: ``(distances int32, ids int64)``."""
-        if self.layout == "ivf":
+        if not self.capabilities.code_input:
             raise InvalidInputError(
-                "an ivf index holds residual codes: search it with embeddings (search())"
+                f"a {self.layout} index holds residual codes: search it with embeddings (search())"
             )
         version = self._version
         qc = as_codes(query_codes, "query codes", allow_1d=True)
@@ -516,7 +489,7 @@ class Index:
             )
         bits, allowed_rows = self._resolve(version, allowed)
         plan = make_plan(
-            self._layout.shape(version.rows, False),
+            self.shape(version, store=False),
             k,
             threshold=threshold,
             threads=threads,
@@ -618,9 +591,7 @@ class Index:
                 {}
                 if not self._layout.n_groups
                 else {
-                    (
-                        "n_partitions" if self.layout == "partitioned" else "n_lists"
-                    ): self._layout.n_groups,
+                    f"n_{self.capabilities.group_noun}": self._layout.n_groups,
                     "group_size_min_median_max": [
                         int(v) for v in np.percentile(np.diff(rows.offsets), [0, 50, 100])
                     ],
@@ -639,24 +610,18 @@ class Index:
         it the index's own :attr:`documents` (those it was loaded with) are saved again."""
         docs = DocStore.from_records(documents) if documents is not None else self.documents
         rows = self._version.rows
-        arrays = {**self._layout.model_arrays(), **rows.arrays()}
-        header = {
-            "format": "hashpivot-index",
-            "version": VERSION,
-            "n": rows.n,
-            "n_bits": self.n_bits,
-            "dim": self.dim,
-            "layout": self.layout,
-            "levels": self.levels,
-            "n_pivots": self._layout.n_pivots,
-            "groups": self._layout.n_groups,
-            "store": self.store,
-            "metric": self.metric,
-            "meta": self.meta,
-            "tuned": self.tuned,
-        }
-        blobs = {} if self.itq is None else {"itq": self.itq.save_to}
-        save_dir(path, header, arrays, blobs, docs)
+        header = IndexHeader(
+            layout=self.layout,
+            n=rows.n,
+            n_bits=self.n_bits,
+            dim=self.dim,
+            store=self.store,
+            metric=self.metric,
+            meta=self.meta,
+            tuned=self.tuned,
+            **self._layout.header(),
+        )
+        save_index(path, header, self._layout, rows.arrays(), docs)
         if documents is not None:
             self.documents = docs
 
@@ -665,127 +630,13 @@ class Index:
         """Loads a saved index; ``mmap`` maps the arrays read-only (shared between processes).
         Refuses an unknown version, a missing, truncated, symlinked or corrupt file (checksums
         and the layout's derived arrays when ``verify``). Nothing is ever unpickled."""
-        root = Path(path)
-        fields: Dict[str, Any] = {}
-
-        def expect(header: Dict[str, Any]):
-            fields.clear()
-            fields.update(_header_fields(header, root))
-            f = fields
-            nb, n = f["n_bits"] // 8, f["n"]
-            want = {"codes": (np.dtype(np.uint8), (n, nb)), "ids": (np.dtype(np.int64), (n,))}
-            probe = _probe_layout(f)
-            want.update(probe.expect(n, f["groups"]))
-            if f["store"] is not None:
-                want["vectors"] = (np.dtype(f["store"]), (n, f["dim"]))
-                if f["store"] == "int8":
-                    want["scales"] = (np.dtype(np.float32), (n,))
-            return want, (["itq"] if f["has_itq"] else [])
-
-        header, arrays, blobs, documents = load_dir(root, expect, mmap, verify)
-        f = fields
-        itq = ITQ.load_from(blobs["itq"], str(root / "itq")) if f["has_itq"] else None
-        if itq is not None and (itq.n_bits != f["n_bits"] or itq.dim != f["dim"]):
-            raise CorruptFileError(f"{root}: the ITQ model does not match the header")
-        model = {
-            k: np.ascontiguousarray(arrays.pop(k))
-            for k in ("pivots", "centres", "list_centres")
-            if k in arrays
-        }
-        layout = make_layout(f["layout"], f["n_bits"], itq, model, f["levels"])
-        rows = Rows(**{k: arrays.get(k) for k in Rows.__dataclass_fields__})
+        h, layout, arrays, documents = load_index(path, mmap, verify)
+        rows = Rows(**{k: arrays.get(k) for k in Rows.fields()})
         try:
-            index = cls(layout, f["store"], f["metric"], rows, f["meta"], f["tuned"])
+            index = cls(layout, h.store, h.metric, rows, h.meta, h.tuned)
         except (InvalidInputError, InvalidTypeError) as e:  # the snapshot's own checks
-            raise CorruptFileError(f"{root}: the index arrays are inconsistent: {e}") from None
+            raise CorruptFileError(f"{path}: the index arrays are inconsistent: {e}") from None
         if verify:
             layout.verify(rows)
         index.documents = documents
         return index
-
-
-def _header_fields(h: Dict[str, Any], root: Path) -> Dict[str, Any]:
-    """Every header field checked against sane bounds before anything is allocated."""
-    # format 2 added the partitions' centre distances; 3 the ivf layout, metric and tuning
-    version = check_version(
-        h,
-        root,
-        VERSION,
-        lambda v, hd: (
-            v in (VERSION, 3)
-            or (v == 2 and hd.get("layout", "flat") in ("flat", "partitioned"))
-            or (v == 1 and hd.get("layout", "flat") == "flat")
-        ),
-    )
-
-    def field(name: str, check):
-        try:
-            return check(h.get(name))
-        except (IndexFormatError, InvalidInputError, InvalidTypeError, TypeError) as e:
-            raise CorruptFileError(f"{root}: header field {name!r} is invalid: {e}") from None
-
-    layout = field("layout", lambda v: choice("flat" if v is None else v, "layout", LAYOUTS))
-    n = field("n", lambda v: count(v, "n", 0, MAX_ROWS))
-    n_bits = field("n_bits", check_n_bits)
-    dim = field("dim", lambda v: None if v is None else count(v, "dim", 1, _core.MAX_DIM))
-    store = field("store", lambda v: choice(v, "store", STORES))
-    metric = field("metric", lambda v: choice("ip" if v is None else v, "metric", METRICS))
-    levels = field(
-        "levels", lambda v: count(0 if v is None else v, "levels", 0, _core.MAX_SORTED_LEVELS)
-    )
-    n_pivots = field("n_pivots", lambda v: count(0 if v is None else v, "n_pivots", 0, MAX_PIVOTS))
-    meta = field(
-        "meta", lambda v: {} if v is None else (v if isinstance(v, dict) else count(None, "meta"))
-    )
-    tuned = field(
-        "tuned", lambda v: {} if v is None else (v if isinstance(v, dict) else count(None, "tuned"))
-    )
-    for key, value in tuned.items():
-        if key in ("nprobe", "candidates"):
-            field("tuned", lambda v, value=value, key=key: count(value, key, 1))
-    has_itq = bool(h.get("itq")) or bool(isinstance(h.get("files"), dict) and h["files"].get("itq"))
-    if layout == "flat" and (levels < 1 or levels > n_pivots):
-        raise CorruptFileError(f"{root}: levels={levels} with {n_pivots} pivots")
-    if layout != "ivf" and n_pivots < 1:
-        raise CorruptFileError(f"{root}: a {layout} index needs pivots")
-    if (store is not None or has_itq) and dim is None:
-        raise CorruptFileError(f"{root}: stored vectors or an ITQ model need dim")
-    if layout == "ivf" and not has_itq:
-        raise CorruptFileError(f"{root}: an ivf index needs its residual ITQ model")
-    groups = (
-        group_count(layout, h.get("arrays") or {}, n) if isinstance(h.get("arrays"), dict) else 0
-    )
-    return {
-        "version": version,
-        "layout": layout,
-        "n": n,
-        "n_bits": n_bits,
-        "dim": dim,
-        "store": store,
-        "metric": metric,
-        "levels": levels,
-        "n_pivots": n_pivots,
-        "meta": meta,
-        "tuned": tuned,
-        "has_itq": has_itq,
-        "groups": groups,
-    }
-
-
-class _ShapeOnlyITQ:
-    def __init__(self, dim: int, n_bits: int) -> None:
-        self.dim, self.n_bits = dim, n_bits
-
-
-def _probe_layout(f: Dict[str, Any]) -> Layout:
-    """A layout object that only knows the header's sizes (to say what the arrays must be)."""
-    nb, P = f["n_bits"] // 8, f["n_pivots"]
-    pivots = np.zeros((P, nb), np.uint8)
-    if f["layout"] == "flat":
-        return FlatLayout(f["n_bits"], None, pivots, f["levels"])
-    if f["layout"] == "partitioned":
-        return PartitionedLayout(f["n_bits"], None, pivots, np.zeros((f["groups"], nb), np.uint8))
-    lay = IVFLayout.__new__(IVFLayout)
-    Layout.__init__(lay, f["n_bits"], _ShapeOnlyITQ(f["dim"], f["n_bits"]))  # type: ignore
-    lay.centres = np.zeros((f["groups"], 0), np.float32)
-    return lay

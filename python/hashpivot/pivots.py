@@ -23,12 +23,13 @@ from .errors import InvalidInputError
 from .kernels import hamming_distances
 
 METHODS = ("furthest_first", "incremental")
-MAX_PIVOTS: int = _core.MAX_PIVOTS  # the limit lives in the C++ core (cpp/codes.h)
+MAX_PIVOTS: int = _core.MAX_PIVOTS  # the limits live in the C++ core (cpp/codes.h)
+NARROW_TABLE_MAX_BITS: int = _core.NARROW_TABLE_MAX_BITS
 
 
 def table_dtype(n_bits: int) -> np.dtype:
-    """uint8 while every distance fits (n_bits <= 255), uint16 beyond."""
-    return np.dtype(np.uint8) if n_bits <= 255 else np.dtype(np.uint16)
+    """uint8 while every distance fits (n_bits <= NARROW_TABLE_MAX_BITS), uint16 beyond."""
+    return np.dtype(np.uint8) if n_bits <= NARROW_TABLE_MAX_BITS else np.dtype(np.uint16)
 
 
 def _sample(codes: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,7 +96,7 @@ def select_pivots(
 def pivot_table(
     codes: np.ndarray, pivots: np.ndarray, chunk: int = 1 << 20, out: Optional[np.ndarray] = None
 ) -> np.ndarray:
-    """Every code's distance to each pivot: (n, P), uint8 (uint16 above 255 bits)."""
+    """Every code's distance to each pivot: (n, P), uint8 (uint16 above NARROW_TABLE_MAX_BITS)."""
     codes = as_codes(codes)
     pivots = as_codes(pivots, "pivots")
     dtype = table_dtype(codes.shape[1] * 8)

@@ -20,8 +20,8 @@ from . import _core
 from ._validate import count, number
 from ._validate import threads as _threads
 from .errors import InvalidInputError
+from .layouts import Capabilities
 
-Layout = Literal["flat", "partitioned", "ivf"]
 Scoring = Literal["asymmetric", "hamming"]
 SourceName = Literal["all", "band", "partitions", "lists", "allowed"]
 
@@ -55,9 +55,9 @@ def default_nprobe(n_lists: int) -> int:
 
 @dataclass(frozen=True)
 class IndexShape:
-    """What a plan needs to know about an index."""
+    """What a plan needs to know about an index: its layout's capabilities, no name."""
 
-    layout: Layout
+    capabilities: Capabilities
     n_rows: int
     n_bits: int
     has_itq: bool
@@ -130,7 +130,8 @@ def make_plan(
             "asymmetric scoring needs the ITQ model: an index built from "
             "codes is searched with search_codes()"
         )
-    if shape.layout == "ivf" and scoring != "asymmetric":
+    caps = shape.capabilities
+    if scoring not in caps.scorings:
         raise InvalidInputError(
             "an ivf index scores asymmetrically (its codes are residuals): use scoring='asymmetric'"
         )
@@ -143,11 +144,11 @@ def make_plan(
         L = int(tuned.get("candidates", DEFAULT_CANDIDATES))
     if nprobe is not None:
         nprobe = count(nprobe, "nprobe", 1)
-        if shape.layout == "flat":
+        if caps.source == "all":
             raise InvalidInputError("nprobe needs layout='partitioned' or 'ivf'")
-    elif shape.layout == "ivf":
+    elif caps.probe_by_default:
         nprobe = int(tuned.get("nprobe", default_nprobe(shape.n_groups)))
-    elif shape.layout == "partitioned" and "nprobe" in tuned:
+    elif caps.source != "all" and "nprobe" in tuned:
         nprobe = int(tuned["nprobe"])
     if threshold is not None:
         threshold = count(threshold, "threshold", 0)
@@ -155,15 +156,16 @@ def make_plan(
             raise InvalidInputError(
                 f"threshold must be from 0 to n_bits={shape.n_bits}, got {threshold}"
             )
-        if shape.layout == "ivf" or not shape.n_pivots:
+        if not shape.n_pivots:
             raise InvalidInputError(
-                "the pivot threshold needs pivots (layout 'flat' or 'partitioned')"
+                "the pivot threshold needs pivots: build with n_pivots > 0 (layout 'flat' or "
+                "'partitioned')"
             )
     if shortlist != "auto" and shortlist is not None:
         shortlist = count(shortlist, "shortlist", 1)
         if scoring != "asymmetric":
             raise InvalidInputError("shortlist is the Hamming stage of scoring='asymmetric'")
-        if shape.layout == "ivf":
+        if not caps.hamming_shortlist:
             raise InvalidInputError("an ivf index has no Hamming shortlist")
     elif shortlist not in ("auto", None):
         raise InvalidInputError(f"shortlist must be 'auto', None or a count, got {shortlist!r}")
@@ -178,16 +180,16 @@ def make_plan(
     hamming_first = False
     partition_scan = (
         scoring == "asymmetric"
-        and shape.layout == "partitioned"
+        and caps.source == "partitions"
         and nprobe is not None
         and threshold is None
         and shortlist == "auto"
     )
-    if scoring == "asymmetric" and shape.layout != "ivf":
+    if scoring == "asymmetric" and caps.hamming_shortlist:
         if shortlist == "auto":
             shortlist = None
             if not partition_scan and (
-                threshold is not None or n > AUTO_FULL_SCAN or shape.layout == "partitioned"
+                threshold is not None or n > AUTO_FULL_SCAN or caps.source == "partitions"
             ):
                 shortlist = SHORTLIST_FACTOR * L
         if threshold is not None and shortlist is None:
@@ -196,11 +198,9 @@ def make_plan(
                 "scoring='asymmetric' give a shortlist=M as well"
             )
         hamming_first = shortlist is not None
-    if shape.layout == "ivf":
+    if caps.source == "lists":
         source: SourceName = "lists"
-    elif shape.layout == "partitioned" and (
-        scoring == "hamming" or hamming_first or partition_scan
-    ):
+    elif caps.source == "partitions" and (scoring == "hamming" or hamming_first or partition_scan):
         source = "partitions"
     elif threshold is not None:
         source = "band"

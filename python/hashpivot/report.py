@@ -37,7 +37,7 @@ def evaluate_report(
 
     if n_queries < 1:
         raise InvalidInputError("--n-queries must be at least 1")
-    pivots = index.layout != "ivf"
+    pivots = index.pivots is not None
     results = {}
     parts = []
     if pivots:

@@ -31,12 +31,16 @@ import shutil
 import stat
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-from ._io import file_mode, fsync_dir, sha256_array
+from . import _core
+from ._io import atomic_write, file_mode, fsync_dir, sha256_array
+from ._validate import choice, count
+from .codes import check_n_bits
 from .documents import LEGACY_DOCS, LEGACY_OFFSETS, DocStore
 from .errors import (
     CorruptFileError,
@@ -44,6 +48,7 @@ from .errors import (
     IndexDirectoryError,
     IndexFormatError,
     InvalidInputError,
+    InvalidTypeError,
     MissingFileError,
     StorageError,
 )
@@ -175,22 +180,8 @@ def _clean_journal(root: Path, keep: set) -> None:
 
 
 def _write_file(root: Path, name: str, write: Callable[[Any], None], mode: int) -> None:
-    """write(file) into .<name>.tmp, fsync, rename to name."""
-    tmp = root / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, root / name)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """write(file) into .<name>.tmp (the name the journal lists), fsync, rename to name."""
+    atomic_write(root / name, write, mode=mode, tmp_name=f".{name}.tmp", sync_dir=False)
 
 
 def _disk_full(root: Path, e: OSError, size: int) -> bool:
@@ -529,17 +520,157 @@ def _load_documents(
     return DocStore.open_fd(fd, str(root / str(entry["file"])), np.asarray(offsets), sha)
 
 
-def check_version(
-    header: Dict[str, Any],
-    root: Path,
-    version: int,
-    readable: Callable[[int, Dict[str, Any]], bool],
-) -> int:
-    v = header.get("version")
-    if not isinstance(v, int) or isinstance(v, bool) or not readable(v, header):
-        raise FormatVersionError(
-            f"{root} has index format version {v!r} ({header.get('layout', 'flat')} layout); "
-            f"this hashpivot reads versions {version} and 3, flat and partitioned indexes of "
-            "version 2 and flat ones of version 1: upgrade hashpivot or rebuild the index"
+VERSION = 4  # 4: the header carries its own checksum, documents are members
+OLDEST_VERSION = 1  # each layout is readable from the version that introduced it
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    """The fields of an index's ``header.json`` (besides its members' entries): one definition,
+    written by :func:`save_index`, bounded by :meth:`parse` before anything is allocated."""
+
+    layout: str
+    n: int
+    n_bits: int
+    dim: Optional[int]
+    store: Optional[str]
+    metric: str
+    levels: int = 0
+    n_pivots: int = 0
+    groups: int = 0
+    meta: Dict[str, Any] = field(default_factory=dict)
+    tuned: Dict[str, Any] = field(default_factory=dict)
+    has_itq: bool = False
+    version: int = VERSION
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "n": self.n,
+            "n_bits": self.n_bits,
+            "dim": self.dim,
+            "layout": self.layout,
+            "levels": self.levels,
+            "n_pivots": self.n_pivots,
+            "groups": self.groups,
+            "store": self.store,
+            "metric": self.metric,
+            "meta": self.meta,
+            "tuned": self.tuned,
+        }
+
+    @classmethod
+    def parse(cls, h: Dict[str, Any], root: Path) -> IndexHeader:
+        """Every field checked against sane bounds (and the layout's own rules)."""
+        from .layouts import layout_class
+        from .options import LAYOUTS, MAX_ROWS, METRICS, STORES
+
+        def check(name: str, rule: Callable[[Any], Any]) -> Any:
+            try:
+                return rule(h.get(name))
+            except (IndexFormatError, InvalidInputError, InvalidTypeError, TypeError) as e:
+                raise CorruptFileError(f"{root}: header field {name!r} is invalid: {e}") from None
+
+        def mapping(v: Any, name: str) -> Dict[str, Any]:
+            return {} if v is None else (v if isinstance(v, dict) else count(None, name))
+
+        layout = check("layout", lambda v: choice("flat" if v is None else v, "layout", LAYOUTS))
+        cls_ = layout_class(layout)
+        version = h.get("version")
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not max(OLDEST_VERSION, cls_.first_version) <= version <= VERSION
+        ):
+            raise FormatVersionError(
+                f"{root} has index format version {version!r} ({layout} layout); this hashpivot "
+                f"reads {layout} indexes of versions {cls_.first_version} to {VERSION}: upgrade "
+                "hashpivot or rebuild the index"
+            )
+        tuned = check("tuned", lambda v: mapping(v, "tuned"))
+        for key, value in tuned.items():
+            if key in ("nprobe", "candidates"):
+                check("tuned", lambda v, value=value, key=key: count(value, key, 1))
+        n = check("n", lambda v: count(v, "n", 0, MAX_ROWS))
+        files = h.get("files")
+        entries = h.get("arrays")
+        out = cls(
+            layout=layout,
+            n=n,
+            n_bits=check("n_bits", check_n_bits),
+            dim=check("dim", lambda v: None if v is None else count(v, "dim", 1, _core.MAX_DIM)),
+            store=check("store", lambda v: choice(v, "store", STORES)),
+            metric=check("metric", lambda v: choice("ip" if v is None else v, "metric", METRICS)),
+            levels=check(
+                "levels",
+                lambda v: count(0 if v is None else v, "levels", 0, _core.MAX_SORTED_LEVELS),
+            ),
+            n_pivots=check(
+                "n_pivots", lambda v: count(0 if v is None else v, "n_pivots", 0, _core.MAX_PIVOTS)
+            ),
+            groups=cls_.group_count(entries, n) if isinstance(entries, dict) else 0,
+            meta=check("meta", lambda v: mapping(v, "meta")),
+            tuned=tuned,
+            has_itq=bool(h.get("itq")) or bool(isinstance(files, dict) and files.get("itq")),
+            version=version,
         )
-    return v
+        problem = cls_.check_header(out)
+        if problem is None and (out.store is not None or out.has_itq) and out.dim is None:
+            problem = "stored vectors or an ITQ model need dim"
+        if problem:
+            raise CorruptFileError(f"{root}: {problem}")
+        return out
+
+    def expect(self) -> Tuple[Expectation, list]:
+        """dtype and shape of every array the header implies, and the models it names."""
+        from .layouts import layout_class
+
+        want: Expectation = {
+            "codes": (np.dtype(np.uint8), (self.n, self.n_bits // 8)),
+            "ids": (np.dtype(np.int64), (self.n,)),
+            **layout_class(self.layout).expect(self),
+        }
+        if self.store is not None:
+            want["vectors"] = (np.dtype(self.store), (self.n, self.dim))
+            if self.store == "int8":
+                want["scales"] = (np.dtype(np.float32), (self.n,))
+        return want, (["itq"] if self.has_itq else [])
+
+
+def save_index(
+    path: PathLike,
+    header: IndexHeader,
+    layout: Any,
+    arrays: Dict[str, np.ndarray],
+    documents: Optional[DocStore],
+) -> None:
+    """Writes an index: the header's fields, the layout's model arrays, the rows' arrays, its
+    ITQ model and the documents, in one generation."""
+    itq = layout.itq
+    blobs = {} if itq is None else {"itq": itq.save_to}
+    save_dir(path, header.to_json(), {**layout.model_arrays(), **arrays}, blobs, documents)
+
+
+def load_index(
+    path: PathLike, mmap: bool = True, verify: bool = True
+) -> Tuple[IndexHeader, Any, Dict[str, np.ndarray], Optional[DocStore]]:
+    """(header, layout, row arrays, documents) of a saved index, validated before anything is
+    allocated (and the layout's derived arrays recomputed when ``verify``)."""
+    from .itq import ITQ
+    from .layouts import Rows, layout_class
+
+    root = Path(path)
+    parsed: Dict[str, IndexHeader] = {}
+
+    def expect(raw: Dict[str, Any]):
+        parsed["h"] = IndexHeader.parse(raw, root)
+        return parsed["h"].expect()
+
+    _, arrays, blobs, documents = load_dir(root, expect, mmap, verify)
+    h = parsed["h"]
+    itq = ITQ.load_from(blobs["itq"], str(root / "itq")) if h.has_itq else None
+    if itq is not None and (itq.n_bits != h.n_bits or itq.dim != h.dim):
+        raise CorruptFileError(f"{root}: the ITQ model does not match the header")
+    model = {k: np.ascontiguousarray(arrays.pop(k)) for k in list(arrays) if k not in Rows.fields()}
+    return h, layout_class(h.layout).from_header(h, itq, model), arrays, documents

@@ -125,7 +125,7 @@ def tune(
         else max(DEFAULT_MAX_CANDIDATES, 40 * k),
     )
     groups = index.shape().n_groups
-    if index.layout == "flat":
+    if index.capabilities.source == "all":
         probes: Sequence[Optional[int]] = [None]
     else:
         top = groups if max_nprobe is None else min(groups, count(max_nprobe, "max_nprobe", 1))

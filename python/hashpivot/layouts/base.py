@@ -1,0 +1,277 @@
+"""What every layout shares: the rows of one version (:class:`Rows`), the strategy interface
+(:class:`Layout`: training, encoding, ordering, the C++ snapshot, the saved arrays, verification,
+capabilities) and the registry that maps a layout's name to its class. Nothing outside this
+package branches on a layout's name: callers ask :attr:`Layout.capabilities`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Literal, Optional, Tuple, Type
+
+import numpy as np
+
+from .. import _core
+from .._validate import count
+from ..errors import CorruptFileError, InvalidInputError
+from ..itq import ITQ
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..storage import IndexHeader
+
+Expectation = Dict[str, Tuple[np.dtype, Tuple[int, ...]]]
+U8, I32, I64, F32 = np.dtype(np.uint8), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.float32)
+VERIFY_CHUNK = 1 << 20  # rows whose derived arrays a verifying load recomputes at once
+# Groups a saved header may declare beyond its rows (remove() can leave more lists than rows;
+# 4 * sqrt(N) lists at 10M rows is 12,650).
+MAX_GROUPS = 1 << 16
+GroupSource = Literal["all", "partitions", "lists"]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One immutable version of the rows, in the layout's order. add/remove make a new one."""
+
+    codes: np.ndarray
+    ids: np.ndarray
+    vectors: Optional[np.ndarray] = None
+    scales: Optional[np.ndarray] = None
+    table: Optional[np.ndarray] = None  # with pivots: distances to the pivots (n, P)
+    offsets: Optional[np.ndarray] = None  # flat: cell starts; partitioned, ivf: group starts
+    parts: Optional[np.ndarray] = None  # partitioned: each row's partition
+    radius: Optional[np.ndarray] = None  # partitioned: each partition's covering radius
+    cdist: Optional[np.ndarray] = None  # partitioned: each row's distance to its centre
+    lists: Optional[np.ndarray] = None  # ivf: each row's list
+    factors: Optional[np.ndarray] = None  # ivf: each row's residual scale a_x
+
+    def take(self, order: np.ndarray, **changed: Any) -> Rows:
+        """These rows in another order (or a subset), with some arrays replaced."""
+
+        def pick(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if a is None else np.ascontiguousarray(a[order])
+
+        per_row = {f: pick(getattr(self, f)) for f in PER_ROW}
+        per_row.update(changed)
+        return replace(self, **per_row)
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        return {
+            f: getattr(self, f) for f in self.__dataclass_fields__ if getattr(self, f) is not None
+        }
+
+    @property
+    def n(self) -> int:
+        return int(self.ids.shape[0])
+
+    @classmethod
+    def fields(cls) -> Tuple[str, ...]:
+        return tuple(cls.__dataclass_fields__)
+
+
+PER_ROW = ("codes", "ids", "vectors", "scales", "table", "parts", "cdist", "lists", "factors")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a layout can do, asked by the planner (hashpivot.plan), the facade and the CLI."""
+
+    source: GroupSource  # what a search scans: every row, probed partitions or probed lists
+    scorings: Tuple[str, ...]  # first-stage scorings it supports
+    code_input: bool  # built from (and searched with) given packed codes, Hamming
+    hamming_shortlist: bool  # an asymmetric search may rank a Hamming shortlist first
+    probe_by_default: bool  # without nprobe (or a tuned one) a search probes a share of groups
+    group_noun: str = ""  # what its groups are called in stats ("partitions", "lists")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Build options every layout reads what it needs from (hashpivot.Index.build)."""
+
+    n_bits: int
+    seed: int = 42
+    n_pivots: int = 0
+    pivot_method: str = "furthest_first"
+    pivot_sample: int = 10000
+    n_groups: Optional[int] = None  # partitions or lists (None: about 4 sqrt(N))
+    device: str = "auto"
+    n_iter: int = 50
+    max_train: Optional[int] = None
+    progress: Optional[bool] = None
+
+    def itq(self) -> ITQ:
+        return ITQ(
+            n_bits=self.n_bits,
+            n_iter=self.n_iter,
+            seed=self.seed,
+            device=self.device,
+            max_train=self.max_train,
+        )
+
+
+def concat(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    if b is None:
+        return a
+    return b if a is None else np.concatenate([a, b])
+
+
+def starts(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=n_groups))]).astype(
+        np.int64
+    )
+
+
+def require(ok: bool, what: str) -> None:
+    if not ok:
+        raise CorruptFileError(f"the index arrays do not agree with each other: {what}")
+
+
+Derived = Dict[str, np.ndarray]
+
+
+class Layout:
+    """A layout strategy: the model that places rows, and their order."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    first_version: ClassVar[int]  # the index format version that introduced the layout
+    group_array: ClassVar[Optional[str]] = None  # the model array with one row per group
+
+    def __init__(self, n_bits: int, itq: Optional[ITQ]) -> None:
+        self.n_bits = n_bits
+        self.itq = itq  # encodes rows and queries (None: an index of given codes)
+
+    # ---- training ----
+    @classmethod
+    def train(cls, x: np.ndarray, opts: TrainOptions) -> Tuple[Layout, np.ndarray, Derived]:
+        """The layout's model trained on float rows: (layout, codes of x, derived arrays)."""
+        itq = opts.itq().fit(x, progress=opts.progress)
+        codes = itq.encode(x)
+        layout = cls.from_codes(codes, itq, opts)
+        return layout, codes, layout.derive(codes, x)
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, itq: Optional[ITQ], opts: TrainOptions) -> Layout:
+        """The layout's model for rows given as codes (only where ``code_input``)."""
+        raise InvalidInputError(f"layout {cls.name!r} cannot be built from packed codes")
+
+    # ---- the model ----
+    def model_arrays(self) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def pivots(self) -> Optional[np.ndarray]:
+        return None
+
+    @property
+    def centres(self) -> Optional[np.ndarray]:
+        return None
+
+    @property
+    def n_pivots(self) -> int:
+        return 0
+
+    @property
+    def n_groups(self) -> int:
+        return 0
+
+    @property
+    def levels(self) -> int:
+        return 0
+
+    # ---- rows ----
+    def empty(self) -> Rows:
+        codes = np.zeros((0, self.n_bits // 8), np.uint8)
+        return self.order(Rows(codes, np.zeros(0, np.int64)), self.derive(codes, None))
+
+    def encode(self, x: np.ndarray) -> Tuple[np.ndarray, Derived]:
+        """Codes of float rows (and any other per-row arrays the layout derives from them)."""
+        codes = self.itq.encode(x)
+        return codes, self.derive(codes, x)
+
+    def derive(self, codes: np.ndarray, x: Optional[np.ndarray]) -> Derived:
+        """Per-row arrays of new codes (pivot distances, partition...)."""
+        raise NotImplementedError
+
+    def append(self, rows: Rows, new: Rows, derived: Derived) -> Rows:
+        both = Rows(
+            **{
+                f: concat(getattr(rows, f), getattr(new, f))
+                for f in ("codes", "ids", "vectors", "scales")
+            },
+            radius=rows.radius,
+        )
+        return self.order(both, {f: concat(getattr(rows, f), derived.get(f)) for f in derived})
+
+    def order(self, rows: Rows, derived: Derived) -> Rows:
+        """Sorts rows (with their derived arrays) into the layout's order; sets the offsets."""
+        raise NotImplementedError
+
+    def remove(self, rows: Rows, keep: np.ndarray) -> Rows:
+        return self.order(rows.take(np.flatnonzero(keep)), {})
+
+    # ---- search ----
+    def snapshot(self, rows: Rows) -> _core.Snapshot:
+        raise NotImplementedError
+
+    def common(self, rows: Rows, centre_queries: bool = True) -> Dict[str, Any]:
+        """The snapshot arguments every layout passes."""
+        itq = self.itq
+        return dict(
+            codes=rows.codes,
+            ids=rows.ids,
+            mean=None if itq is None or not centre_queries else itq.mean,
+            projection=None if itq is None else itq.projection,
+            vectors=rows.vectors,
+            scales=rows.scales,
+        )
+
+    # ---- files ----
+    def header(self) -> Dict[str, int]:
+        """The layout's own header fields."""
+        return {"levels": self.levels, "n_pivots": self.n_pivots, "groups": self.n_groups}
+
+    @classmethod
+    def from_header(
+        cls, header: IndexHeader, itq: Optional[ITQ], model: Dict[str, np.ndarray]
+    ) -> Layout:
+        raise NotImplementedError
+
+    @classmethod
+    def check_header(cls, header: IndexHeader) -> Optional[str]:
+        """What is wrong with a header of this layout (None: nothing)."""
+        return None
+
+    @classmethod
+    def expect(cls, header: IndexHeader) -> Expectation:
+        """dtype and shape of each saved layout array (model and derived rows)."""
+        raise NotImplementedError
+
+    @classmethod
+    def group_count(cls, entries: Dict[str, Any], n: int) -> int:
+        """Groups of a saved index (from its group array's entry), bounded before anything is
+        allocated."""
+        if cls.group_array is None:
+            return 0
+        try:
+            return count(entries[cls.group_array]["shape"][0], "groups", 1, max(n, MAX_GROUPS))
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise CorruptFileError(f"the header's {cls.group_array} are malformed ({e})") from None
+
+    def verify(self, rows: Rows) -> None:
+        """Recomputes what the rows' derived arrays must hold (a verifying load)."""
+
+
+REGISTRY: Dict[str, Type[Layout]] = {}
+
+
+def register(cls: Type[Layout]) -> Type[Layout]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def layout_class(name: str) -> Type[Layout]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise InvalidInputError(
+            f"layout must be one of {', '.join(map(repr, REGISTRY))}, got {name!r}"
+        ) from None
