@@ -47,12 +47,12 @@ def data():
 
 def settings(hp, x, q, big):
     """(name, callable) pairs: each callable runs one batch search and returns its ids."""
-    flat = hp.Index.build(x, n_bits=128)
-    flat64 = hp.Index.build(x, n_bits=64)
-    flat256 = hp.Index.build(x, n_bits=256)
+    flat = hp.Index.build(x, n_bits=128, n_pivots=8)
+    flat64 = hp.Index.build(x, n_bits=64, n_pivots=8)
+    flat256 = hp.Index.build(x, n_bits=256, n_pivots=8)
     ivf = hp.Index.build(big, n_bits=128, layout="ivf")
     codes = flat.codes[np.argsort(flat.ids)]
-    part = hp.Index.from_codes(np.ascontiguousarray(codes), layout="partitioned")
+    part = hp.Index.from_codes(np.ascontiguousarray(codes), layout="partitioned", n_pivots=8)
     qc = flat.itq.encode(q)
     allowed = np.arange(0, len(x), 10)
 

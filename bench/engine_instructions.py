@@ -31,7 +31,7 @@ SAVE = """
 import sys, numpy as np, hashpivot as hp
 x = np.load(sys.argv[1])
 for bits in (64, 128):
-    hp.Index.build(x, n_bits=bits).save(f"{sys.argv[2]}/idx{bits}")
+    hp.Index.build(x, n_bits=bits, n_pivots=8).save(f"{sys.argv[2]}/idx{bits}")
 """
 RUN = """
 import sys, numpy as np, hashpivot as hp

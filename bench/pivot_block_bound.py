@@ -63,10 +63,10 @@ def sim(name: str, index: Index, qc: np.ndarray, t: int, leaves=(16, 64, 256)) -
 def main() -> None:
     x = np.load(SHARED / "embeddings.npy")
     qe = np.load(SHARED / "query_embeddings.npy")
-    index = Index.build(x, store=None, seed=42, progress=False)
+    index = Index.build(x, store=None, seed=42, progress=False, n_pivots=8)
     sim("manpages, text queries", index, index.itq.encode(qe), 18)
     xs = synthetic(x, 1_000_000)
-    index = Index.build(xs, store=None, seed=42, progress=False)
+    index = Index.build(xs, store=None, seed=42, progress=False, n_pivots=8)
     sim("synthetic ITQ 1M", index, index.itq.encode(synthetic(qe, 1000, seed=1)), 13)
 
 

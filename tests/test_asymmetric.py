@@ -124,7 +124,7 @@ def test_index_asymmetric_equals_brute_force(shortlist):
 
 def test_index_rejects_bad_scoring():
     x = data(300, seed=53)
-    index = Index.build(x, n_bits=64)
+    index = Index.build(x, n_bits=64, n_pivots=8)
     with pytest.raises(ValueError, match="scoring"):
         index.search(x[:1], scoring="cosine")
     with pytest.raises(ValueError, match="shortlist"):

@@ -12,7 +12,7 @@ from test_index import data
 
 def test_parallel_searches_equal_serial_ones():
     x = data(6000, seed=21)
-    index = Index.build(x, n_bits=64)
+    index = Index.build(x, n_bits=64, n_pivots=8)
     q = data(64, seed=22)
     want = [index.search(q[i : i + 1], k=10, threshold=(8 if i % 2 else None)) for i in range(64)]
     errors, done = [], [0]

@@ -437,7 +437,7 @@ def test_10_fortran_order_and_wrong_store_dtype(tmp_path, small):
 
 
 def test_10_flat_layout_consistency_is_checked(tmp_path, small):
-    _, index = small
+    index = Index.build(small[0], n_bits=64, store="float32", n_pivots=8)
     d = tmp_path / "idx"
     index.save(d)
     table = np.load(d / header(d)["arrays"]["table"]["file"]).copy()

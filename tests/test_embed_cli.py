@@ -183,6 +183,8 @@ def test_cli_end_to_end(tmp_path, tiny_model, capsys):
                 tiny_model,
                 "--bits",
                 "64",
+                "--pivots",
+                "8",
                 "--min-chars",
                 "10",
                 "--device",

@@ -25,7 +25,7 @@ class IndexModel(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.index = Index.build(POOL[:100], n_bits=64, store="float32", seed=3)
+        self.index = Index.build(POOL[:100], n_bits=64, store="float32", seed=3, n_pivots=8)
         self.model = {i: POOL[i] for i in range(100)}
         self.next_row = 100
         self.tmp = Path(tempfile.mkdtemp(prefix="hp-sm-"))

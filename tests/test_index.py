@@ -96,7 +96,7 @@ def test_store_none_returns_hamming(built):
 
 def test_add_and_remove_match_a_fresh_brute_force():
     x = data(1200, seed=3)
-    index = Index.build(x[:800], n_bits=64, seed=2)
+    index = Index.build(x[:800], n_bits=64, seed=2, n_pivots=8)
     new_ids = index.add(x[800:1000])
     np.testing.assert_array_equal(new_ids, np.arange(800, 1000))
     index.add(x[1000:], ids=np.arange(5000, 5200))
@@ -176,7 +176,7 @@ def test_banded_batch_over_many_blocks_equals_brute_force(nbytes, n, k, threads)
     cent = rng.integers(0, 256, (40, nbytes), dtype=np.uint8)
     flips = np.packbits(rng.random((n, nbytes * 8)) < 0.1, axis=1)
     codes = np.ascontiguousarray(cent[rng.integers(0, 40, n)] ^ flips)
-    index = Index.from_codes(codes, seed=3)
+    index = Index.from_codes(codes, seed=3, n_pivots=8)
     q = np.ascontiguousarray(codes[rng.integers(0, n, 70)] ^ np.uint8(3))
     t = 3 * nbytes // 2
     D, I = index.search_codes(q, k, threshold=t, threads=threads)
@@ -185,3 +185,23 @@ def test_banded_batch_over_many_blocks_equals_brute_force(nbytes, n, k, threads)
     Dr, Ir = banded_answer(index, q, k, t)
     np.testing.assert_array_equal(D, Dr)
     np.testing.assert_array_equal(I, Ir)
+
+
+def test_pivot_table_is_off_by_default():
+    """A default index has no pivot table: rows stay in insertion order (an add only appends),
+    8 bytes a row are saved, and the research band asks for pivots by name."""
+    x = data(600, seed=21)
+    plain = Index.build(x[:400], n_bits=64, seed=5)
+    banded = Index.build(x[:400], n_bits=64, seed=5, n_pivots=8)
+    assert plain.pivots is None and plain.table is None and plain.levels == 0
+    assert banded.pivots.shape == (8, 8) and banded.table.shape == (400, 8)
+    plain.add(x[400:])
+    np.testing.assert_array_equal(plain.ids, np.arange(600))  # insertion order
+    np.testing.assert_array_equal(plain.codes, plain.itq.encode(x))
+    gap = (
+        banded.stats()["index_bytes_per_doc"]
+        - Index.build(x[:400], n_bits=64, seed=5).stats()["index_bytes_per_doc"]
+    )
+    assert gap >= 8  # the table's P bytes a row, at least
+    with pytest.raises(ValueError, match="n_pivots > 0"):
+        plain.search(x[:1], threshold=5, shortlist=50)

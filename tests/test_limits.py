@@ -19,7 +19,7 @@ def test_one_document():
     s, i = index.search(x, k=3)  # k capped at the one row left
     assert list(i[0]) == [0] and np.isfinite(s).all()
     codes = np.zeros((1, 8), np.uint8)
-    one = Index.from_codes(codes)
+    one = Index.from_codes(codes, n_pivots=8)
     d, i = one.search_codes(codes, k=2)
     assert list(i[0]) == [0] and list(d[0]) == [0]
     d, i = one.search_codes(codes, k=1, threshold=0, allowed=[5])  # nothing qualifies: padded
@@ -31,7 +31,7 @@ def test_from_codes_64_and_1024_bits(n_bits):
     rng = np.random.default_rng(n_bits)
     codes = rng.integers(0, 256, (3000, n_bits // 8), dtype=np.uint8)
     q = rng.integers(0, 256, (5, n_bits // 8), dtype=np.uint8)
-    index = Index.from_codes(codes, ids=np.arange(3000) * 7)
+    index = Index.from_codes(codes, ids=np.arange(3000) * 7, n_pivots=8)
     assert index.table.dtype == (np.uint8 if n_bits < 256 else np.uint16)
     d, i = index.search_codes(q, k=len(codes))  # k = n: every code, in order
     dr, ir = ref_knn(q, codes, len(codes))
@@ -48,7 +48,7 @@ def test_from_codes_64_and_1024_bits(n_bits):
 
 def test_1024_bit_itq_index():
     x = data(1200, d=1024, seed=43)
-    index = Index.build(x, n_bits=1024, store="float16")
+    index = Index.build(x, n_bits=1024, store="float16", n_pivots=8)
     assert index.codes.shape == (1200, 128) and index.levels == 1
     s, i = index.search(x[:3], k=2, threshold=300)
     assert list(i[:, 0]) == [0, 1, 2]
@@ -64,7 +64,7 @@ TEN_MILLION = textwrap.dedent("""
         end = min(n, s + (1 << 20))
         codes[s:end] = rng.integers(0, 256, (end - s, 16), dtype=np.uint8)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    index = Index.from_codes(codes)
+    index = Index.from_codes(codes, n_pivots=8)
     del codes
     d, i = index.search_codes(index.codes[:3].copy(), k=5)
     assert (d[:, 0] == 0).all()

@@ -60,7 +60,7 @@ def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
         codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
     else:
         codes = clustered_codes(rng, n, nbytes, alphabet=3 if kind == "ties" else None)
-    index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000)
+    index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000, n_pivots=8)
     q = np.ascontiguousarray(np.concatenate([codes[:3], clustered_codes(rng, 3, nbytes)]))
     D, I = index.search_codes(q, k)
     Dr, Ir = flat_answer(index, q, k)
@@ -91,7 +91,7 @@ def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, tie
     (distance, row) over their rows (and inside the pivot band when one is given)."""
     rng = np.random.default_rng(seed)
     codes = clustered_codes(rng, n, 16, alphabet=3 if ties else None)
-    index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000)
+    index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000, n_pivots=8)
     q = np.ascontiguousarray(np.concatenate([codes[:2], clustered_codes(rng, 3, 16)]))
     t = 14 if band else None
     D, I = index.search_codes(q, k, nprobe=nprobe, threshold=t)

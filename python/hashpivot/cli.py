@@ -390,7 +390,12 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--layout", default="flat", choices=list(LAYOUTS))
     b.add_argument("--metric", default="cosine", choices=list(METRICS))
     b.add_argument("--bits", type=_int_in(MIN_BITS, MAX_BITS), default=128)
-    b.add_argument("--pivots", type=_int_in(1, MAX_PIVOTS), default=8)
+    b.add_argument(
+        "--pivots",
+        type=_int_in(0, MAX_PIVOTS),
+        default=0,
+        help="pivot table for the research band and `hashpivot eval` (P bytes a row)",
+    )
     b.add_argument("--pivot-method", default="furthest_first", choices=list(METHODS))
     b.add_argument("--seed", type=_int_in(0), default=42)
     b.add_argument("--limit", type=_int_in(1), default=None, help="at most this many documents")

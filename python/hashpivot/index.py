@@ -202,7 +202,7 @@ class Index:
         cls,
         embeddings: np.ndarray,
         n_bits: int = 128,
-        n_pivots: int = 8,
+        n_pivots: int = 0,
         store: Optional[StoreName] = "float32",
         seed: int = 42,
         device: str = "auto",
@@ -226,6 +226,8 @@ class Index:
         normalises the embeddings (and queries) to unit length; "ip" keeps them as they are and
         scores raw inner products. ``store``: how vectors are kept for the exact rerank
         ("float32", "float16", "int8" with a scale per row, or None for codes only).
+        ``n_pivots``: a pivot table for the research band (``threshold``); off by default, as it
+        costs P bytes a row and saves no time on current CPUs (bench/PIVOT_RESULTS.md).
         """
         choice(layout, "layout", LAYOUTS)
         choice(store, "store", STORES)
@@ -256,7 +258,7 @@ class Index:
         cls,
         codes: np.ndarray,
         ids: Optional[Sequence[int]] = None,
-        n_pivots: int = 8,
+        n_pivots: int = 0,
         seed: int = 42,
         pivot_method: Literal["furthest_first", "incremental"] = "furthest_first",
         pivot_sample: int = 10000,
@@ -437,9 +439,10 @@ class Index:
         (:meth:`tune`), else 300. ``scoring``: "asymmetric" ranks codes by the float query
         projection against their +-1 bits (the default), "hamming" by Hamming distance.
         ``nprobe``: partitions or lists probed (partitioned: default exact; ivf: the tuned
-        setting, else 1/8 of the lists). ``threshold``: the pivot band (a Hamming shortlist is
-        needed with asymmetric scoring: ``shortlist=M``). ``allowed``: ids (or a mask, or an
-        :class:`IdFilter`) the results may hold, applied inside the scan.
+        setting, else 1/8 of the lists). ``threshold``: the research pivot band (an index built
+        with ``n_pivots > 0``; with asymmetric scoring it needs a Hamming ``shortlist=M``).
+        ``allowed``: ids (or a mask, or an :class:`IdFilter`) the results may hold, applied
+        inside the scan.
 
         What ``scores`` holds: with rerank and stored vectors, exact similarities (cosine under
         metric="cosine", inner products under "ip"), descending; with ``rerank=False``,
