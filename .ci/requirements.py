@@ -1,9 +1,13 @@
 """Prints pyproject.toml's dependencies and the named extras as a requirements file, so that
-`make` installs them without building hashpivot itself (the wheel is built once, by `make wheel`)."""
+`make` installs them without building hashpivot (the wheel is built once, by `make wheel`)."""
 
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: the Makefile installs tomli
+    import tomli as tomllib
 
 project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
 extras, name = project["optional-dependencies"], project["name"]
