@@ -11,33 +11,30 @@ add/remove calls are serialised by a lock.
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import replace
 from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from ._validate import choice, count, to_numpy
+from ._validate import choice, count
 from ._validate import seed as _seed
 from .codes import as_codes, check_n_bits
 from .documents import DocStore
 from .errors import (
     CorruptFileError,
     DimensionError,
-    DuplicateIdError,
     InvalidInputError,
     InvalidTypeError,
     LimitError,
     UnknownIdError,
-    ZeroVectorError,
 )
 from .filters import IdFilter, IdMap, as_filter
+from .ids import id_set, new_ids
 from .itq import ITQ, as_embeddings
 from .layouts import Layout, Rows, TrainOptions, layout_class
 from .options import (
     LAYOUTS,
-    MAX_ID,
     MAX_ROWS,
     METRICS,
     STORES,
@@ -49,65 +46,9 @@ from .options import (
 from .pivots import MAX_PIVOTS, METHODS
 from .plan import IndexShape, Plan, make_plan
 from .storage import IndexHeader, load_index, save_index
+from .vectors import prepare, quantize
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
-
-INT8_LEVELS = 127  # int8 store: x ~ scale * round(x / scale), |x / scale| <= 127
-NORM_TOLERANCE = 1e-3  # |1 - ||x||| above this: not L2-normalised
-_warned_unnormalised = False
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length without underflow (scaled by their largest entry first)."""
-    big = np.abs(x).max(axis=1, keepdims=True)
-    y = x / np.where(big > 0, big, 1)
-    return (y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _check_rows(x: np.ndarray, name: str) -> None:
-    zero = ~(x != 0).any(axis=1)  # exact: a tiny but non-zero vector still has a direction
-    if zero.any():
-        raise ZeroVectorError(
-            f"{name} contain {int(zero.sum())} zero vector(s): an all-zero embedding has no "
-            "direction (did the encoder fail?); drop those rows"
-        )
-
-
-def _quantize(
-    x: np.ndarray, store: Optional[str]
-) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    if store is None:
-        return None, None
-    if store == "float32":
-        return np.ascontiguousarray(x, dtype=np.float32), None
-    if store == "float16":
-        return np.ascontiguousarray(x, dtype=np.float16), None
-    scale = np.abs(x).max(axis=1) / INT8_LEVELS
-    scale[scale == 0] = 1.0
-    q = np.clip(np.rint(x / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
-    return q, scale.astype(np.float32)
-
-
-def _as_ids(ids: object, n: int) -> np.ndarray:
-    ids = to_numpy(ids)
-    if not isinstance(ids, (np.ndarray, list, tuple, range)):
-        raise InvalidTypeError(f"ids must be an array of integers, got {type(ids).__name__}")
-    try:
-        arr = np.asarray(ids)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidTypeError("ids must be integers") from None
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidTypeError(f"ids must be integers, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0):
-        raise InvalidInputError("ids must be >= 0 (-1 marks a missing result)")
-    if arr.size and arr.dtype == np.uint64 and arr.max() > MAX_ID:
-        raise LimitError(f"ids must be at most 2**63 - 1, got {int(arr.max())}")
-    arr = arr.astype(np.int64).reshape(-1)
-    if arr.shape[0] != n:
-        raise InvalidInputError(f"got {arr.shape[0]} ids for {n} embeddings")
-    if np.unique(arr).shape[0] != n:
-        raise DuplicateIdError("ids contain duplicates; every document needs its own id")
-    return arr
 
 
 class _Version:
@@ -151,7 +92,7 @@ class Index:
         self._totals = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
         if store is not None and rows.vectors is None and layout.itq is not None:
             # an empty index still has a typed store: it saves and loads like any other
-            vectors, scales = _quantize(np.zeros((0, layout.itq.dim), np.float32), store)
+            vectors, scales = quantize(np.zeros((0, layout.itq.dim), np.float32), store)
             rows = replace(rows, vectors=vectors, scales=scales)
         self._set_rows(rows)
 
@@ -240,7 +181,7 @@ class Index:
             max_train=max_train,
             progress=progress,
         )
-        x = cls._prepare(as_embeddings(embeddings), metric)
+        x = prepare(as_embeddings(embeddings), metric)
         lay, codes, derived = layout_class(layout).train(x, opts)
         index = cls(lay, store, metric, lay.empty(), meta)
         index._append(x, codes, derived, ids)
@@ -298,24 +239,6 @@ class Index:
             n_groups=n_groups,
         )
 
-    @staticmethod
-    def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
-        global _warned_unnormalised
-        _check_rows(x, "embeddings")
-        if metric == "cosine":
-            return _unit(x)
-        norms = np.linalg.norm(x, axis=1)
-        if not _warned_unnormalised and x.size and np.abs(norms - 1).max() > NORM_TOLERANCE:
-            _warned_unnormalised = True
-            warnings.warn(
-                "indexing vectors that are not L2-normalised under metric='ip': "
-                "scores are raw inner products (build with metric='cosine' for "
-                "cosine similarity)",
-                UserWarning,
-                stacklevel=3,
-            )
-        return x
-
     def _append(
         self,
         x: Optional[np.ndarray],
@@ -328,31 +251,15 @@ class Index:
             n = codes.shape[0]
             if old.n + n > MAX_ROWS:
                 raise LimitError(f"an index holds at most {MAX_ROWS:,} rows")
-            if ids is None:
-                start = int(old.ids.max()) + 1 if old.n else 0
-                if start + n - 1 > MAX_ID:
-                    raise LimitError(
-                        f"ids would pass 2**63 - 1 (the largest id is {start - 1}); "
-                        "give ids explicitly"
-                    )
-                new_ids = np.arange(start, start + n, dtype=np.int64)
-            else:
-                new_ids = _as_ids(ids, n)
-                clash = np.isin(new_ids, old.ids)
-                if clash.any():
-                    raise DuplicateIdError(
-                        f"{int(clash.sum())} id(s) are already in the index (e.g. "
-                        f"{int(new_ids[clash][0])}); remove them first or choose new ids"
-                    )
-            vec, sc = _quantize(x, self.store) if x is not None else (None, None)
-            rows = self._layout.append(old, Rows(codes, new_ids, vec, sc), derived)
-            self._set_rows(rows)
-            return new_ids
+            new = new_ids(old.ids, n, ids)
+            vec, sc = quantize(x, self.store) if x is not None else (None, None)
+            self._set_rows(self._layout.append(old, Rows(codes, new, vec, sc), derived))
+            return new
 
     def add(self, embeddings: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """Adds rows; ``ids`` default to max(id) + 1, + 2, ... Returns the ids given."""
         itq = self._require_itq()
-        x = self._prepare(as_embeddings(embeddings, "embeddings", itq.dim), self.metric)
+        x = prepare(as_embeddings(embeddings, "embeddings", itq.dim), self.metric)
         codes, derived = self._layout.encode(x)
         return self._append(x, codes, derived, ids)
 
@@ -369,13 +276,7 @@ class Index:
 
     def remove(self, ids: Sequence[int]) -> int:
         """Removes the rows with these ids (every id must be present). Returns how many."""
-        raw = to_numpy(ids)
-        try:
-            arr = np.unique(np.asarray(raw).reshape(-1))
-        except (TypeError, ValueError):
-            raise InvalidTypeError("ids must be integers") from None
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidTypeError(f"ids must be integers, got dtype {arr.dtype}")
+        arr = id_set(ids)
         with self._write_lock:
             old = self._version.rows
             missing = ~np.isin(arr, old.ids)
@@ -553,24 +454,20 @@ class Index:
     # ---- information ----
     def stats(self) -> Dict[str, Any]:
         """Sizes (bytes per document, everything resident counted) and search totals."""
-        rows = self._version.rows
+        rows, lay = self._version.rows, self._layout
         n = rows.n
-        row_bytes = sum(
-            a.nbytes for f, a in rows.arrays().items() if f not in ("vectors", "scales")
-        )
-        model = sum(a.nbytes for a in self._layout.model_arrays().values())
-        if self.itq is not None:
-            model += sum(
-                a.nbytes
-                for a in (self.itq.mean, self.itq.pca, self.itq.rotation, self.itq.projection)
-            )
-        store = (
-            0
-            if rows.vectors is None
-            else rows.vectors.nbytes + (0 if rows.scales is None else rows.scales.nbytes)
-        )
+        arrays = rows.arrays()
+        store = sum(arrays.pop(f).nbytes for f in ("vectors", "scales") if f in arrays)
+        index_bytes = sum(a.nbytes for a in arrays.values()) + lay.model_bytes()
         with self._stats_lock:
             t = dict(self._totals)
+        groups = {}
+        if lay.n_groups:
+            sizes = np.percentile(np.diff(rows.offsets), [0, 50, 100])
+            groups = {
+                f"n_{self.capabilities.group_noun}": lay.n_groups,
+                "group_size_min_median_max": [int(v) for v in sizes],
+            }
         return {
             "n": n,
             "n_bits": self.n_bits,
@@ -578,28 +475,16 @@ class Index:
             "layout": self.layout,
             "metric": self.metric,
             "store": self.store,
-            "n_pivots": self._layout.n_pivots,
+            "n_pivots": lay.n_pivots,
             "sorted_levels": self.levels,
-            "groups": self._layout.n_groups,
-            "bytes_per_doc": (row_bytes + model + store) / n if n else 0.0,
-            "index_bytes_per_doc": (row_bytes + model) / n if n else 0.0,
+            "groups": lay.n_groups,
+            "bytes_per_doc": (index_bytes + store) / n if n else 0.0,
+            "index_bytes_per_doc": index_bytes / n if n else 0.0,
             "code_bytes_per_doc": self.n_bits // 8,
             "tuned": dict(self.tuned),
-            "searches": t["searches"],
-            "queries": t["queries"],
-            "rows_scanned": t["rows_scanned"],
-            "rows_possible": t["rows_possible"],
+            **t,
             "scanned_share": t["rows_scanned"] / t["rows_possible"] if t["rows_possible"] else None,
-            **(
-                {}
-                if not self._layout.n_groups
-                else {
-                    f"n_{self.capabilities.group_noun}": self._layout.n_groups,
-                    "group_size_min_median_max": [
-                        int(v) for v in np.percentile(np.diff(rows.offsets), [0, 50, 100])
-                    ],
-                }
-            ),
+            **groups,
         }
 
     # ---- persistence ----

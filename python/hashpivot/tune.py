@@ -22,6 +22,7 @@ from .errors import InvalidInputError, ZeroVectorError
 from .itq import as_embeddings
 from .truth import exact_topk as truth_rows
 from .truth import recall_at
+from .vectors import unit_rows
 
 LADDER_STEP = 1.5  # candidates and nprobe grow by this factor between settings tried
 TIMING_ROUNDS = 3  # each feasible setting is timed this many times, in turn with the others
@@ -116,7 +117,7 @@ def tune(
             raise ZeroVectorError("tune() queries contain an all-zero vector: drop it")
         source = f"{len(q)} queries"
     if index.metric == "cosine":
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        q = unit_rows(q)
     truth = exact_topk(index, q, k)
     max_L = min(
         n,

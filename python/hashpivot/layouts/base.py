@@ -157,6 +157,14 @@ class Layout:
     def model_arrays(self) -> Dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def model_bytes(self) -> int:
+        """Resident bytes of the model: the layout's arrays and the ITQ model's."""
+        itq = self.itq
+        arrays = list(self.model_arrays().values())
+        if itq is not None:
+            arrays += [itq.mean, itq.pca, itq.rotation, itq.projection]
+        return sum(a.nbytes for a in arrays)
+
     @property
     def pivots(self) -> Optional[np.ndarray]:
         return None
