@@ -39,8 +39,8 @@ lint: $(DEPS)
 	$(BIN)/clang-format --dry-run -Werror $(CXX_SOURCES)
 
 format: $(DEPS)
-	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 	$(BIN)/clang-format -i $(CXX_SOURCES)
 
 test: lint install

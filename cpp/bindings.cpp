@@ -113,7 +113,7 @@ class Snapshot {
            const py::object& part_offsets, const py::object& radius, const py::object& cdist,
            const py::object& list_centres, const py::object& list_offsets,
            const py::object& factors, const py::object& lists, const py::object& vectors,
-           const py::object& scales) {
+           const py::object& scales, const py::object& slots) {
     v_.codes = as_codes(codes, "codes");
     keep(codes);
     const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
@@ -212,31 +212,11 @@ class Snapshot {
         for (int64_t r = L.offsets[g]; r < L.offsets[g + 1]; ++r)
           if (L.row_lists[r] != g) fail("each row's list must match the list offsets");
     }
-    if (is_set(vectors)) {
-      const py::array vx = keep(vectors);
-      require_shape(vx, "vectors", {n, dim ? dim : -1});
-      VectorStore& S = v_.store;
-      S.data = vx.data();
-      S.dim = static_cast<int>(vx.shape(1));
-      if (S.dim < 1 || S.dim > kMaxDim)
-        fail("the embedding dimension must be from 1 to " + std::to_string(kMaxDim));
-      if (has_dtype(vx, py::dtype::of<float>())) {
-        S.type = StoreType::kFloat32;
-      } else if (has_dtype(vx, py::dtype("float16"))) {
-        S.type = StoreType::kFloat16;
-      } else if (has_dtype(vx, py::dtype::of<int8_t>())) {
-        S.type = StoreType::kInt8;
-        if (!is_set(scales)) fail("an int8 store needs one scale a row");
-        const py::array sc = keep(scales);
-        require_dtype(sc, py::dtype::of<float>(), "scales", "float32");
-        require_shape(sc, "scales", {n});
-        S.scales = static_cast<const float*>(sc.data());
-      } else {
-        fail_dtype("stored vectors must be float32, float16 or int8, got " +
-                   std::string(py::str(vx.dtype())));
-      }
-    }
+    if (is_set(vectors)) set_store(vectors, scales, slots, n, dim);
   }
+
+  Snapshot(const Snapshot&) = delete;  // the view points into segments_
+  Snapshot& operator=(const Snapshot&) = delete;
 
   // queries: float (nq, dim) vectors, or packed (nq, nbytes) codes; filter: a row bitmap with a
   // spare word and, for the allowed-rows source, the allowed rows in increasing order.
@@ -308,6 +288,67 @@ class Snapshot {
   int n_bits() const { return v_.codes.n_bits(); }
 
  private:
+  // The stored vectors: one array or a list of segments (each (m, dim), one dtype), int8 with
+  // a scale a row; slots (int64, one a row, each < the segments' rows) place rows in them.
+  void set_store(const py::object& vectors, const py::object& scales, const py::object& slots,
+                 int64_t n, int dim) {
+    const bool listed = py::isinstance<py::list>(vectors) || py::isinstance<py::tuple>(vectors);
+    const py::list segs = listed ? py::list(vectors) : py::list(py::make_tuple(vectors));
+    const py::list scs = !is_set(scales) ? py::list()
+                         : listed        ? py::list(scales)
+                                         : py::list(py::make_tuple(scales));
+    if (segs.size() < 1 || segs.size() > kMaxSegments)
+      fail("a store has from 1 to " + std::to_string(kMaxSegments) + " segments");
+    VectorStore& S = v_.store;
+    int64_t total = 0;
+    for (size_t i = 0; i < segs.size(); ++i) {
+      const py::array vx = keep(segs[i]);
+      require_shape(vx, "vectors", {-1, dim ? dim : (i ? S.dim : -1)});
+      StoreType type = StoreType::kNone;
+      size_t elem = 0;
+      if (has_dtype(vx, py::dtype::of<float>())) {
+        type = StoreType::kFloat32, elem = 4;
+      } else if (has_dtype(vx, py::dtype("float16"))) {
+        type = StoreType::kFloat16, elem = 2;
+      } else if (has_dtype(vx, py::dtype::of<int8_t>())) {
+        type = StoreType::kInt8, elem = 1;
+      } else {
+        fail_dtype("stored vectors must be float32, float16 or int8, got " +
+                   std::string(py::str(vx.dtype())));
+      }
+      if (i && type != S.type) fail("every store segment must have the same dtype");
+      S.type = type;
+      S.dim = static_cast<int>(vx.shape(1));
+      if (S.dim < 1 || S.dim > kMaxDim)
+        fail("the embedding dimension must be from 1 to " + std::to_string(kMaxDim));
+      S.row_bytes = elem * S.dim;
+      VectorSegment g;
+      g.data = vx.data();
+      total += vx.shape(0);
+      g.end = total;
+      if (type == StoreType::kInt8) {
+        if (scs.size() != segs.size()) fail("an int8 store needs one scale a row");
+        const py::array sc = keep(scs[i]);
+        require_dtype(sc, py::dtype::of<float>(), "scales", "float32");
+        require_shape(sc, "scales", {vx.shape(0)});
+        g.scales = static_cast<const float*>(sc.data());
+      }
+      segments_.push_back(g);
+    }
+    if (is_set(slots)) {
+      const py::array sl = keep(slots);
+      require_dtype(sl, py::dtype::of<int64_t>(), "slots", "int64");
+      require_shape(sl, "slots", {n});
+      S.slots = static_cast<const int64_t*>(sl.data());
+      for (int64_t r = 0; r < n; ++r)
+        if (S.slots[r] < 0 || S.slots[r] >= total) fail("slots must lie in the store");
+    } else if (total != n) {
+      fail("without slots the store needs one vector a row");
+    }
+    S.segments = segments_.data();
+    S.n_segments = static_cast<int>(segments_.size());
+  }
+
   py::array keep(const py::object& o) {
     if (!py::isinstance<py::array>(o)) fail_dtype("expected a numpy array");
     py::array a = py::reinterpret_borrow<py::array>(o);
@@ -360,6 +401,7 @@ class Snapshot {
   bool normalize_ = false;
   std::vector<float> centres_t_;
   std::vector<py::array> kept_;
+  std::vector<VectorSegment> segments_;
 };
 
 py::tuple run_search_codes(const SnapshotView& v, const Plan& p, const Queries& qs);
@@ -650,6 +692,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MAX_BITS") = kMaxBits;
   m.attr("MAX_PIVOTS") = kMaxPivots;
   m.attr("MAX_DIM") = kMaxDim;
+  m.attr("MAX_SEGMENTS") = kMaxSegments;
   m.attr("MAX_SORTED_LEVELS") = kMaxSortedLevels;
   m.attr("NARROW_TABLE_MAX_BITS") = kNarrowTableMaxBits;
   m.def("cpu_features", [] {
@@ -699,7 +742,7 @@ PYBIND11_MODULE(_core, m) {
                     const py::object&, const py::object&, const py::object&, int, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&>(),
+                    const py::object&, const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
@@ -707,7 +750,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("radius") = py::none(), py::arg("cdist") = py::none(),
            py::arg("list_centres") = py::none(), py::arg("list_offsets") = py::none(),
            py::arg("factors") = py::none(), py::arg("lists") = py::none(),
-           py::arg("vectors") = py::none(), py::arg("scales") = py::none())
+           py::arg("vectors") = py::none(), py::arg("scales") = py::none(),
+           py::arg("slots") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,

@@ -81,12 +81,42 @@ struct FloatLists {
 
 enum class StoreType { kNone = 0, kFloat32 = 1, kFloat16 = 2, kInt8 = 3 };
 
-// Stored vectors for the exact rerank (int8 rows are scale * values).
-struct VectorStore {
+// Stored vectors for the exact rerank (int8 rows are scale * values), in segments: add()
+// appends one without copying (or re-mapping) the ones before. A row's vector sits at its
+// slot (slots[row], or the row itself without slots): slot s lies in the first segment whose
+// end exceeds s.
+struct VectorSegment {
   const void* data = nullptr;
+  const float* scales = nullptr;  // int8 only
+  int64_t end = 0;                // slots before this segment's end (cumulative)
+};
+struct VectorStore {
   StoreType type = StoreType::kNone;
   int dim = 0;
-  const float* scales = nullptr;
+  size_t row_bytes = 0;
+  const int64_t* slots = nullptr;  // (n,): each row's slot; null: slot = row
+  const VectorSegment* segments = nullptr;
+  int n_segments = 0;
+
+  // Row r's stored vector and (int8) its scale.
+  const void* row(int64_t r, float* scale) const {
+    int64_t s = slots ? slots[r] : r;
+    const VectorSegment* g = segments;
+    if (n_segments > 1) {  // few segments (add() merges them geometrically): binary search
+      int lo = 0, hi = n_segments - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (segments[mid].end > s)
+          hi = mid;
+        else
+          lo = mid + 1;
+      }
+      g = segments + lo;
+      if (lo) s -= segments[lo - 1].end;
+    }
+    if (g->scales) *scale = g->scales[s];
+    return static_cast<const char*>(g->data) + s * row_bytes;
+  }
 };
 
 struct SnapshotView {

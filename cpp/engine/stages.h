@@ -559,21 +559,20 @@ inline void rescore(const Ctx& c, QueryState& st) {
 }
 
 template <class A>
-float stored_dot(const VectorStore& st, const float* q, int64_t r, float* tmp) {
+float stored_dot(const VectorStore& st, const float* q, const void* row, float scale, float* tmp) {
   switch (st.type) {
     case StoreType::kFloat32:
-      return dot_lanes(q, static_cast<const float*>(st.data) + r * st.dim, st.dim,
-                       [](float v) { return v; });
+      return dot_lanes(q, static_cast<const float*>(row), st.dim, [](float v) { return v; });
     case StoreType::kFloat16: {
-      const uint16_t* x = static_cast<const uint16_t*>(st.data) + r * st.dim;
+      const uint16_t* x = static_cast<const uint16_t*>(row);
       int j = 0;
       for (; j + 8 <= st.dim; j += 8) A::half8(x + j, tmp + j);
       for (; j < st.dim; ++j) tmp[j] = half_to_float(x[j]);
       return dot_lanes(q, tmp, st.dim, [](float v) { return v; });
     }
     default:
-      return st.scales[r] * dot_lanes(q, static_cast<const int8_t*>(st.data) + r * st.dim, st.dim,
-                                      [](int8_t v) { return static_cast<float>(v); });
+      return scale * dot_lanes(q, static_cast<const int8_t*>(row), st.dim,
+                               [](int8_t v) { return static_cast<float>(v); });
   }
 }
 
@@ -582,19 +581,21 @@ void rerank(const Ctx& c, QueryState& st) {
   const VectorStore& vs = c.s.store;
   const float* qv = st.vec;
   thread_local std::vector<float> tmp;
-  tmp.resize(vs.dim);
-  const size_t elem = vs.type == StoreType::kFloat32 ? 4 : vs.type == StoreType::kFloat16 ? 2 : 1;
-  const size_t row_bytes = elem * vs.dim;
-  auto prefetch_row = [&](int64_t r) {  // candidates are random rows: fetch ahead
-    const char* p = static_cast<const char*>(vs.data) + r * row_bytes;
-    for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(p + o);
-  };
+  thread_local std::vector<const void*> at;  // each candidate's stored row, found once
+  thread_local std::vector<float> scale;
   auto& pool = st.pool;
-  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j)
-    prefetch_row(pool[j].row);
+  tmp.resize(vs.dim);
+  at.resize(pool.size());
+  scale.assign(pool.size(), 1.0f);
+  for (size_t j = 0; j < pool.size(); ++j) at[j] = vs.row(pool[j].row, &scale[j]);
+  auto prefetch_row = [&](size_t j) {  // candidates are random rows: fetch ahead
+    const char* p = static_cast<const char*>(at[j]);
+    for (size_t o = 0; o < vs.row_bytes; o += 64) __builtin_prefetch(p + o);
+  };
+  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j) prefetch_row(j);
   for (size_t j = 0; j < pool.size(); ++j) {
-    if (j + kRerankAhead < pool.size()) prefetch_row(pool[j + kRerankAhead].row);
-    pool[j].key = -stored_dot<A>(vs, qv, pool[j].row, tmp.data());
+    if (j + kRerankAhead < pool.size()) prefetch_row(j + kRerankAhead);
+    pool[j].key = -stored_dot<A>(vs, qv, at[j], scale[j], tmp.data());
   }
   select_smallest(pool, static_cast<size_t>(c.p.k));
 }

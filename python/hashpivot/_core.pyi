@@ -2,7 +2,7 @@
 when made, whose ``search`` runs a whole plan in one GIL-free call; and the kernels on packed
 codes that :mod:`hashpivot.kernels` wraps."""
 
-from typing import Optional, Tuple, TypedDict
+from typing import Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +11,7 @@ MIN_BITS: int
 MAX_BITS: int
 MAX_PIVOTS: int
 MAX_DIM: int
+MAX_SEGMENTS: int
 MAX_SORTED_LEVELS: int
 NARROW_TABLE_MAX_BITS: int
 
@@ -80,8 +81,9 @@ class Snapshot:
         list_offsets: Optional[npt.NDArray[np.int64]] = None,
         factors: Optional[npt.NDArray[np.float32]] = None,
         lists: Optional[npt.NDArray[np.int32]] = None,
-        vectors: Optional[np.ndarray] = None,
-        scales: Optional[npt.NDArray[np.float32]] = None,
+        vectors: Union[np.ndarray, Sequence[np.ndarray], None] = None,
+        scales: Union[npt.NDArray[np.float32], Sequence[npt.NDArray[np.float32]], None] = None,
+        slots: Optional[npt.NDArray[np.int64]] = None,
     ) -> None: ...
     def search(
         self,

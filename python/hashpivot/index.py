@@ -46,7 +46,7 @@ from .options import (
 from .pivots import MAX_PIVOTS, METHODS
 from .plan import IndexShape, Plan, make_plan
 from .storage import IndexHeader, load_index, save_index
-from .vectors import prepare, quantize
+from .vectors import Store, prepare, quantize
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
 
@@ -58,7 +58,7 @@ class _Version:
         self.rows, self.snapshot = rows, snapshot
         self._idmap: Optional[IdMap] = None
         # memory-mapped members (hashpivot.storage.SizeGuard): checked before each search
-        self.guards = [a.size_guard for a in rows.arrays().values() if hasattr(a, "size_guard")]
+        self.guards = [a.size_guard for a in rows.resident() if hasattr(a, "size_guard")]
 
     @property
     def idmap(self) -> IdMap:
@@ -90,10 +90,9 @@ class Index:
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._totals = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
-        if store is not None and rows.vectors is None and layout.itq is not None:
+        if store is not None and rows.store is None and layout.itq is not None:
             # an empty index still has a typed store: it saves and loads like any other
-            vectors, scales = quantize(np.zeros((0, layout.itq.dim), np.float32), store)
-            rows = replace(rows, vectors=vectors, scales=scales)
+            rows = replace(rows, store=Store.of(*quantize(np.zeros((0, layout.itq.dim)), store)))
         self._set_rows(rows)
 
     def _set_rows(self, rows: Rows) -> None:
@@ -252,8 +251,8 @@ class Index:
             if old.n + n > MAX_ROWS:
                 raise LimitError(f"an index holds at most {MAX_ROWS:,} rows")
             new = new_ids(old.ids, n, ids)
-            vec, sc = quantize(x, self.store) if x is not None else (None, None)
-            self._set_rows(self._layout.append(old, Rows(codes, new, vec, sc), derived))
+            added = None if x is None or self.store is None else Store.of(*quantize(x, self.store))
+            self._set_rows(self._layout.append(old, Rows(codes, new, added), derived))
             return new
 
     def add(self, embeddings: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
@@ -456,9 +455,8 @@ class Index:
         """Sizes (bytes per document, everything resident counted) and search totals."""
         rows, lay = self._version.rows, self._layout
         n = rows.n
-        arrays = rows.arrays()
-        store = sum(arrays.pop(f).nbytes for f in ("vectors", "scales") if f in arrays)
-        index_bytes = sum(a.nbytes for a in arrays.values()) + lay.model_bytes()
+        store = 0 if rows.store is None else rows.store.nbytes
+        index_bytes = sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes()
         with self._stats_lock:
             t = dict(self._totals)
         groups = {}
@@ -509,7 +507,7 @@ class Index:
             tuned=self.tuned,
             **self._layout.header(),
         )
-        save_index(path, header, self._layout, rows.arrays(), docs)
+        save_index(path, header, self._layout, rows.saved(), docs)
         if documents is not None:
             self.documents = docs
 
@@ -519,7 +517,7 @@ class Index:
         Refuses an unknown version, a missing, truncated, symlinked or corrupt file (checksums
         and the layout's derived arrays when ``verify``). Nothing is ever unpickled."""
         h, layout, arrays, documents = load_index(path, mmap, verify)
-        rows = Rows(**{k: arrays.get(k) for k in Rows.fields()})
+        rows = Rows.from_saved(arrays)
         try:
             index = cls(layout, h.store, h.metric, rows, h.meta, h.tuned)
         except (InvalidInputError, InvalidTypeError) as e:  # the snapshot's own checks

@@ -5,14 +5,16 @@ one scale a row)."""
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _core
 from .errors import ZeroVectorError
 
 INT8_LEVELS = 127  # int8 store: x ~ scale * round(x / scale), |x / scale| <= 127
 NORM_TOLERANCE = 1e-3  # |1 - ||x||| above this: not L2-normalised
+MAX_SEGMENTS = _core.MAX_SEGMENTS  # store segments a snapshot accepts
 _warned_unnormalised = False
 
 
@@ -65,3 +67,97 @@ def quantize(
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(x / scale[:, None]), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
     return q, scale.astype(np.float32)
+
+
+class Store:
+    """Stored vectors in segments, in the order they were added (slots). ``add()`` appends a
+    segment instead of copying the ones before, so a memory-mapped store stays mapped; small
+    segments merge geometrically (the one before absorbs the new one while it is no larger and
+    not mapped), so there are about log2(rows) of them. Rows find their vector through their
+    slot (hashpivot.layouts.Rows.slots)."""
+
+    def __init__(self, segments: Sequence[np.ndarray], scales: Sequence[np.ndarray] = ()) -> None:
+        self.segments = tuple(segments)
+        self.scales = tuple(scales)  # int8 only: one array a segment
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, scales: Optional[np.ndarray]) -> Store:
+        return cls([vectors], [] if scales is None else [scales])
+
+    @property
+    def n(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.segments[0].dtype
+
+    @property
+    def dim(self) -> int:
+        return int(self.segments[0].shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.segments + self.scales)
+
+    def append(self, other: Store) -> Store:
+        segs = [s for s in self.segments if len(s)] + list(other.segments)
+        scs = [c for s, c in zip(self.segments, self.scales) if len(s)] + list(other.scales)
+        while len(segs) > 1 and (
+            len(segs) > MAX_SEGMENTS
+            or (len(segs[-2]) <= len(segs[-1]) and not isinstance(segs[-2], np.memmap))
+        ):
+            segs[-2:] = [np.concatenate(segs[-2:])]
+            if scs:
+                scs[-2:] = [np.concatenate(scs[-2:])]
+        return Store(segs, scs)
+
+    def gather(self, slots: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(vectors, scales) of these slots (all, in slot order, for None): one segment and no
+        slots returns it as it is (mapped or not), anything else a copy."""
+        scales = self.scales or None
+        if slots is None:
+            if len(self.segments) == 1:
+                return self.segments[0], scales and scales[0]
+            return np.concatenate(self.segments), scales and np.concatenate(scales)
+        ends = np.cumsum([len(s) for s in self.segments])
+        seg = np.searchsorted(ends, slots, side="right")
+        out = np.empty((len(slots), self.dim), self.dtype)
+        out_sc = np.empty(len(slots), np.float32) if scales else None
+        for g in np.unique(seg):
+            at = np.flatnonzero(seg == g)
+            local = slots[at] - (ends[g - 1] if g else 0)
+            out[at] = self.segments[g][local]
+            if out_sc is not None:
+                out_sc[at] = scales[g][local]
+        return out, out_sc
+
+
+class RowVectors:
+    """The stored vectors (or int8 scales) in row order, gathered a slice at a time: what
+    ``Index.vectors`` is when rows and store are not one array in the same order. Slicing,
+    index arrays, ``len`` and ``np.asarray`` work as on an array."""
+
+    def __init__(self, store: Store, slots: Optional[np.ndarray], part: int) -> None:
+        self._store, self._slots, self._part = store, slots, part  # part 0: vectors, 1: scales
+        n = store.n if slots is None else len(slots)
+        self.shape = (n, store.dim) if part == 0 else (n,)
+        self.dtype = store.dtype if part == 0 else np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rows = (
+            np.arange(*key.indices(len(self)))
+            if isinstance(key, slice)
+            else np.arange(len(self))[key]
+        )
+        slots = rows if self._slots is None else self._slots[rows]
+        return self._store.gather(np.atleast_1d(slots))[self._part].reshape(
+            np.shape(rows) + self.shape[1:]
+        )
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self[:]
+        return a if dtype is None else a.astype(dtype, copy=False)

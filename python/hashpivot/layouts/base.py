@@ -6,7 +6,7 @@ package branches on a layout's name: callers ask :attr:`Layout.capabilities`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, Literal, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from .. import _core
 from .._validate import count
 from ..errors import CorruptFileError, InvalidInputError
 from ..itq import ITQ
+from ..vectors import RowVectors, Store
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..storage import IndexHeader
@@ -33,8 +34,8 @@ class Rows:
 
     codes: np.ndarray
     ids: np.ndarray
-    vectors: Optional[np.ndarray] = None
-    scales: Optional[np.ndarray] = None
+    store: Optional[Store] = None  # stored vectors (segments, in the order they were added)
+    slots: Optional[np.ndarray] = None  # each row's vector in the store (None: the row itself)
     table: Optional[np.ndarray] = None  # with pivots: distances to the pivots (n, P)
     offsets: Optional[np.ndarray] = None  # flat: cell starts; partitioned, ivf: group starts
     parts: Optional[np.ndarray] = None  # partitioned: each row's partition
@@ -44,19 +45,82 @@ class Rows:
     factors: Optional[np.ndarray] = None  # ivf: each row's residual scale a_x
 
     def take(self, order: np.ndarray, **changed: Any) -> Rows:
-        """These rows in another order (or a subset), with some arrays replaced."""
+        """These rows in another order (or a subset), with some arrays replaced. The store is
+        not copied: the rows' slots follow them."""
 
         def pick(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
             return None if a is None else np.ascontiguousarray(a[order])
 
         per_row = {f: pick(getattr(self, f)) for f in PER_ROW}
+        if self.store is not None and self.slots is None:
+            per_row["slots"] = np.asarray(order, np.int64)
         per_row.update(changed)
-        return replace(self, **per_row)
+        return replace(self, **per_row).compact()
+
+    def compact(self) -> Rows:
+        """Drops the slots where rows are the store's vectors in order; copies the live vectors
+        out once most of the store holds removed rows."""
+        s, store = self.slots, self.store
+        if s is None or store is None:
+            return self
+        if len(s) == store.n and (len(s) == 0 or (s[0] == 0 and bool(np.all(np.diff(s) == 1)))):
+            return replace(self, slots=None)
+        if len(s) * 2 < store.n:
+            return replace(self, store=Store.of(*store.gather(s)), slots=None)
+        return self
+
+    @property
+    def vectors(self) -> Any:
+        """The stored vectors in row order (an array, or a view gathered as it is read)."""
+        return self._row_vectors(0)
+
+    @property
+    def scales(self) -> Any:
+        """The int8 store's scales in row order (None: not int8)."""
+        return None if self.store is None or not self.store.scales else self._row_vectors(1)
+
+    def _row_vectors(self, part: int) -> Any:
+        store = self.store
+        if store is None:
+            return None
+        if self.slots is None and len(store.segments) == 1:
+            return (store.segments + store.scales)[part]
+        return RowVectors(store, self.slots, part)
 
     def arrays(self) -> Dict[str, np.ndarray]:
+        """The per-row and group arrays (not the store)."""
         return {
-            f: getattr(self, f) for f in self.__dataclass_fields__ if getattr(self, f) is not None
+            f: getattr(self, f)
+            for f in self.__dataclass_fields__
+            if f != "store" and getattr(self, f) is not None
         }
+
+    def resident(self) -> List[np.ndarray]:
+        """Every array the rows hold, the store's segments included."""
+        store = self.store
+        return list(self.arrays().values()) + (
+            [] if store is None else [*store.segments, *store.scales]
+        )
+
+    def saved(self) -> Dict[str, np.ndarray]:
+        """The arrays an index file holds: the vectors in row order (copied only where the
+        store is not already one array in that order)."""
+        out = {f: a for f, a in self.arrays().items() if f != "slots"}
+        if self.store is not None:
+            vectors, scales = self.store.gather(self.slots)
+            out["vectors"] = vectors
+            if scales is not None:
+                out["scales"] = scales
+        return out
+
+    @classmethod
+    def from_saved(cls, arrays: Dict[str, np.ndarray]) -> Rows:
+        vectors = arrays.get("vectors")
+        store = None if vectors is None else Store.of(vectors, arrays.get("scales"))
+        return cls(
+            store=store,
+            **{f: arrays.get(f) for f in cls.__dataclass_fields__ if f not in ("store", "slots")},
+        )
 
     @property
     def n(self) -> int:
@@ -64,10 +128,12 @@ class Rows:
 
     @classmethod
     def fields(cls) -> Tuple[str, ...]:
-        return tuple(cls.__dataclass_fields__)
+        """The names of what an index file holds for its rows."""
+        own = [f for f in cls.__dataclass_fields__ if f not in ("store", "slots")]
+        return (*own, "vectors", "scales")
 
 
-PER_ROW = ("codes", "ids", "vectors", "scales", "table", "parts", "cdist", "lists", "factors")
+PER_ROW = ("codes", "ids", "slots", "table", "parts", "cdist", "lists", "factors")
 
 
 @dataclass(frozen=True)
@@ -200,13 +266,21 @@ class Layout:
         raise NotImplementedError
 
     def append(self, rows: Rows, new: Rows, derived: Derived) -> Rows:
+        """The rows with new ones added: the store gains a segment (nothing before it is copied),
+        the new rows' slots point into it."""
+        store, slots = rows.store, rows.slots
+        if new.store is not None:
+            base = 0 if store is None else store.n
+            old = np.arange(rows.n, dtype=np.int64) if slots is None else slots
+            slots = np.concatenate([old, base + np.arange(new.n, dtype=np.int64)])
+            store = new.store if store is None else store.append(new.store)
         both = Rows(
-            **{
-                f: concat(getattr(rows, f), getattr(new, f))
-                for f in ("codes", "ids", "vectors", "scales")
-            },
+            concat(rows.codes, new.codes),
+            concat(rows.ids, new.ids),
+            store=store,
+            slots=slots,
             radius=rows.radius,
-        )
+        ).compact()
         return self.order(both, {f: concat(getattr(rows, f), derived.get(f)) for f in derived})
 
     def order(self, rows: Rows, derived: Derived) -> Rows:
@@ -228,8 +302,9 @@ class Layout:
             ids=rows.ids,
             mean=None if itq is None or not centre_queries else itq.mean,
             projection=None if itq is None else itq.projection,
-            vectors=rows.vectors,
-            scales=rows.scales,
+            vectors=None if rows.store is None else list(rows.store.segments),
+            scales=None if rows.store is None or not rows.store.scales else list(rows.store.scales),
+            slots=rows.slots,
         )
 
     # ---- files ----

@@ -76,7 +76,8 @@ def assign(x: np.ndarray, centres: np.ndarray, device: str = "auto") -> np.ndarr
     import torch
 
     dev = resolve_device(device)
-    ct = torch.from_numpy(np.ascontiguousarray(centres, dtype=np.float32)).to(dev)
+    # a copy: a loaded file's centres are read-only, which torch.from_numpy warns about
+    ct = torch.tensor(np.asarray(centres, dtype=np.float32), device=dev)
     scorer = _scorer(ct)
     out = np.empty(len(x), dtype=np.int32)
     for s in range(0, len(x), ASSIGN_CHUNK):
