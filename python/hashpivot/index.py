@@ -16,9 +16,7 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
-from ._validate import choice, count
-from ._validate import seed as _seed
+from ._validate import choice
 from .codes import as_codes, check_n_bits
 from .documents import DocStore
 from .errors import (
@@ -29,7 +27,7 @@ from .errors import (
     LimitError,
     UnknownIdError,
 )
-from .filters import IdFilter, IdMap, as_filter
+from .filters import IdFilter
 from .ids import id_set, new_ids
 from .itq import ITQ, as_embeddings
 from .layouts import Layout, Rows, TrainOptions, layout_class
@@ -43,28 +41,12 @@ from .options import (
     ScoringName,
     StoreName,
 )
-from .pivots import MAX_PIVOTS, METHODS
-from .plan import IndexShape, Plan, make_plan
+from .plan import IndexShape, Plan
 from .storage import IndexHeader, load_index, save_index
 from .vectors import Store, prepare, quantize
+from .version import Version
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
-
-
-class _Version:
-    """One version of the rows, its snapshot, and (when a filter needs it) its id map."""
-
-    def __init__(self, rows: Rows, snapshot: _core.Snapshot) -> None:
-        self.rows, self.snapshot = rows, snapshot
-        self._idmap: Optional[IdMap] = None
-        # memory-mapped members (hashpivot.storage.SizeGuard): checked before each search
-        self.guards = [a.size_guard for a in rows.resident() if hasattr(a, "size_guard")]
-
-    @property
-    def idmap(self) -> IdMap:
-        if self._idmap is None:  # two threads may both build it: the same map, harmless
-            self._idmap = IdMap(self.rows.ids)
-        return self._idmap
 
 
 class Index:
@@ -96,9 +78,7 @@ class Index:
         self._set_rows(rows)
 
     def _set_rows(self, rows: Rows) -> None:
-        snapshot = self._layout.snapshot(rows)
-        snapshot.normalize = self.metric == "cosine"  # queries scaled to unit length in C++
-        self._version = _Version(rows, snapshot)
+        self._version = Version(self._layout, rows, self.metric == "cosine")
 
     # ---- what it is ----
     layout = property(lambda self: self._layout.name, doc="'flat', 'partitioned' or 'ivf'")
@@ -174,7 +154,9 @@ class Index:
         choice(metric, "metric", METRICS)
         groups = n_partitions if n_partitions is not None else n_lists
         opts = replace(
-            cls._options(check_n_bits(n_bits), seed, n_pivots, pivot_method, pivot_sample, groups),
+            TrainOptions.checked(
+                check_n_bits(n_bits), seed, n_pivots, pivot_method, pivot_sample, groups
+            ),
             device=device,
             n_iter=n_iter,
             max_train=max_train,
@@ -211,32 +193,13 @@ class Index:
         it with :meth:`search_codes`."""
         choice(layout, "layout", [n for n in LAYOUTS if layout_class(n).capabilities.code_input])
         codes = as_codes(codes)
-        opts = cls._options(
+        opts = TrainOptions.checked(
             codes.shape[1] * 8, seed, n_pivots, pivot_method, pivot_sample, n_partitions
         )
         lay = layout_class(layout).from_codes(codes, None, opts)
         index = cls(lay, None, "ip", lay.empty(), meta)
         index._append(None, codes, lay.derive(codes, None), ids)
         return index
-
-    @staticmethod
-    def _options(
-        n_bits: int,
-        seed: object,
-        n_pivots: object,
-        pivot_method: object,
-        pivot_sample: object,
-        n_groups: Optional[int],
-    ) -> TrainOptions:
-        choice(pivot_method, "pivot_method", METHODS)
-        return TrainOptions(
-            n_bits=n_bits,
-            seed=_seed(seed),
-            n_pivots=count(n_pivots, "n_pivots", 0, MAX_PIVOTS),
-            pivot_method=str(pivot_method),
-            pivot_sample=count(pivot_sample, "pivot_sample", 1),
-            n_groups=n_groups,
-        )
 
     def _append(
         self,
@@ -294,28 +257,15 @@ class Index:
         return self.itq
 
     # ---- search ----
-    def shape(self, version: Optional[_Version] = None, store: bool = True) -> IndexShape:
+    def shape(self) -> IndexShape:
         """What a search plan needs to know about this index (hashpivot.plan)."""
-        rows = (version or self._version).rows
-        lay = self._layout
-        return IndexShape(
-            capabilities=lay.capabilities,
-            n_rows=rows.n,
-            n_bits=lay.n_bits,
-            has_itq=lay.itq is not None,
-            has_store=store and rows.vectors is not None,
-            n_groups=lay.n_groups,
-            n_pivots=lay.n_pivots,
-        )
+        return self._version.shape()
 
     def plan(self, k: int = 10, **options: Any) -> Plan:
         """The plan :meth:`search` would run with these options (for inspection)."""
-        allowed = options.pop("allowed", None)
-        n_allowed = None
-        if allowed is not None:
-            _, rows = as_filter(allowed).resolve(self._version.idmap, len(self))
-            n_allowed = len(rows)
-        return make_plan(self.shape(), k, tuned=self.tuned, allowed=n_allowed, **options)
+        version = self._version
+        filt = version.allowed(options.pop("allowed", None))
+        return version.plan(k, filt, tuned=self.tuned, **options)
 
     def search(
         self,
@@ -350,25 +300,11 @@ class Index:
         -1 (scores -inf, distances n_bits + 1) where fewer than k documents qualify.
         """
         itq = self._require_itq()
-        version = self._version
         # finiteness, zero vectors and the cosine normalisation: checked in C++, in one pass
         q = as_embeddings(queries, "queries", itq.dim, check_finite=False)
-        bits, allowed_rows = self._resolve(version, allowed)
-        plan = make_plan(
-            self.shape(version),
-            k,
-            candidates=candidates,
-            oversample=oversample,
-            rerank=rerank,
-            scoring=scoring,
-            shortlist=shortlist,
-            nprobe=nprobe,
-            threshold=threshold,
-            threads=threads,
-            tuned=self.tuned,
-            allowed=None if allowed_rows is None else len(allowed_rows),
-        )
-        return self._run(version, q, plan, bits, allowed_rows)
+        options = dict(candidates=candidates, oversample=oversample, rerank=rerank)
+        options.update(scoring=scoring, shortlist=shortlist, nprobe=nprobe, threshold=threshold)
+        return self._search(q, k, allowed, threads=threads, **options)
 
     def search_codes(
         self,
@@ -384,46 +320,29 @@ class Index:
             raise InvalidInputError(
                 f"a {self.layout} index holds residual codes: search it with embeddings (search())"
             )
-        version = self._version
         qc = as_codes(query_codes, "query codes", allow_1d=True)
         if qc.shape[1] * 8 != self.n_bits:
             raise DimensionError(
                 f"query codes have {qc.shape[1] * 8} bits; the index has {self.n_bits}"
             )
-        bits, allowed_rows = self._resolve(version, allowed)
-        plan = make_plan(
-            self.shape(version, store=False),
+        return self._search(
+            qc,
             k,
+            allowed,
+            store=False,
             threshold=threshold,
             threads=threads,
             nprobe=nprobe,
-            tuned=self.tuned,
             query_codes=True,
-            allowed=None if allowed_rows is None else len(allowed_rows),
         )
-        return self._run(version, qc, plan, bits, allowed_rows)
 
-    @staticmethod
-    def _resolve(
-        version: _Version, allowed: object
-    ) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        if allowed is None:
-            return None, None
-        return as_filter(allowed).resolve(version.idmap, version.rows.n)
-
-    def _run(
-        self,
-        version: _Version,
-        q: np.ndarray,
-        plan: Plan,
-        bits: Optional[np.ndarray],
-        allowed_rows: Optional[np.ndarray],
+    def _search(
+        self, q: np.ndarray, k: int, allowed: object, store: bool = True, **options: Any
     ) -> Tuple[np.ndarray, np.ndarray]:
-        for guard in version.guards:
-            guard.check()
-        out, ids, scanned = version.snapshot.search(
-            q, plan.to_core(), bits, allowed_rows if plan.source == "allowed" else None
-        )
+        version = self._version  # one version for the whole search
+        filt = version.allowed(allowed)
+        plan = version.plan(k, filt, store, tuned=self.tuned, **options)
+        out, ids, scanned = version.run(q, plan, filt)
         with self._stats_lock:
             t = self._totals
             t["searches"] += 1
@@ -453,19 +372,11 @@ class Index:
     # ---- information ----
     def stats(self) -> Dict[str, Any]:
         """Sizes (bytes per document, everything resident counted) and search totals."""
-        rows, lay = self._version.rows, self._layout
-        n = rows.n
-        store = 0 if rows.store is None else rows.store.nbytes
-        index_bytes = sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes()
+        lay, sizes = self._layout, self._version.sizes()
+        n = self._version.rows.n
+        store, index_bytes = sizes.pop("store_bytes"), sizes.pop("index_bytes")
         with self._stats_lock:
             t = dict(self._totals)
-        groups = {}
-        if lay.n_groups:
-            sizes = np.percentile(np.diff(rows.offsets), [0, 50, 100])
-            groups = {
-                f"n_{self.capabilities.group_noun}": lay.n_groups,
-                "group_size_min_median_max": [int(v) for v in sizes],
-            }
         return {
             "n": n,
             "n_bits": self.n_bits,
@@ -482,7 +393,7 @@ class Index:
             "tuned": dict(self.tuned),
             **t,
             "scanned_share": t["rows_scanned"] / t["rows_possible"] if t["rows_possible"] else None,
-            **groups,
+            **sizes,
         }
 
     # ---- persistence ----

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, Optional, 
 import numpy as np
 
 from .. import _core
-from .._validate import count
+from .._validate import choice, count
+from .._validate import seed as check_seed
 from ..errors import CorruptFileError, InvalidInputError
 from ..itq import ITQ
 from ..vectors import RowVectors, Store
@@ -162,6 +163,29 @@ class TrainOptions:
     n_iter: int = 50
     max_train: Optional[int] = None
     progress: Optional[bool] = None
+
+    @classmethod
+    def checked(
+        cls,
+        n_bits: int,
+        seed: object,
+        n_pivots: object,
+        pivot_method: object,
+        pivot_sample: object,
+        n_groups: Optional[int],
+    ) -> TrainOptions:
+        """Options from a caller's arguments, each checked (one message per mistake)."""
+        from ..pivots import MAX_PIVOTS, METHODS  # pivots -> kernels -> plan imports layouts
+
+        choice(pivot_method, "pivot_method", METHODS)
+        return cls(
+            n_bits=n_bits,
+            seed=check_seed(seed),
+            n_pivots=count(n_pivots, "n_pivots", 0, MAX_PIVOTS),
+            pivot_method=str(pivot_method),
+            pivot_sample=count(pivot_sample, "pivot_sample", 1),
+            n_groups=n_groups,
+        )
 
     def itq(self) -> ITQ:
         return ITQ(

@@ -1,0 +1,78 @@
+"""One immutable version of an index's rows with its C++ snapshot (validated once): what a
+search reads. ``Index`` swaps versions in one assignment, so a search sees the rows as they were
+when it started; the version plans against its own shape and runs the plan in one call."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from .filters import IdMap, as_filter
+from .layouts import Layout, Rows
+from .plan import IndexShape, Plan, make_plan
+
+Allowed = Tuple[Optional[np.ndarray], Optional[np.ndarray]]  # (row bitmap, allowed rows)
+
+
+class Version:
+    """The rows, their snapshot, and (when a filter needs it) their id map."""
+
+    def __init__(self, layout: Layout, rows: Rows, cosine: bool) -> None:
+        self.layout, self.rows = layout, rows
+        self.snapshot = layout.snapshot(rows)
+        self.snapshot.normalize = cosine  # queries scaled to unit length in C++
+        self._idmap: Optional[IdMap] = None
+        # memory-mapped members (hashpivot.storage.SizeGuard): checked before each search
+        self.guards = [a.size_guard for a in rows.resident() if hasattr(a, "size_guard")]
+
+    @property
+    def idmap(self) -> IdMap:
+        if self._idmap is None:  # two threads may both build it: the same map, harmless
+            self._idmap = IdMap(self.rows.ids)
+        return self._idmap
+
+    def shape(self, store: bool = True) -> IndexShape:
+        """What a search plan needs to know about these rows (hashpivot.plan)."""
+        lay = self.layout
+        return IndexShape(
+            capabilities=lay.capabilities,
+            n_rows=self.rows.n,
+            n_bits=lay.n_bits,
+            has_itq=lay.itq is not None,
+            has_store=store and self.rows.store is not None,
+            n_groups=lay.n_groups,
+            n_pivots=lay.n_pivots,
+        )
+
+    def allowed(self, allowed: object) -> Allowed:
+        """A filter (ids, mask or IdFilter) as rows of this version."""
+        if allowed is None:
+            return None, None
+        return as_filter(allowed).resolve(self.idmap, self.rows.n)
+
+    def plan(self, k: int, filt: Allowed, store: bool = True, **options: Any) -> Plan:
+        n_allowed = None if filt[1] is None else len(filt[1])
+        return make_plan(self.shape(store), k, allowed=n_allowed, **options)
+
+    def run(self, q: np.ndarray, plan: Plan, filt: Allowed) -> Tuple[np.ndarray, np.ndarray, int]:
+        """(scores or distances, ids, rows scanned): the whole plan in one GIL-free call."""
+        for guard in self.guards:
+            guard.check()
+        bits, rows = filt
+        return self.snapshot.search(
+            q, plan.to_core(), bits, rows if plan.source == "allowed" else None
+        )
+
+    def sizes(self) -> Dict[str, Any]:
+        """Resident bytes (the index's own and the store's) and group sizes."""
+        rows, lay = self.rows, self.layout
+        out: Dict[str, Any] = {
+            "store_bytes": 0 if rows.store is None else rows.store.nbytes,
+            "index_bytes": sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes(),
+        }
+        if lay.n_groups:
+            sizes = np.percentile(np.diff(rows.offsets), [0, 50, 100])
+            out[f"n_{lay.capabilities.group_noun}"] = lay.n_groups
+            out["group_size_min_median_max"] = [int(v) for v in sizes]
+        return out
