@@ -113,7 +113,7 @@ class Snapshot {
            const py::object& part_offsets, const py::object& radius, const py::object& cdist,
            const py::object& list_centres, const py::object& list_offsets,
            const py::object& factors, const py::object& lists, const py::object& vectors,
-           const py::object& scales, const py::object& slots) {
+           const py::object& scales, const py::object& slots, const py::object& biases) {
     v_.codes = as_codes(codes, "codes");
     keep(codes);
     const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
@@ -204,6 +204,13 @@ class Snapshot {
       L.factors = static_cast<const float*>(f.data());
       for (int64_t r = 0; r < n; ++r)
         if (!std::isfinite(L.factors[r])) fail("factors must be finite");
+      if (!is_set(biases)) fail("an ivf snapshot needs one bias a row");
+      const py::array b = keep(biases);
+      require_dtype(b, py::dtype::of<float>(), "biases", "float32");
+      require_shape(b, "biases", {n});
+      L.biases = static_cast<const float*>(b.data());
+      for (int64_t r = 0; r < n; ++r)
+        if (!std::isfinite(L.biases[r])) fail("biases must be finite");
       const py::array rl = keep(lists);
       require_dtype(rl, py::dtype::of<int32_t>(), "lists", "int32");
       require_shape(rl, "lists", {n});
@@ -742,7 +749,7 @@ PYBIND11_MODULE(_core, m) {
                     const py::object&, const py::object&, const py::object&, int, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&, const py::object&>(),
+                    const py::object&, const py::object&, const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
@@ -751,7 +758,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("list_centres") = py::none(), py::arg("list_offsets") = py::none(),
            py::arg("factors") = py::none(), py::arg("lists") = py::none(),
            py::arg("vectors") = py::none(), py::arg("scales") = py::none(),
-           py::arg("slots") = py::none())
+           py::arg("slots") = py::none(), py::arg("biases") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,

@@ -67,8 +67,10 @@ struct HammingPartitions {
   bool wide = false;
 };
 
-// IVF layout: rows grouped by the nearest float centre; codes are of the residual x - c and a
-// row's score is <q, c> + factor * <z, 2b - 1>.
+// IVF layout: rows grouped by the nearest float centre; codes are of the residual r = x - c and
+// a row's score is <q, c> + bias + factor * <z, 2b - 1>. The bias, <c, r> - factor <W^T c, 2b - 1>,
+// puts the centre's exact share of <q, r> in place of its estimate: the code then estimates
+// <q - c, r>, whose error scales with |q - c| instead of |q| (python/hashpivot/layouts/ivf.py).
 struct FloatLists {
   const float* centres = nullptr;    // (C, dim)
   const float* centres_t = nullptr;  // (dim, C_pad): transposed, zero columns up to C_pad
@@ -76,6 +78,7 @@ struct FloatLists {
   int dim = 0;
   const int64_t* offsets = nullptr;    // C + 1
   const float* factors = nullptr;      // n
+  const float* biases = nullptr;       // n
   const int32_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
 };
 

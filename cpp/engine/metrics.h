@@ -61,8 +61,9 @@ struct AsymMetric : Int32GroupKeys<A> {
   HP_INLINE auto group(const uint8_t* c, int64_t) const { return g.dist(c); }
 };
 
-// IVF rows: key = -(<q, c> + factor * <z, 2b - 1>), with <z, 2b - 1> from the quantized distance
-// d as step * (22 n - sum_v - 2 d): key = c0 + factor * (c1 + c2 * d), c0 = -<q, c> per list.
+// IVF rows: key = -(<q, c> + bias + factor * <z, 2b - 1>), with <z, 2b - 1> from the quantized
+// distance d as step * (22 n - sum_v - 2 d): key = (c0 - bias) + factor * (c1 + c2 * d),
+// c0 = -<q, c> per list.
 template <class A, int W>
 struct ListMetric {
   using Key = float;
@@ -70,15 +71,16 @@ struct ListMetric {
   static constexpr bool kGroup = AsymMetric<A, W>::kGroup;
   AsymMetric<A, W> asym;
   const float* factors;
+  const float* biases;
   float c0 = 0, c1, c2;
-  HP_INLINE ListMetric(const AsymQuery& q, const float* f)
-      : asym(q), factors(f), c1(-asym_score_offset(q)), c2(2 * q.step) {}
+  HP_INLINE ListMetric(const AsymQuery& q, const float* f, const float* b)
+      : asym(q), factors(f), biases(b), c1(-asym_score_offset(q)), c2(2 * q.step) {}
   HP_INLINE void set_list(float centre_score) { c0 = -centre_score; }
   HP_INLINE Key one(const uint8_t* c, int64_t row) const {
-    return c0 + factors[row] * (c1 + c2 * static_cast<float>(asym.one(c, row)));
+    return (c0 - biases[row]) + factors[row] * (c1 + c2 * static_cast<float>(asym.one(c, row)));
   }
   HP_INLINE auto group(const uint8_t* c, int64_t row) const {
-    return A::affine(asym.g.dist(c), factors + row, c0, c1, c2);
+    return A::affine(asym.g.dist(c), factors + row, biases + row, c0, c1, c2);
   }
   template <class VK>
   static HP_INLINE uint32_t lt(VK k, Key thr) {

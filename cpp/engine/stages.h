@@ -372,7 +372,7 @@ HP_INLINE M make_metric(const Ctx& c, const QueryState& st) {
   if constexpr (M::kIsHamming)
     return M(st.code.data(), c.nb);
   else if constexpr (M::kIsList)
-    return M(st.asym, c.s.lists.factors);
+    return M(st.asym, c.s.lists.factors, c.s.lists.biases);
   else
     return M(st.asym);
 }
@@ -552,7 +552,9 @@ inline void rescore(const Ctx& c, QueryState& st) {
       __builtin_prefetch(codes + pool[j + kGatherAhead].row * c.nb);
     const int64_t r = pool[j].row;
     float s = tables.score(codes + r * c.nb);
-    if (lists) s = st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.factors[r] * s;
+    if (lists)
+      s = (st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.biases[r]) +
+          c.s.lists.factors[r] * s;
     pool[j].key = -s;
   }
   select_smallest(pool, static_cast<size_t>(c.p.candidates));  // the rerank or write sorts

@@ -27,11 +27,14 @@ struct Avx2 {
         _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(thr), d))));
   }
   static HP_INLINE void store(V d, int32_t* out) { _mm256_storeu_si256((__m256i*)out, d); }
-  // float keys c0 + f_j * (c1 + c2 * d_j) (the scalar path computes the same, in that order)
-  static HP_INLINE __m256 affine(V d, const float* f, float c0, float c1, float c2) {
+  // float keys (c0 - b_j) + f_j * (c1 + c2 * d_j) (the scalar path computes the same, in that
+  // order)
+  static HP_INLINE __m256 affine(V d, const float* f, const float* b, float c0, float c1,
+                                 float c2) {
     const __m256 inner =
         _mm256_add_ps(_mm256_set1_ps(c1), _mm256_mul_ps(_mm256_set1_ps(c2), _mm256_cvtepi32_ps(d)));
-    return _mm256_add_ps(_mm256_set1_ps(c0), _mm256_mul_ps(_mm256_loadu_ps(f), inner));
+    const __m256 base = _mm256_sub_ps(_mm256_set1_ps(c0), _mm256_loadu_ps(b));
+    return _mm256_add_ps(base, _mm256_mul_ps(_mm256_loadu_ps(f), inner));
   }
   static HP_INLINE uint32_t lt_mask_ps(__m256 k, float thr) {
     return static_cast<uint32_t>(

@@ -84,6 +84,7 @@ class Snapshot:
         vectors: Union[np.ndarray, Sequence[np.ndarray], None] = None,
         scales: Union[npt.NDArray[np.float32], Sequence[npt.NDArray[np.float32]], None] = None,
         slots: Optional[npt.NDArray[np.int64]] = None,
+        biases: Optional[npt.NDArray[np.float32]] = None,
     ) -> None: ...
     def search(
         self,

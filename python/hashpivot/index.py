@@ -428,7 +428,7 @@ class Index:
         Refuses an unknown version, a missing, truncated, symlinked or corrupt file (checksums
         and the layout's derived arrays when ``verify``). Nothing is ever unpickled."""
         h, layout, arrays, documents = load_index(path, mmap, verify)
-        rows = Rows.from_saved(arrays)
+        rows = layout.upgrade(Rows.from_saved(arrays))
         try:
             index = cls(layout, h.store, h.metric, rows, h.meta, h.tuned)
         except (InvalidInputError, InvalidTypeError) as e:  # the snapshot's own checks

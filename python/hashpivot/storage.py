@@ -520,7 +520,7 @@ def _load_documents(
     return DocStore.open_fd(fd, str(root / str(entry["file"])), np.asarray(offsets), sha)
 
 
-VERSION = 4  # 4: the header carries its own checksum, documents are members
+VERSION = 5  # 4: the header carries its own checksum, documents are members; 5: ivf biases
 OLDEST_VERSION = 1  # each layout is readable from the version that introduced it
 
 

@@ -265,14 +265,15 @@ static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
           j, D[j], (long)I[j], want[j].key, (long)want[j].row);
 }
 
-// IVF lists: every list probed, no rerank: the exact list scores <q, c> + f <z, 2b - 1>.
+// IVF lists: every list probed, no rerank: the exact list scores <q, c> + b + f <z, 2b - 1>.
 static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
   const int n_bits = nbytes * 8, dim = n_bits;
   auto codes = make_codes(rng, n, nbytes, false);
   std::normal_distribution<float> g;
-  std::vector<float> centres(C * dim), factors(n), proj(dim * n_bits, 0), x(dim);
+  std::vector<float> centres(C * dim), factors(n), biases(n), proj(dim * n_bits, 0), x(dim);
   for (auto& v : centres) v = g(rng);
   for (auto& v : factors) v = 0.5f + std::fabs(g(rng));
+  for (auto& v : biases) v = g(rng);
   for (int d = 0; d < dim; ++d) proj[d * n_bits + d] = 1;  // z = q
   for (auto& v : x) v = g(rng);
   std::vector<int64_t> offsets(C + 1);
@@ -287,8 +288,8 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   std::vector<float> centres_t(dim * C_pad, 0.0f);
   for (int c = 0; c < C; ++c)
     for (int d = 0; d < dim; ++d) centres_t[d * C_pad + c] = centres[c * dim + d];
-  v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(),
-             factors.data(), row_lists.data()};
+  v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(), factors.data(),
+             biases.data(),  row_lists.data()};
   Plan p;
   p.k = p.candidates = k;
   p.pool = std::max(2 * k, k + 64);
@@ -310,7 +311,7 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
     for (int d = 0; d < dim; ++d) cs += x[d] * centres[c * dim + d];
     for (int j = 0; j < n_bits; ++j)
       bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
-    all.push_back({static_cast<float>(-(cs + factors[i] * bs)), i});
+    all.push_back({static_cast<float>(-(cs + biases[i] + factors[i] * bs)), i});
   }
   auto want = best(all, k);
   int same = 0;

@@ -44,6 +44,7 @@ class Rows:
     cdist: Optional[np.ndarray] = None  # partitioned: each row's distance to its centre
     lists: Optional[np.ndarray] = None  # ivf: each row's list
     factors: Optional[np.ndarray] = None  # ivf: each row's residual scale a_x
+    biases: Optional[np.ndarray] = None  # ivf: each row's exact centre share, less its estimate
 
     def take(self, order: np.ndarray, **changed: Any) -> Rows:
         """These rows in another order (or a subset), with some arrays replaced. The store is
@@ -134,7 +135,7 @@ class Rows:
         return (*own, "vectors", "scales")
 
 
-PER_ROW = ("codes", "ids", "slots", "table", "parts", "cdist", "lists", "factors")
+PER_ROW = ("codes", "ids", "slots", "table", "parts", "cdist", "lists", "factors", "biases")
 
 
 @dataclass(frozen=True)
@@ -362,6 +363,10 @@ class Layout:
             return count(entries[cls.group_array]["shape"][0], "groups", 1, max(n, MAX_GROUPS))
         except (KeyError, TypeError, IndexError, ValueError) as e:
             raise CorruptFileError(f"the header's {cls.group_array} are malformed ({e})") from None
+
+    def upgrade(self, rows: Rows) -> Rows:
+        """Rows loaded from an older format version, completed to this one's arrays."""
+        return rows
 
     def verify(self, rows: Rows) -> None:
         """Recomputes what the rows' derived arrays must hold (a verifying load)."""

@@ -2,13 +2,18 @@
 seeded, on a sample), coded as ITQ codes of the residual x - c with one per-row factor;
 ``nprobe`` lists are chosen by <q, c>.
 
-A row scores <q, c> + a_x <W^T q, 2b - 1>: the exact inner product with its centre plus an
-estimate of <q, x - c> from its residual code b (W: the residual ITQ's projection). With
-y = W^T (r - mean_r) the residual's projection, a_x = ||y||^2 / sum_j |y_j| (RaBitQ's unbiased
-scale: <z, y> ~ ||y||^2 <z, b> / <y, b>). Measured on the 100k scale corpus (500 real queries,
-128 bits, 10% of the lists probed, 100 candidates): recall@10 0.583 with one scale for all rows,
-0.621 with the least-squares a_x = sum |y| / n_bits, 0.668 with this one; probing lists by
-<q, c> beat probing by L2 distance at equal rows scanned (bench/SCALE_RESULTS.md).
+A row scores <q, c> + beta_x + a_x <W^T q, 2b - 1>: the exact inner product with its centre
+plus an estimate of <q, r>, r = x - c, from its residual code b (W: the residual ITQ's
+projection). With y = W^T (r - mean_r) the residual's projection, a_x = ||y||^2 / sum_j |y_j|
+(RaBitQ's unbiased scale: <z, y> ~ ||y||^2 <z, b> / <y, b>). beta_x = <c, r> - a_x <W^T c, 2b - 1>
+swaps the code's estimate of the centre's share <c, r> for its exact value, so the code estimates
+<q - c, r> only: its error scales with |q - c| (small: a query lies near the lists it probes)
+instead of |q|, as RaBitQ's estimator uses the query's residual. bench/estimator_study.py, 100k
+realistic corpus, 300 real queries, 10% of the lists: recall@10 within the estimate's top 40
+0.482 -> 0.812 at 128 bits, 0.738 -> 0.934 at 384 bits (RaBitQ's reference: 0.927). Earlier:
+0.583 with one scale for all rows, 0.621 with the least-squares a_x = sum |y| / n_bits, 0.668
+with this one (100 candidates, mixture corpus); probing lists by <q, c> beat probing by L2
+distance at equal rows scanned (bench/SCALE_RESULTS.md).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ LISTS_PER_SQRT_N = 4  # C = 4 sqrt(N) lists, as faiss' guideline for IVF
 # scale corpus, 256 bits: 64 rows gave recall@10 0.775 / 0.912 / 0.949 (nprobe 37 / 151 / 316),
 # 40 rows 0.768 / 0.903 / 0.949, and the build went from 15.9 to 11.3 s (1M: k-means 88 -> 35 s).
 TRAIN_PER_LIST = 40
+BIASES_FROM = 5  # the index format version whose ivf files carry the per-row biases
 KMEANS_ITERS = 10  # as faiss' IVF training
 ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
 
@@ -130,19 +136,27 @@ def kmeans(
 
 def residual_codes(
     itq: ITQ, x: np.ndarray, centres: np.ndarray, lists: np.ndarray, chunk: int = 1 << 16
-) -> Tuple[np.ndarray, np.ndarray]:
-    """(codes, factors) of rows x in lists: sign of the residual's projection, and
-    a_x = ||y||^2 / sum |y_j| (1 where y is zero)."""
+) -> Tuple[np.ndarray, Derived]:
+    """(codes, {lists, factors, biases}) of rows x in lists: the sign of the residual's
+    projection, a_x = ||y||^2 / sum |y_j| (1 where y is zero) and
+    beta_x = <c, r> - a_x <W^T c, 2b - 1> (see the module docstring)."""
     n = len(x)
     codes = np.empty((n, itq.n_bits // 8), dtype=np.uint8)
     factors = np.empty(n, dtype=np.float32)
+    biases = np.empty(n, dtype=np.float32)
+    centres_w = centres @ itq.projection  # W^T c of every list
     for s in range(0, n, chunk):
-        r = np.asarray(x[s : s + chunk], dtype=np.float32) - centres[lists[s : s + chunk]]
+        at = lists[s : s + chunk]
+        r = np.asarray(x[s : s + chunk], dtype=np.float32) - centres[at]
         y = itq.project(r)
         codes[s : s + chunk] = np.packbits(y >= 0, axis=1)
         l1 = np.abs(y).sum(1)
-        factors[s : s + chunk] = np.where(l1 > 0, (y * y).sum(1) / np.maximum(l1, 1e-30), 1.0)
-    return codes, factors
+        a = np.where(l1 > 0, (y * y).sum(1) / np.maximum(l1, 1e-30), 1.0)
+        signs = np.where(y >= 0, 1.0, -1.0).astype(np.float32)
+        centre_share = np.einsum("ij,ij->i", centres[at], r)
+        biases[s : s + chunk] = centre_share - a * np.einsum("ij,ij->i", centres_w[at], signs)
+        factors[s : s + chunk] = a
+    return codes, {"lists": lists, "factors": factors, "biases": biases}
 
 
 @register
@@ -180,8 +194,8 @@ class IVFLayout(Layout):
             np.asarray(x[rows], dtype=np.float32) - centres[lists[rows]], progress=opts.progress
         )
         layout = cls(opts.n_bits, itq, centres)
-        codes, factors = residual_codes(itq, x, centres, lists)
-        return layout, codes, {"lists": lists, "factors": factors}
+        codes, derived = residual_codes(itq, x, centres, lists)
+        return layout, codes, derived
 
     @property
     def centres(self) -> np.ndarray:
@@ -196,12 +210,11 @@ class IVFLayout(Layout):
 
     def empty(self) -> Rows:
         rows = Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64))
-        return self.order(rows, {"lists": np.zeros(0, np.int32), "factors": np.zeros(0, F32)})
+        none = {"lists": np.zeros(0, np.int32), "factors": np.zeros(0, F32)}
+        return self.order(rows, {**none, "biases": np.zeros(0, F32)})
 
     def encode(self, x: np.ndarray) -> Tuple[np.ndarray, Derived]:
-        lists = assign(x, self._centres, self.itq.device)
-        codes, factors = residual_codes(self.itq, x, self._centres, lists)
-        return codes, {"lists": lists, "factors": factors}
+        return residual_codes(self.itq, x, self._centres, assign(x, self._centres, self.itq.device))
 
     def derive(self, codes: np.ndarray, x: Optional[np.ndarray]) -> Derived:
         raise InvalidInputError("an ivf index encodes embeddings itself: use add()")
@@ -209,7 +222,12 @@ class IVFLayout(Layout):
     def order(self, rows: Rows, derived: Derived) -> Rows:
         lists = derived.get("lists", rows.lists)
         order = np.argsort(lists, kind="stable")
-        rows = replace(rows, lists=lists, factors=derived.get("factors", rows.factors))
+        rows = replace(
+            rows,
+            lists=lists,
+            factors=derived.get("factors", rows.factors),
+            biases=derived.get("biases", rows.biases),
+        )
         return rows.take(order, offsets=_starts(lists[order], self.n_groups))
 
     def snapshot(self, rows: Rows) -> _core.Snapshot:
@@ -219,6 +237,7 @@ class IVFLayout(Layout):
             list_centres=self._centres,
             list_offsets=rows.offsets,
             factors=rows.factors,
+            biases=rows.biases,
             lists=rows.lists,
         )
 
@@ -239,12 +258,20 @@ class IVFLayout(Layout):
     @classmethod
     def expect(cls, header: IndexHeader) -> Expectation:
         n, C = header.n, header.groups
-        return {
+        want = {
             "list_centres": (F32, (C, header.dim)),
             "offsets": (I64, (C + 1,)),
             "lists": (I32, (n,)),
             "factors": (F32, (n,)),
         }
+        if header.version >= BIASES_FROM:
+            want["biases"] = (F32, (n,))
+        return want
+
+    def upgrade(self, rows: Rows) -> Rows:
+        """An index saved before the biases: zero biases (the estimate of <q, r> from the code
+        alone, as it was built); rebuild it for the better ranking."""
+        return rows if rows.biases is not None else replace(rows, biases=np.zeros(rows.n, F32))
 
     def verify(self, rows: Rows) -> None:
         C = self.n_groups
@@ -258,3 +285,4 @@ class IVFLayout(Layout):
             bool(np.isfinite(rows.factors).all() and np.isfinite(self._centres).all()),
             "non-finite factors or centres",
         )
+        require(bool(np.isfinite(rows.biases).all()), "non-finite biases")
