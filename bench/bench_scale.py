@@ -529,7 +529,7 @@ def plot(panels: List[tuple], path: Path) -> None:
     names = sorted({name for _, engines in panels for name in engines})
     for ax, (n, engines) in zip(axes[0], panels):
         for name, pts in sorted(engines.items()):
-            color = f"C{names.index(name)}"  # one colour per engine across the panels
+            color = plt.cm.tab20(names.index(name) % 20)  # one colour per engine, all panels
             ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=color, alpha=0.3)
             best = frontier(pts)
             ax.plot([p[0] for p in best], [p[1] for p in best], "o-", color=color, ms=3, label=name)
@@ -557,10 +557,14 @@ def panels_of(results: List[Dict]) -> List[tuple]:
 def panels_from_report(path: Path) -> List[tuple]:
     """The same panels read back from a report this script wrote (to redraw without rerunning)."""
     out: List[tuple] = []
+    every = False  # inside a section's table of every setting
     for line in path.read_text().splitlines():
         if line.startswith("## N = "):
             out.append((line[7:], {}))
-        elif line.startswith("| ") and out and not line.startswith("| engine"):
+            every = False
+        elif line.startswith("Every setting"):
+            every = True
+        elif every and line.startswith("| ") and not line.startswith("| engine"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             out[-1][1].setdefault(cells[0], []).append(
                 (float(cells[2]), float(cells[3].replace(",", "")))
