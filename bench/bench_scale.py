@@ -169,7 +169,9 @@ def rabitq_engines(x: np.ndarray, cached: Callable, n: int, quick: bool) -> List
     for engine, (code, probes, factors, qbs) in RABITQ.items():
 
         def make(code=code):
-            idx = faiss.index_factory(d, f"RR{d},IVF{nlist},{code},Refine(Flat)", IP())
+            idx = faiss.index_factory(
+                d, f"RR{d},IVF{nlist},{code},Refine(Flat)", faiss.METRIC_INNER_PRODUCT
+            )
             rows = np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)
             idx.train(np.ascontiguousarray(x[np.sort(rows)]))
             idx.add(np.ascontiguousarray(x))
@@ -192,12 +194,6 @@ def rabitq_engines(x: np.ndarray, cached: Callable, n: int, quick: bool) -> List
             label = f"nprobe={p}, k_factor={f}" + ("" if b is None else f", qb={b}")
             out.append(Setting(engine, label, s, build, per_doc))
     return out
-
-
-def IP():
-    import faiss
-
-    return faiss.METRIC_INNER_PRODUCT
 
 
 def scann_engines(x: np.ndarray, n: int, quick: bool) -> List[Setting]:

@@ -81,21 +81,25 @@ constexpr int kProjectRowsMax = 4;  // rows projected together: each matrix load
 // List centres scored a block of columns at a time: 64 columns of 384 dims are 96 KiB (L2)
 constexpr int kCentreBlock = 64;
 
-// z_i = (x_i - mean) @ proj for rows x_0 .. x_{n-1} (n <= the ISA's kProjectRows): each z_ij
-// is the sum over d ascending of (x_id - mean_d) P[d, j], the same sums on every ISA and
-// however many rows share the pass (no FMA contraction: -ffp-contract=off). Rows x 4 vectors of
-// sums stay in registers (the ISA's float lanes: 16, 8 or 4) while the matrix streams by once.
+// Rows x_0 .. x_{n-1} less the transform's mean, gathered into xc (kProjectRows x dim, rows
+// past n zero): what project_cols reads.
 template <class A>
-void project_rows(const Transform& t, const float* const* x, int n, float* const* z,
-                  int col_begin = 0, int col_end = -1) {
-  constexpr int L = A::kFloatLanes, kVecs = 4, kRows = A::kProjectRows, kCols = L * kVecs;
-  typedef float FV __attribute__((vector_size(sizeof(float) * L)));
-  thread_local std::vector<float> xc;
-  xc.assign(static_cast<size_t>(kRows) * t.dim, 0.0f);
+void centre_rows(const Transform& t, const float* const* x, int n, float* xc) {
+  std::fill(xc, xc + static_cast<size_t>(A::kProjectRows) * t.dim, 0.0f);
   for (int r = 0; r < n; ++r)
     for (int d = 0; d < t.dim; ++d) xc[r * t.dim + d] = t.mean ? x[r][d] - t.mean[d] : x[r][d];
-  if (col_end < 0) col_end = t.n_bits;
-  for (int j0 = col_begin; j0 < col_end; j0 += kCols) {  // columns: multiples of 64
+}
+
+// z_i[j] = xc_i @ proj[:, j] for columns [j_begin, j_end) (multiples of 64): each z_ij is the
+// sum over d ascending of xc_id P[d, j], the same sums on every ISA and however many rows share
+// the pass (no FMA contraction: -ffp-contract=off). Rows x 4 vectors of sums stay in registers
+// (the ISA's float lanes: 16, 8 or 4) while the matrix's columns stream by once.
+template <class A>
+void project_cols(const Transform& t, const float* xc, int n, float* const* z, int j_begin,
+                  int j_end) {
+  constexpr int L = A::kFloatLanes, kVecs = 4, kRows = A::kProjectRows, kCols = L * kVecs;
+  typedef float FV __attribute__((vector_size(sizeof(float) * L)));
+  for (int j0 = j_begin; j0 < j_end; j0 += kCols) {
     FV acc[kRows][kVecs] = {};
     for (int d = 0; d < t.dim; ++d) {
       const float* row = t.proj + static_cast<int64_t>(d) * t.n_bits + j0;
@@ -111,6 +115,15 @@ void project_rows(const Transform& t, const float* const* x, int n, float* const
     }
     for (int r = 0; r < n; ++r) std::memcpy(z[r] + j0, acc[r], sizeof(acc[r]));
   }
+}
+
+// z_i = (x_i - mean) @ proj for rows x_0 .. x_{n-1} (n <= the ISA's kProjectRows), every column.
+template <class A>
+void project_rows(const Transform& t, const float* const* x, int n, float* const* z) {
+  thread_local std::vector<float> xc;
+  xc.resize(static_cast<size_t>(A::kProjectRows) * t.dim);
+  centre_rows<A>(t, x, n, xc.data());
+  project_cols<A>(t, xc.data(), n, z, 0, t.n_bits);
 }
 
 template <class A>
@@ -148,6 +161,15 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
     }
   }
   if (!c.q.codes && !c.q.projections) {
+    // <q, c> of every list (the probe's order, each row's base score) is a product like the
+    // projection, over many more columns: each group of queries is gathered once, then a block
+    // of the transposed centres stays in cache while every group of the chunk uses it
+    const Transform centres{nullptr, s.lists.centres_t, s.lists.dim,
+                            static_cast<int>(s.lists.C_pad)};
+    const size_t group_floats = static_cast<size_t>(A::kProjectRows) * centres.dim;
+    thread_local std::vector<float> gathered;  // each group's queries, for the centre product
+    if (s.lists.C)
+      gathered.resize((q1 - q0 + A::kProjectRows - 1) / A::kProjectRows * group_floats);
     for (int64_t b = q0; b < q1; b += A::kProjectRows) {
       const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
       const float* x[kProjectRowsMax];
@@ -157,25 +179,19 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
         z[r] = sts[b + r - q0].z.data();
       }
       project_rows<A>(s.transform, x, m, z);
+      if (s.lists.C)
+        centre_rows<A>(centres, x, m, gathered.data() + (b - q0) / A::kProjectRows * group_floats);
     }
-    // <q, c> of every list (the probe's order, each row's base score) is a product like the
-    // projection, over many more columns: a block of the transposed centres stays in cache
-    // while every query of the chunk uses it, so the centres stream by once a chunk
-    const Transform centres{nullptr, s.lists.centres_t, s.lists.dim,
-                            static_cast<int>(s.lists.C_pad)};
     for (int64_t qi = q0; s.lists.C && qi < q1; ++qi)
       sts[qi - q0].centre_scores.resize(s.lists.C_pad);
     for (int j0 = 0; s.lists.C && j0 < centres.n_bits; j0 += kCentreBlock) {
       const int j1 = std::min<int>(centres.n_bits, j0 + kCentreBlock);
       for (int64_t b = q0; b < q1; b += A::kProjectRows) {
         const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
-        const float* x[kProjectRowsMax];
         float* cs[kProjectRowsMax];
-        for (int r = 0; r < m; ++r) {
-          x[r] = sts[b + r - q0].vec;
-          cs[r] = sts[b + r - q0].centre_scores.data();
-        }
-        project_rows<A>(centres, x, m, cs, j0, j1);
+        for (int r = 0; r < m; ++r) cs[r] = sts[b + r - q0].centre_scores.data();
+        const float* xc = gathered.data() + (b - q0) / A::kProjectRows * group_floats;
+        project_cols<A>(centres, xc, m, cs, j0, j1);
       }
     }
   }
