@@ -12,18 +12,27 @@ medians).
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 import hashpivot as hp
 
-N, DIM, ADDS, ADD_ROWS, ROUNDS = 200_000, 384, 5, 200, 7
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import rounds
+
+DIM, ADDS, ADD_ROWS, ROUNDS = 384, 5, 200, 7
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000, help="rows of the saved index")
+    N = ap.parse_args().n
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N + ADDS * ADD_ROWS, DIM)).astype(np.float32)
     path = tempfile.mkdtemp()
@@ -48,7 +57,7 @@ def main() -> None:
     print(f"copying the store, as add() did before: median {1e3 * statistics.median(ts):.1f} ms")
     q = rng.standard_normal((300, DIM)).astype(np.float32)
     times = {"plain": [], "added": []}
-    for _ in range(ROUNDS):
+    for _ in range(rounds(ROUNDS)):
         for name, index in (("plain", plain), ("added", added)):
             t0 = time.perf_counter()
             index.search(q, k=10, candidates=800, nprobe=64, threads=1)

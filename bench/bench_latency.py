@@ -21,14 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
-from common import interleaved_rates, markdown_table
+from common import SHARED, interleaved_rates, markdown_table
 
-DATA = Path(
-    os.environ.get(
-        "HASHPIVOT_SHARED_DATA",
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "manpages-ja",
-    )
-)
+DATA = SHARED
 
 
 def latency_us(search, q: np.ndarray) -> float:

@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, median_time
+from common import SHARED, markdown_table, median_time
 from hashpivot import Index, hamming_distances, pivot_filter
 from hashpivot.truth import exact_topk
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "manpages-ja"
 
 
 def synthetic(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -66,11 +64,16 @@ def run(name: str, x: np.ndarray, queries: np.ndarray, args, store) -> list:
         if frec >= args.target:
             t_sel = t
             break
-    _, qc = index.encode_queries(queries)
+    qc = index.itq.encode(queries)
     L = args.candidates
-    base = median_time(lambda: index.candidates(qc, L, None, threads=1), args.repeats)
-    filt = median_time(lambda: index.candidates(qc, L, t_sel, threads=1), args.repeats)
-    scanned = index.stats()["last_search_scanned_share"]
+    base = median_time(lambda: index.search_codes(qc, L, threads=1), args.repeats)
+    filt = median_time(lambda: index.search_codes(qc, L, threshold=t_sel, threads=1), args.repeats)
+    before = index.stats()
+    index.search_codes(qc, L, threshold=t_sel, threads=1)
+    after = index.stats()
+    scanned = (after["rows_scanned"] - before["rows_scanned"]) / (
+        after["rows_possible"] - before["rows_possible"]
+    )
     rows = [
         [
             name,

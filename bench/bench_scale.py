@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
 import scale_corpus
-from common import markdown_table
+from common import SMOKE, markdown_table, rounds
 from hashpivot.truth import recall_at
 
 K = 10
@@ -349,7 +349,7 @@ def measure(settings: List[Setting], q: np.ndarray, truth: np.ndarray) -> None:
 
     for s in settings:
         s.recall = recall_at(s.search(q, 1), truth, K)
-    for _ in range(ROUNDS):  # every setting once per round: a slow spell hits all alike
+    for _ in range(rounds(ROUNDS)):  # every setting once per round: a slow spell hits all alike
         for threads in (1, 2):
             faiss_threads(threads)
             for s in settings:
@@ -357,7 +357,7 @@ def measure(settings: List[Setting], q: np.ndarray, truth: np.ndarray) -> None:
                 s.search(q, threads)
                 s.qps[threads].append(len(q) / (time.perf_counter() - t0))
     faiss.omp_set_num_threads(1)
-    one = q[:LATENCY_QUERIES]
+    one = q[: 1 if SMOKE else LATENCY_QUERIES]
     for s in settings:
         ts = []
         for i in range(len(one)):

@@ -18,7 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "manpages-ja"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED
+
 MODES = {  # search keyword arguments, as Python source
     "asym": "dict(candidates=100, rerank=False)",
     "filter": "dict(allowed=np.arange(0, 10000, 10), rerank=False, candidates=100)",

@@ -12,6 +12,7 @@ the filter's per-row cut. Same data, thresholds and queries as bench_pivot.py.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -61,13 +62,16 @@ def sim(name: str, index: Index, qc: np.ndarray, t: int, leaves=(16, 64, 256)) -
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="synthetic rows")
+    args = ap.parse_args()
     x = np.load(SHARED / "embeddings.npy")
     qe = np.load(SHARED / "query_embeddings.npy")
     index = Index.build(x, store=None, seed=42, progress=False, n_pivots=8)
     sim("manpages, text queries", index, index.itq.encode(qe), 18)
-    xs = synthetic(x, 1_000_000)
+    xs = synthetic(x, args.n)
     index = Index.build(xs, store=None, seed=42, progress=False, n_pivots=8)
-    sim("synthetic ITQ 1M", index, index.itq.encode(synthetic(qe, 1000, seed=1)), 13)
+    sim(f"synthetic ITQ {args.n:,}", index, index.itq.encode(synthetic(qe, 1000, seed=1)), 13)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,9 @@ from typing import Tuple
 
 import numpy as np
 
+from common import SHARED
 from hashpivot.truth import exact_topk
 
-SHARED = Path(
-    os.environ.get(
-        "HASHPIVOT_SHARED_DATA",
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "manpages-ja",
-    )
-)
 CACHE = Path(
     os.environ.get("HASHPIVOT_SCALE_CACHE", Path.home() / ".cache" / "hashpivot" / "scale")
 )

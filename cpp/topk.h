@@ -42,12 +42,61 @@ std::vector<Scored<K>> merge_parts(std::vector<std::vector<Scored<K>>>& parts, s
   return all;
 }
 
+constexpr size_t kBinnedSelectMin = 256;  // below this many items nth_element alone is as fast
+constexpr int kSelectBins = 1024;
+
+// Moves the m smallest (key, row) of items[0, n) to items[0, m), in no particular order (what
+// lies beyond m is left unspecified). One pass bins the keys linearly between their min and max
+// (a monotone map, so each bin below the m-th item's bin is taken whole), nth_element orders
+// only that bin: std::nth_element alone mispredicts about half of its comparisons (27 of the
+// 45 us a query took to pick 1 of 4,000 Hamming partitions, perf).
+template <class K>
+void select_front(Scored<K>* items, size_t n, size_t m) {
+  if (m == 0 || m >= n) return;
+  if (n < kBinnedSelectMin) {
+    std::nth_element(items, items + m, items + n);
+    return;
+  }
+  float lo = static_cast<float>(items[0].key), hi = lo;
+  for (size_t i = 1; i < n; ++i) {
+    const float v = static_cast<float>(items[i].key);
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  const float scale = (kSelectBins - 1) / (hi - lo);
+  if (!(hi > lo) || !std::isfinite(hi - lo) || !std::isfinite(scale)) {  // one key, or inf
+    std::nth_element(items, items + m, items + n);
+    return;
+  }
+  auto bin = [&](K key) {
+    return std::min(kSelectBins - 1, static_cast<int>((static_cast<float>(key) - lo) * scale));
+  };
+  uint32_t counts[kSelectBins] = {};
+  for (size_t i = 0; i < n; ++i) ++counts[bin(items[i].key)];
+  int edge = 0;  // the bin that holds the m-th smallest
+  size_t below = 0;
+  while (below + counts[edge] < m) below += counts[edge++];
+  thread_local std::vector<Scored<K>> tied;
+  tied.clear();
+  size_t front = 0;
+  for (size_t i = 0; i < n; ++i) {  // front <= i: an item is read before its place is written
+    const int b = bin(items[i].key);
+    if (b < edge)
+      items[front++] = items[i];
+    else if (b == edge)
+      tied.push_back(items[i]);
+  }
+  const size_t rest = m - below;
+  if (rest < tied.size()) std::nth_element(tied.begin(), tied.begin() + rest, tied.end());
+  std::copy(tied.begin(), tied.begin() + rest, items + below);
+}
+
 // The k smallest of `items` (any order), sorted: a selection, then a sort of the k (a partial
 // sort's heap costs n log k, measured at a quarter of an IVF search with k in the thousands).
 template <class K>
 void select_smallest(std::vector<Scored<K>>& items, size_t k) {  // in no particular order
   const size_t m = std::min(k, items.size());
-  if (m < items.size()) std::nth_element(items.begin(), items.begin() + m, items.end());
+  select_front(items.data(), items.size(), m);
   items.resize(m);
 }
 template <class K>
@@ -245,9 +294,9 @@ class ReservoirTopK {
 
  private:
   void shrink() {
-    std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.begin() + n_);
+    select_front(buf_.data(), n_, k_);
     n_ = k_;
-    thr_ = buf_[k_ - 1].key;  // the k-th smallest: a later row must beat it
+    thr_ = std::max_element(buf_.begin(), buf_.begin() + n_)->key;  // a later row must beat it
   }
 
   int k_ = 0;

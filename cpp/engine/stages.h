@@ -261,8 +261,7 @@ inline void probe(const Ctx& c, const int64_t* offsets, int64_t C, std::vector<S
   const bool adaptive = c.f.active() && c.p.probe_rows > 0;
   size_t take = static_cast<size_t>(nprobe);
   if (!adaptive) {
-    std::nth_element(keys.begin(), keys.begin() + (take - 1), keys.end());
-    keys.resize(take);
+    select_smallest(keys, take);
   } else {
     std::sort(keys.begin(), keys.end());
     int64_t seen = 0;
@@ -280,6 +279,24 @@ inline void probe(const Ctx& c, const int64_t* offsets, int64_t C, std::vector<S
     if (offsets[g] < offsets[g + 1])
       out.push_back(
           {offsets[g], offsets[g + 1], scores ? scores[g] : 0.0f, dists ? dists[g] : 0, g});
+  }
+}
+
+// The nprobe partitions nearest by Hamming distance d (ties: the smaller partition), in memory
+// order, as probe() picks them: a count of each distance (0..n_bits) finds the cut and one more
+// pass takes them, with no sort (selecting 1 of 4,000 by nth_element took most of a query).
+inline void nearest_partitions(const Ctx& c, const int32_t* d, std::vector<Segment>& out) {
+  const HammingPartitions& P = c.s.parts;
+  int64_t tied = std::min<int64_t>(std::max(c.p.nprobe, 1), P.C);
+  thread_local std::vector<int64_t> counts;
+  counts.assign(static_cast<size_t>(c.n_bits) + 1, 0);
+  for (int64_t g = 0; g < P.C; ++g) ++counts[d[g]];
+  int32_t edge = 0;  // the distance of the farthest partition taken
+  while (tied > counts[edge]) tied -= counts[edge++];
+  for (int64_t g = 0; g < P.C; ++g) {  // tied: how many at the edge distance are still taken
+    if (d[g] > edge || (d[g] == edge && tied-- <= 0)) continue;
+    if (P.offsets[g] < P.offsets[g + 1])
+      out.push_back({P.offsets[g], P.offsets[g + 1], 0.0f, d[g], g});
   }
 }
 
@@ -307,11 +324,17 @@ void list_segments(const Ctx& c, QueryState& st) {
     case Source::kPartitions: {
       if (c.p.nprobe == 0) break;  // exact mode plans its own visit
       const HammingPartitions& P = s.parts;
-      std::vector<int32_t> d(P.C);
-      if (c.p.scoring == Scoring::kHamming || c.p.hamming_first)
+      thread_local std::vector<int32_t> d;
+      d.resize(P.C);
+      const bool hamming = c.p.scoring == Scoring::kHamming || c.p.hamming_first;
+      if (hamming)
         all_keys(HammingOf<A, W>(st.code.data(), c.nb), P.centres, c.nb, P.C, d.data());
       else
         all_keys(AsymMetric<A, kAsymWidth<A, W>>(st.asym), P.centres, c.nb, P.C, d.data());
+      if (hamming && !(c.f.active() && c.p.probe_rows > 0)) {
+        nearest_partitions(c, d.data(), st.segs);
+        break;
+      }
       std::vector<Scored<float>> keys(P.C);
       for (int64_t g = 0; g < P.C; ++g) keys[g] = {static_cast<float>(d[g]), g};
       probe(c, P.offsets, P.C, keys, nullptr, d.data(), st.segs);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -226,6 +227,45 @@ static void test_partitions(std::mt19937_64& rng, int nbytes, int64_t n, int C, 
   }
 }
 
+// select_front (binned select) against a full sort: float keys with ties, equal keys, huge
+// and infinite keys, integer keys; every m from none to more than n.
+static void test_select(std::mt19937_64& rng) {
+  for (int64_t n : {0, 1, 255, 256, 1000, 5000})
+    for (int kind = 0; kind < 5; ++kind) {
+      std::vector<Scored<float>> items(n);
+      std::vector<Scored<int32_t>> ints(n);
+      for (int64_t i = 0; i < n; ++i) {
+        float v = static_cast<float>(rng() % 50) * 0.01f;  // kind 0: many ties
+        if (kind == 1) v = std::ldexp(static_cast<float>(rng() % 1000) - 500.0f, -3);
+        if (kind == 2) v = 0.5f;
+        if (kind == 3) v = (rng() % 7 == 0) ? 3e38f : -static_cast<float>(rng() % 100);
+        if (kind == 4 && rng() % 100 == 0) v = std::numeric_limits<float>::infinity();
+        items[i] = {v, (i * 7919) % std::max<int64_t>(n, 1)};
+        ints[i] = {static_cast<int32_t>(rng() % 129), i};
+      }
+      auto want = items;
+      auto want_int = ints;
+      std::sort(want.begin(), want.end());
+      std::sort(want_int.begin(), want_int.end());
+      for (int64_t m : {int64_t(0), int64_t(1), n / 3, n - 1, n, n + 5}) {
+        if (m < 0) continue;
+        auto got = items;
+        auto got_int = ints;
+        select_smallest(got, static_cast<size_t>(m));
+        select_smallest(got_int, static_cast<size_t>(m));
+        std::sort(got.begin(), got.end());
+        std::sort(got_int.begin(), got_int.end());
+        const int64_t size = std::min(m, n);
+        bool same = static_cast<int64_t>(got.size()) == size &&
+                    static_cast<int64_t>(got_int.size()) == size;
+        for (int64_t j = 0; same && j < size; ++j)
+          same = got[j].key == want[j].key && got[j].row == want[j].row &&
+                 got_int[j].key == want_int[j].key && got_int[j].row == want_int[j].row;
+        CHECK(same, "select n=%ld m=%ld kind=%d", (long)n, (long)m, kind);
+      }
+    }
+}
+
 // The quantized asymmetric scan (first stage alone) against its definition.
 static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
   auto codes = make_codes(rng, n, nbytes, false);
@@ -328,6 +368,7 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
 
 int main() {
   std::mt19937_64 rng(11);
+  test_select(rng);
   for (int level = 0; level <= static_cast<int>(cpu_features().best); ++level) {
     set_isa(static_cast<Isa>(level));
     for (int nbytes : {8, 16, 24, 32, 48, 128})
