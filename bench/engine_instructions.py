@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED
+from common import SHARED, SMOKE
 
 MODES = {  # search keyword arguments, as Python source
     "asym": "dict(candidates=100, rerank=False)",
@@ -28,6 +28,8 @@ MODES = {  # search keyword arguments, as Python source
     "default": "dict()",
 }
 SETTINGS = [(128, "asym"), (128, "filter"), (64, "asym"), (128, "hamming"), (128, "default")]
+if SMOKE:  # the smoke test checks that the script runs: one setting (each is two valgrind runs)
+    SETTINGS = SETTINGS[:1]
 
 SAVE = """
 import sys, numpy as np, hashpivot as hp

@@ -2,27 +2,18 @@
 
     python bench/gpu_itq.py [--rows 1000000]
 
-Loads hashpivot.itq without the compiled core, so it runs from a source checkout too.
+Needs hashpivot installed (or built in place): ITQ's encode step uses the compiled core.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 import time
-import types
-from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def load_itq():
-    pkg = types.ModuleType("hashpivot")
-    pkg.__path__ = [str(Path(__file__).resolve().parents[1] / "python" / "hashpivot")]
-    sys.modules.setdefault("hashpivot", pkg)
-    return importlib.import_module("hashpivot.itq").ITQ
+from hashpivot.itq import ITQ
 
 
 def data(n: int, d: int = 384, seed: int = 0) -> np.ndarray:
@@ -42,7 +33,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     args = ap.parse_args()
-    ITQ = load_itq()
     print(
         "torch",
         torch.__version__,

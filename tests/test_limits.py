@@ -48,7 +48,7 @@ def test_from_codes_64_and_1024_bits(n_bits):
 
 def test_1024_bit_itq_index():
     x = data(1200, d=1024, seed=43)
-    index = Index.build(x, n_bits=1024, store="float16", n_pivots=8)
+    index = Index.build(x, n_bits=1024, store="float16", n_pivots=8, n_iter=5)  # the limit, not ITQ
     assert index.codes.shape == (1200, 128) and index.levels == 1
     s, i = index.search(x[:3], k=2, threshold=300)
     assert list(i[:, 0]) == [0, 1, 2]
