@@ -43,8 +43,8 @@ std::vector<Scored<K>> merge_parts(std::vector<std::vector<Scored<K>>>& parts, s
 }
 
 constexpr size_t kBinnedSelectMin = 256;  // below this many items nth_element alone is as fast
-constexpr int kSelectBins = 1024;  // the most bins; n items use n / kItemsPerBin of them
-constexpr int kItemsPerBin = 2;    // clearing 1,024 bins cost more than a shrink's ~400 items
+constexpr int kSelectBins = 1024;         // the most bins; n items use n / kItemsPerBin of them
+constexpr int kItemsPerBin = 2;  // clearing 1,024 bins cost more than a shrink's ~400 items
 
 // Moves the m smallest (key, row) of items[0, n) to items[0, m), in no particular order (what
 // lies beyond m is left unspecified). One pass bins the keys linearly between their min and max
