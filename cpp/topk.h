@@ -80,7 +80,7 @@ void select_front(Scored<K>* items, size_t n, size_t m) {
   size_t below = 0;
   while (below + counts[edge] < m) below += counts[edge++];
   thread_local std::vector<Scored<K>> tied;
-  tied.resize(n + 1);
+  tied.resize(n);
   size_t front = 0, n_tied = 0;
   // Branch-free (each item written, the cursor advanced by the test): about half the items of
   // a reservoir shrink go each way, so a branch mispredicted on every other one.

@@ -76,6 +76,24 @@ struct Avx512 : Avx2 {
   };
 };
 
+// Lane sums folded by permutes: pairs() adds neighbouring lanes of two registers (the W = 2
+// kernels' 8 codes), codes() does it twice (W = 4: two codes a register). An 8-lane reduction
+// a code, as the generic W = 3..8 path does, cost 3x.
+struct LaneFold {
+  alignas(64) __m512i even;
+  alignas(64) __m512i odd;
+  HP_INLINE LaneFold()  // a written constructor: an implicit one is compiled without the ISA
+      : even(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)),
+        odd(_mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)) {}
+  HP_INLINE __m512i pairs(__m512i a, __m512i b) const {  // lane i: a|b lanes 2i + 2i+1
+    return _mm512_add_epi64(_mm512_permutex2var_epi64(a, even, b),
+                            _mm512_permutex2var_epi64(a, odd, b));
+  }
+  HP_INLINE __m512i codes(__m512i s0, __m512i s1, __m512i s2, __m512i s3) const {
+    return pairs(pairs(s0, s1), pairs(s2, s3));  // lane r: the 4 words of code r summed
+  }
+};
+
 // W = 1 and 2: 8 codes in one or two registers, lanes combined by permutes.
 template <>
 struct Avx512::Hamming8<1> {
@@ -91,19 +109,14 @@ template <>
 struct Avx512::Hamming8<2> {
   static constexpr bool kEnabled = true;
   alignas(64) __m512i qv;
-  alignas(64) __m512i even;
-  alignas(64) __m512i odd;
+  LaneFold fold;
   HP_INLINE explicit Hamming8(const uint8_t* q)
       : qv(_mm512_set4_epi64((long long)load_u64(q + 8), (long long)load_u64(q),
-                             (long long)load_u64(q + 8), (long long)load_u64(q))),
-        even(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)),
-        odd(_mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)) {}
+                             (long long)load_u64(q + 8), (long long)load_u64(q))) {}
   HP_INLINE V dist(const uint8_t* c) const {
     const __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), qv));
     const __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 64), qv));
-    const __m512i s = _mm512_add_epi64(_mm512_permutex2var_epi64(p0, even, p1),
-                                       _mm512_permutex2var_epi64(p0, odd, p1));
-    return _mm512_cvtepi64_epi32(s);
+    return _mm512_cvtepi64_epi32(fold.pairs(p0, p1));
   }
 };
 
@@ -126,12 +139,8 @@ struct Avx512::Asym8<2> {
   static constexpr bool kEnabled = true;
   AsymPlanes planes;
   alignas(64) __m512i biasv;
-  alignas(64) __m512i even;
-  alignas(64) __m512i odd;
-  HP_INLINE explicit Asym8(const AsymQuery& a)
-      : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))),
-        even(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)),
-        odd(_mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)) {
+  LaneFold fold;
+  HP_INLINE explicit Asym8(const AsymQuery& a) : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
     for (int p = 0; p < kAsymPlanes; ++p)
       planes.v[p] = _mm512_set4_epi64((long long)a.planes[p][1], (long long)a.planes[p][0],
                                       (long long)a.planes[p][1], (long long)a.planes[p][0]);
@@ -139,26 +148,7 @@ struct Avx512::Asym8<2> {
   HP_INLINE V dist(const uint8_t* c) const {
     const __m512i s0 = planes.lanes(_mm512_loadu_si512(c));
     const __m512i s1 = planes.lanes(_mm512_loadu_si512(c + 64));
-    const __m512i s = _mm512_add_epi64(_mm512_permutex2var_epi64(s0, even, s1),
-                                       _mm512_permutex2var_epi64(s0, odd, s1));
-    return _mm512_cvtepi64_epi32(_mm512_add_epi64(s, biasv));
-  }
-};
-
-// W = 4 (256-bit codes): two codes a register, the 8 codes' word sums folded pairwise by two
-// rounds of permutes (an 8-lane reduction a code, as the generic W = 3..8 path does, cost 3x).
-struct Fold4 {
-  alignas(64) __m512i even;
-  alignas(64) __m512i odd;
-  HP_INLINE Fold4()  // a written constructor: an implicit one is compiled without the ISA
-      : even(_mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14)),
-        odd(_mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15)) {}
-  HP_INLINE __m512i pairs(__m512i a, __m512i b) const {  // lane i: a|b lanes 2i + 2i+1
-    return _mm512_add_epi64(_mm512_permutex2var_epi64(a, even, b),
-                            _mm512_permutex2var_epi64(a, odd, b));
-  }
-  HP_INLINE __m512i codes(__m512i s0, __m512i s1, __m512i s2, __m512i s3) const {
-    return pairs(pairs(s0, s1), pairs(s2, s3));  // lane r: the 4 words of code r summed
+    return _mm512_cvtepi64_epi32(_mm512_add_epi64(fold.pairs(s0, s1), biasv));
   }
 };
 
@@ -166,7 +156,7 @@ template <>
 struct Avx512::Hamming8<4> {
   static constexpr bool kEnabled = true;
   alignas(64) __m512i qv;
-  Fold4 fold;
+  LaneFold fold;
   HP_INLINE explicit Hamming8(const uint8_t* q)
       : qv(_mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)))) {}
   HP_INLINE __m512i pop(const uint8_t* c) const {
@@ -182,7 +172,7 @@ struct Avx512::Asym8<4> {
   static constexpr bool kEnabled = true;
   AsymPlanes planes;
   alignas(64) __m512i biasv;
-  Fold4 fold;
+  LaneFold fold;
   HP_INLINE explicit Asym8(const AsymQuery& a) : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
     for (int p = 0; p < kAsymPlanes; ++p)
       planes.v[p] =
