@@ -8,11 +8,13 @@ the same bits least significant first: convert with :func:`from_faiss_codes` /
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from . import _core
 from ._validate import to_numpy
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import DimensionError, InvalidInputError, InvalidTypeError
 
 MIN_BITS: int = _core.MIN_BITS  # the limits live in the C++ core (cpp/codes.h)
 MAX_BITS: int = _core.MAX_BITS
@@ -32,8 +34,11 @@ def check_n_bits(n_bits: int) -> int:
     return n_bits
 
 
-def as_codes(x: object, name: str = "codes", *, allow_1d: bool = False) -> np.ndarray:
-    """Checks packed codes without copying; a 1-D row becomes one query when ``allow_1d``."""
+def as_codes(
+    x: object, name: str = "codes", *, allow_1d: bool = False, n_bits: Optional[int] = None
+) -> np.ndarray:
+    """Checks packed codes without copying; a 1-D row becomes one query when ``allow_1d``;
+    ``n_bits``: the width they must have (an index's)."""
     x = to_numpy(x)
     if not isinstance(x, np.ndarray):
         raise InvalidTypeError(
@@ -55,6 +60,8 @@ def as_codes(x: object, name: str = "codes", *, allow_1d: bool = False) -> np.nd
             "pass np.ascontiguousarray(...)"
         )
     check_n_bits(x.shape[1] * 8)
+    if n_bits is not None and x.shape[1] * 8 != n_bits:
+        raise DimensionError(f"{name} have {x.shape[1] * 8} bits; the index has {n_bits}")
     return x
 
 

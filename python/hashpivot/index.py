@@ -21,7 +21,6 @@ from .codes import as_codes, check_n_bits
 from .documents import DocStore
 from .errors import (
     CorruptFileError,
-    DimensionError,
     InvalidInputError,
     InvalidTypeError,
     LimitError,
@@ -31,20 +30,11 @@ from .filters import IdFilter
 from .ids import id_set, new_ids
 from .itq import ITQ, as_embeddings
 from .layouts import Layout, Rows, TrainOptions, layout_class
-from .options import (
-    LAYOUTS,
-    MAX_ROWS,
-    METRICS,
-    STORES,
-    LayoutName,
-    Metric,
-    ScoringName,
-    StoreName,
-)
+from .options import LAYOUTS, MAX_ROWS, METRICS, STORES, LayoutName, Metric, ScoringName, StoreName
 from .plan import IndexShape, Plan
-from .storage import IndexHeader, load_index, save_index
+from .storage import load_index, save_index
 from .vectors import Store, prepare, quantize
-from .version import Version
+from .version import SearchTotals, Version
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: F821
 
@@ -70,8 +60,7 @@ class Index:
         self.tuned: Dict[str, Any] = dict(tuned or {})
         self.documents: Optional[DocStore] = None  # what `hashpivot build` stores beside the rows
         self._write_lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._totals = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
+        self._totals = SearchTotals()
         if store is not None and rows.store is None and layout.itq is not None:
             # an empty index still has a typed store: it saves and loads like any other
             rows = replace(rows, store=Store.of(*quantize(np.zeros((0, layout.itq.dim)), store)))
@@ -96,9 +85,7 @@ class Index:
     levels = property(lambda self: self._layout.levels, doc="pivots the rows are sorted by")
     capabilities = property(lambda self: self._layout.capabilities, doc="what the layout can do")
 
-    @property
-    def dim(self) -> Optional[int]:
-        return self.itq.dim if self.itq is not None else None
+    dim = property(lambda self: None if self.itq is None else self.itq.dim, doc="vector size")
 
     def __len__(self) -> int:
         return self._version.rows.n
@@ -229,11 +216,7 @@ class Index:
         """Adds packed codes to an index made by :meth:`from_codes`."""
         if self.itq is not None:
             raise InvalidInputError("this index encodes embeddings itself: use add()")
-        codes = as_codes(codes)
-        if codes.shape[1] * 8 != self.n_bits:
-            raise DimensionError(
-                f"codes have {codes.shape[1] * 8} bits; the index has {self.n_bits}"
-            )
+        codes = as_codes(codes, n_bits=self.n_bits)
         return self._append(None, codes, self._layout.derive(codes, None), ids)
 
     def remove(self, ids: Sequence[int]) -> int:
@@ -320,21 +303,9 @@ class Index:
             raise InvalidInputError(
                 f"a {self.layout} index holds residual codes: search it with embeddings (search())"
             )
-        qc = as_codes(query_codes, "query codes", allow_1d=True)
-        if qc.shape[1] * 8 != self.n_bits:
-            raise DimensionError(
-                f"query codes have {qc.shape[1] * 8} bits; the index has {self.n_bits}"
-            )
-        return self._search(
-            qc,
-            k,
-            allowed,
-            store=False,
-            threshold=threshold,
-            threads=threads,
-            nprobe=nprobe,
-            query_codes=True,
-        )
+        qc = as_codes(query_codes, "query codes", allow_1d=True, n_bits=self.n_bits)
+        options = dict(threshold=threshold, threads=threads, nprobe=nprobe, query_codes=True)
+        return self._search(qc, k, allowed, store=False, **options)
 
     def _search(
         self, q: np.ndarray, k: int, allowed: object, store: bool = True, **options: Any
@@ -343,12 +314,7 @@ class Index:
         filt = version.allowed(allowed)
         plan = version.plan(k, filt, store, tuned=self.tuned, **options)
         out, ids, scanned = version.run(q, plan, filt)
-        with self._stats_lock:
-            t = self._totals
-            t["searches"] += 1
-            t["queries"] += q.shape[0]
-            t["rows_scanned"] += int(scanned)
-            t["rows_possible"] += q.shape[0] * version.rows.n
+        self._totals.record(q.shape[0], scanned, version.rows.n)
         return out, ids
 
     # ---- tuning ----
@@ -372,29 +338,8 @@ class Index:
     # ---- information ----
     def stats(self) -> Dict[str, Any]:
         """Sizes (bytes per document, everything resident counted) and search totals."""
-        lay, sizes = self._layout, self._version.sizes()
-        n = self._version.rows.n
-        store, index_bytes = sizes.pop("store_bytes"), sizes.pop("index_bytes")
-        with self._stats_lock:
-            t = dict(self._totals)
-        return {
-            "n": n,
-            "n_bits": self.n_bits,
-            "dim": self.dim,
-            "layout": self.layout,
-            "metric": self.metric,
-            "store": self.store,
-            "n_pivots": lay.n_pivots,
-            "sorted_levels": self.levels,
-            "groups": lay.n_groups,
-            "bytes_per_doc": (index_bytes + store) / n if n else 0.0,
-            "index_bytes_per_doc": index_bytes / n if n else 0.0,
-            "code_bytes_per_doc": self.n_bits // 8,
-            "tuned": dict(self.tuned),
-            **t,
-            "scanned_share": t["rows_scanned"] / t["rows_possible"] if t["rows_possible"] else None,
-            **sizes,
-        }
+        info = dict(metric=self.metric, store=self.store, tuned=dict(self.tuned))
+        return {**self._version.stats(), **info, **self._totals.as_dict()}
 
     # ---- persistence ----
     def save(self, path: PathLike, documents: Optional[Sequence[Dict[str, Any]]] = None) -> None:
@@ -406,19 +351,8 @@ class Index:
         on), saved in the same generation as the index: a reader sees both or neither. Without
         it the index's own :attr:`documents` (those it was loaded with) are saved again."""
         docs = DocStore.from_records(documents) if documents is not None else self.documents
-        rows = self._version.rows
-        header = IndexHeader(
-            layout=self.layout,
-            n=rows.n,
-            n_bits=self.n_bits,
-            dim=self.dim,
-            store=self.store,
-            metric=self.metric,
-            meta=self.meta,
-            tuned=self.tuned,
-            **self._layout.header(),
-        )
-        save_index(path, header, self._layout, rows.saved(), docs)
+        info = dict(store=self.store, metric=self.metric, meta=self.meta, tuned=self.tuned)
+        save_index(path, self._layout, self._version.rows, docs, **info)
         if documents is not None:
             self.documents = docs
 
@@ -427,8 +361,7 @@ class Index:
         """Loads a saved index; ``mmap`` maps the arrays read-only (shared between processes).
         Refuses an unknown version, a missing, truncated, symlinked or corrupt file (checksums
         and the layout's derived arrays when ``verify``). Nothing is ever unpickled."""
-        h, layout, arrays, documents = load_index(path, mmap, verify)
-        rows = layout.upgrade(Rows.from_saved(arrays))
+        h, layout, rows, documents = load_index(path, mmap, verify)
         try:
             index = cls(layout, h.store, h.metric, rows, h.meta, h.tuned)
         except (InvalidInputError, InvalidTypeError) as e:  # the snapshot's own checks

@@ -640,23 +640,38 @@ class IndexHeader:
 
 def save_index(
     path: PathLike,
-    header: IndexHeader,
     layout: Any,
-    arrays: Dict[str, np.ndarray],
+    rows: Any,
     documents: Optional[DocStore],
+    *,
+    store: Optional[str],
+    metric: str,
+    meta: Dict[str, Any],
+    tuned: Dict[str, Any],
 ) -> None:
-    """Writes an index: the header's fields, the layout's model arrays, the rows' arrays, its
-    ITQ model and the documents, in one generation."""
+    """Writes an index in one generation: its header, the layout's model arrays, the rows'
+    arrays, its ITQ model and the documents."""
     itq = layout.itq
+    header = IndexHeader(
+        layout=layout.name,
+        n=rows.n,
+        n_bits=layout.n_bits,
+        dim=None if itq is None else itq.dim,
+        store=store,
+        metric=metric,
+        meta=meta,
+        tuned=tuned,
+        **layout.header(),
+    )
     blobs = {} if itq is None else {"itq": itq.save_to}
-    save_dir(path, header.to_json(), {**layout.model_arrays(), **arrays}, blobs, documents)
+    save_dir(path, header.to_json(), {**layout.model_arrays(), **rows.saved()}, blobs, documents)
 
 
 def load_index(
     path: PathLike, mmap: bool = True, verify: bool = True
-) -> Tuple[IndexHeader, Any, Dict[str, np.ndarray], Optional[DocStore]]:
-    """(header, layout, row arrays, documents) of a saved index, validated before anything is
-    allocated (and the layout's derived arrays recomputed when ``verify``)."""
+) -> Tuple[IndexHeader, Any, Any, Optional[DocStore]]:
+    """(header, layout, rows, documents) of a saved index, validated before anything is
+    allocated; ``verify`` checks the checksums (the caller then checks the derived arrays)."""
     from .itq import ITQ
     from .layouts import Rows, layout_class
 
@@ -673,4 +688,5 @@ def load_index(
     if itq is not None and (itq.n_bits != h.n_bits or itq.dim != h.dim):
         raise CorruptFileError(f"{root}: the ITQ model does not match the header")
     model = {k: np.ascontiguousarray(arrays.pop(k)) for k in list(arrays) if k not in Rows.fields()}
-    return h, layout_class(h.layout).from_header(h, itq, model), arrays, documents
+    layout = layout_class(h.layout).from_header(h, itq, model)
+    return h, layout, layout.upgrade(Rows.from_saved(arrays)), documents

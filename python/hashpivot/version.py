@@ -4,6 +4,7 @@ when it started; the version plans against its own shape and runs the plan in on
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -64,15 +65,48 @@ class Version:
             q, plan.to_core(), bits, rows if plan.source == "allowed" else None
         )
 
-    def sizes(self) -> Dict[str, Any]:
-        """Resident bytes (the index's own and the store's) and group sizes."""
+    def stats(self) -> Dict[str, Any]:
+        """What the rows are and cost: bytes per document (everything resident counted) and
+        group sizes."""
         rows, lay = self.rows, self.layout
+        n, store = rows.n, 0 if rows.store is None else rows.store.nbytes
+        own = sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes()
         out: Dict[str, Any] = {
-            "store_bytes": 0 if rows.store is None else rows.store.nbytes,
-            "index_bytes": sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes(),
+            "n": n,
+            "n_bits": lay.n_bits,
+            "dim": None if lay.itq is None else lay.itq.dim,
+            "layout": lay.name,
+            "n_pivots": lay.n_pivots,
+            "sorted_levels": lay.levels,
+            "groups": lay.n_groups,
+            "bytes_per_doc": (own + store) / n if n else 0.0,
+            "index_bytes_per_doc": own / n if n else 0.0,
+            "code_bytes_per_doc": lay.n_bits // 8,
         }
         if lay.n_groups:
             sizes = np.percentile(np.diff(rows.offsets), [0, 50, 100])
             out[f"n_{lay.capabilities.group_noun}"] = lay.n_groups
             out["group_size_min_median_max"] = [int(v) for v in sizes]
         return out
+
+
+class SearchTotals:
+    """Searches, queries and rows scanned since the index was made (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
+
+    def record(self, n_queries: int, scanned: int, n_rows: int) -> None:
+        with self._lock:
+            c = self._counts
+            c["searches"] += 1
+            c["queries"] += n_queries
+            c["rows_scanned"] += int(scanned)
+            c["rows_possible"] += n_queries * n_rows
+
+    def as_dict(self) -> Dict[str, Any]:
+        with self._lock:
+            c: Dict[str, Any] = dict(self._counts)
+        c["scanned_share"] = c["rows_scanned"] / c["rows_possible"] if c["rows_possible"] else None
+        return c
