@@ -67,3 +67,28 @@ def test_tuning_generalises_to_held_out_queries(shared, flat, layout):
         assert res.reached, res
         _, ids = index.search(held, 10, **res.settings)
         assert recall_at(ids, truth, 10) >= target - 0.02, (target, res)
+
+
+@pytest.mark.parametrize("layout", ["flat", "ivf"])
+def test_tune_keeps_no_more_candidates_than_the_target_needs(layout):
+    """The kept setting is minimal on the fine ladder: one fine step fewer candidates, at the
+    same nprobe, misses the target on the tuning queries (recall only grows with candidates)."""
+    from hashpivot.tune import FINE_STEP
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((100, 64))
+    x = (centres[rng.integers(0, 100, 6000)] + 0.7 * rng.standard_normal((6000, 64))).astype(
+        np.float32
+    )
+    index = hp.Index.build(x, n_bits=64, layout=layout, n_iter=10)
+    q = x[:150] + 0.3 * rng.standard_normal((150, 64)).astype(np.float32)
+    truth = exact_topk(index, q / np.linalg.norm(q, axis=1, keepdims=True), 10)
+    for target in (0.9, 0.95, 0.99):
+        res = index.tune(q, target_recall=target, store=False)
+        assert res.reached, res
+        fewer = {**res.settings, "candidates": int(res.settings["candidates"] / FINE_STEP)}
+        _, ids = index.search(q, 10, **res.settings)
+        assert recall_at(ids, truth, 10) >= target
+        if fewer["candidates"] >= 10:
+            _, ids = index.search(q, 10, **fewer)
+            assert recall_at(ids, truth, 10) < target, (res, fewer)

@@ -3,9 +3,11 @@
 Recall@k is measured against exact search over the stored vectors, on a held-out sample of the
 user's real queries (best), or without them on stored vectors searched as queries. For each
 ``nprobe`` of the layout (ascending), the smallest ``candidates`` reaching the target is found
-by bisection over a geometric ladder; the settings that reach it are then timed in turn and the
-fastest is kept, stored in ``index.tuned`` (saved with the index) and used by ``search()`` when
-the caller gives none.
+by bisection over a geometric ladder (steps of 1.5x); a second pass repeats the bisection with
+steps of sqrt(1.5) at every nprobe that reached the target and at fine nprobes around the fastest
+one, so the setting kept does not overshoot by a whole step; those settings are then timed in
+turn and the fastest is kept, stored in ``index.tuned`` (saved with the index) and used by
+``search()`` when the caller gives none.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from .truth import recall_at
 from .vectors import unit_rows
 
 LADDER_STEP = 1.5  # candidates and nprobe grow by this factor between settings tried
+# The second pass, around the fastest setting of the first: steps this fine (sqrt(1.5)), so that
+# the setting kept overshoots the target by less than a 1.5x step of work would.
+FINE_STEP = LADDER_STEP**0.5
 TIMING_ROUNDS = 3  # each feasible setting is timed this many times, in turn with the others
 DEFAULT_MAX_CANDIDATES = 8192  # the default budget: beyond it a rerank costs more than a scan
 # More lists cost more scan: once the cheapest setting at an nprobe is this much slower than the
@@ -135,14 +140,29 @@ def tune(
 
     seconds: Dict[tuple, float] = {}
 
+    recalls: Dict[tuple, float] = {}
+
     def measure(nprobe: Optional[int], L: int) -> float:
+        if (nprobe, L) in recalls:
+            return recalls[(nprobe, L)]
         kw = {"candidates": L, **({} if nprobe is None else {"nprobe": nprobe})}
         t0 = time.perf_counter()
         _, ids = index.search(q, k, threads=threads, **kw)
         seconds[(nprobe, L)] = time.perf_counter() - t0
-        r = recall_at(ids, truth, k)
+        r = recalls[(nprobe, L)] = recall_at(ids, truth, k)
         tried.append({**kw, "recall": r})
         return r
+
+    def smallest_L(nprobe: Optional[int], Ls: List[int]) -> int:
+        """The smallest of Ls reaching the target (recall grows with L; Ls[-1] reaches it)."""
+        lo, hi = 0, len(Ls) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if measure(nprobe, Ls[mid]) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return Ls[lo]
 
     feasible: List[tuple] = []
     best_seen = (-1.0, None, None)
@@ -157,16 +177,23 @@ def tune(
         best_seen = max(best_seen, (r_top, nprobe, Ls[-1]), key=lambda t: t[0])
         if r_top < target:
             continue
-        lo, hi = 0, len(Ls) - 1  # smallest L reaching the target (recall grows with L)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if measure(nprobe, Ls[mid]) >= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        feasible.append((nprobe, Ls[lo]))
-        if nprobe is not None and Ls[lo] == Ls[0]:
+        feasible.append((nprobe, smallest_L(nprobe, Ls)))
+        if nprobe is not None and feasible[-1][1] == Ls[0]:
             break  # more lists cannot lower candidates further
+    if feasible:  # the second pass: fine steps of candidates at every feasible nprobe and
+        # at fine nprobes around the fastest setting of the first pass
+        nprobe0, L0 = min(feasible, key=lambda f: seconds[f])
+        near = {nprobe for nprobe, _ in feasible}
+        if nprobe0 is not None:
+            lo_p, hi_p = max(1, int(nprobe0 / LADDER_STEP)), min(top, int(nprobe0 * LADDER_STEP))
+            near |= set(ladder(lo_p, hi_p, FINE_STEP))
+        Ls = ladder(k, min(max_L, int(L0 * LADDER_STEP**2)), FINE_STEP)  # fewer lists, more L
+        fine = [
+            (p, smallest_L(p, Ls))
+            for p in sorted(near, key=lambda p: p or 0)
+            if measure(p, Ls[-1]) >= target
+        ]
+        feasible = fine or feasible
     reached = bool(feasible)
     if not reached:
         feasible = [best_seen[1:]]
