@@ -1,6 +1,7 @@
 """Every script under bench/ runs end to end on tiny data, so that a benchmark cannot rot unseen.
 
-Each runs in its own process with ``HASHPIVOT_BENCH_SMOKE=1`` (bench/common.py: every timing
+Each runs in its own process (two at a time: most are one-threaded Python, and one after the
+other they took two minutes of CI) with ``HASHPIVOT_BENCH_SMOKE=1`` (bench/common.py: every timing
 taken once) against a small stand-in for the shared corpus written here (the same file layout:
 embeddings.npy, query_embeddings.npy, corpus.jsonl, queries.jsonl), with its caches in a
 temporary folder. Only the exit status and the report's headings are checked: timings stay
@@ -14,7 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Dict, Optional
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ import hashpivot
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 PASSAGES, QUERIES, DIM, TOPICS = 2_000, 600, 384, 40
 SCRIPT_SECONDS = 300  # a hung script fails its test instead of stalling CI
+PARALLEL = 2  # scripts running at once (the CI machine's cores)
 N = "3000"  # rows for the scripts that draw their own corpus
 
 # script: (arguments, text its output must hold)
@@ -89,11 +93,11 @@ def corpus(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_bench_script_runs(script, corpus, tmp_path):
-    args, expected = SCRIPTS[script]
+def run_script(script: str, corpus: Path, cwd: Path) -> Optional[subprocess.CompletedProcess]:
+    """One script on the stand-in corpus (None: it needs a tool this machine lacks)."""
+    args, _ = SCRIPTS[script]
     if script == "engine_instructions.py" and not shutil.which("valgrind"):
-        pytest.skip("valgrind is not installed")
+        return None
     package = str(Path(hashpivot.__file__).resolve().parents[1])  # the build under test
     if script == "bench_engine.py" or script == "engine_instructions.py":
         args = ["--builds", package, package, *args]
@@ -102,16 +106,36 @@ def test_bench_script_runs(script, corpus, tmp_path):
         PYTHONPATH=package,
         HASHPIVOT_BENCH_SMOKE="1",
         HASHPIVOT_SHARED_DATA=str(corpus),
-        HASHPIVOT_SCALE_CACHE=str(tmp_path / "cache"),
+        HASHPIVOT_SCALE_CACHE=str(cwd / "cache"),
         MPLBACKEND="Agg",
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(BENCH / script), *args],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=SCRIPT_SECONDS,
     )
+
+
+@pytest.fixture(scope="module")
+def runs(corpus, tmp_path_factory):
+    """Every script started when the first test asks, PARALLEL at a time: a future each."""
+    pool = ThreadPoolExecutor(max_workers=PARALLEL)
+    futures: Dict[str, Future] = {
+        s: pool.submit(run_script, s, corpus, tmp_path_factory.mktemp(s.replace(".", "_")))
+        for s in sorted(SCRIPTS)
+    }
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_bench_script_runs(script, runs):
+    done = runs[script].result()
+    if done is None:
+        pytest.skip("valgrind is not installed")
+    expected = SCRIPTS[script][1]
     assert done.returncode == 0, done.stderr[-3000:]
     assert expected in done.stdout, done.stdout[-3000:]

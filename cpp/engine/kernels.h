@@ -25,7 +25,7 @@ std::vector<std::vector<Scored<int32_t>>> range_search(const uint8_t* queries, i
       constexpr int W = decltype(w)::value;
       const HammingOf<A, W> m(queries + qi * codes.nbytes, codes.nbytes);
       scan_range(m, codes.data, codes.nbytes, ch * kRangeChunk,
-                 std::min(codes.n, (ch + 1) * kRangeChunk), col, NoFilter{}, NoBand{});
+                 std::min(codes.n, (ch + 1) * kRangeChunk), codes.n, col, NoFilter{}, NoBand{});
     });
     parts[t] = std::move(col.items());
   });

@@ -11,19 +11,25 @@ constexpr int kGatherAhead = 16;  // rows of a list are random: keep several mis
 
 // Compiled once per metric x collector x filter x band and called (not inlined) by every
 // first-stage body: the loop is the costly part to compile, and a call per range is free.
+// `readable`: rows whose codes (and per-row arrays) exist; a range's last, partial group is
+// scored as a group with its rows past `end` masked off when they are readable (an ivf list
+// averages 4 such rows, which the one-row path scored at several times a grouped row's cost).
 template <class M, class C, class F, class B>
 __attribute__((noinline)) void scan_range(const M& metric, const uint8_t* codes, int64_t nb,
-                                          int64_t begin, int64_t end, C& col, F filter, B band) {
+                                          int64_t begin, int64_t end, int64_t readable, C& col,
+                                          F filter, B band) {
   const M m = metric;  // a local copy: its fields stay in registers across the collector's stores
   using Key = typename M::Key;
   Key thr = col.threshold();
   int64_t i = begin;
   if constexpr (M::kGroup) {
     alignas(32) Key keys[8];
-    for (; i + 8 <= end; i += 8) {
-      uint32_t allowed = 0xFF;
+    const int64_t whole = begin + (end - begin) / 8 * 8;  // past it: the partial group
+    const int64_t group_end = whole < end && whole + 8 <= readable ? end : whole;
+    for (; i < group_end; i += 8) {
+      uint32_t allowed = i + 8 <= end ? 0xFF : (1u << (end - i)) - 1;
       if constexpr (F::kActive) {
-        allowed = filter.pre8(i);
+        allowed &= filter.pre8(i);
         if (!allowed) continue;
       }
       const auto group = m.group(codes + i * nb, i);
@@ -56,17 +62,18 @@ __attribute__((noinline)) void scan_range(const M& metric, const uint8_t* codes,
 // inside the loop cost 6-12% of the scan); only the pivot band's research path checks both.
 template <class M, class C>
 HP_INLINE void scan_range(const M& m, const uint8_t* codes, int64_t nb, int64_t begin, int64_t end,
-                          C& col, const BitFilter& filter, const PivotBand& band) {
+                          int64_t readable, C& col, const BitFilter& filter,
+                          const PivotBand& band) {
   if constexpr (M::kIsHamming) {  // the pivot band filters Hamming scans only (plan.py)
     if (band.table) {
-      scan_range<M, C, BitFilter, PivotBand>(m, codes, nb, begin, end, col, filter, band);
+      scan_range<M, C, BitFilter, PivotBand>(m, codes, nb, begin, end, readable, col, filter, band);
       return;
     }
   }
   if (filter.w)
-    scan_range(m, codes, nb, begin, end, col, AllowedBits{filter.w}, NoBand{});
+    scan_range(m, codes, nb, begin, end, readable, col, AllowedBits{filter.w}, NoBand{});
   else
-    scan_range(m, codes, nb, begin, end, col, NoFilter{}, NoBand{});
+    scan_range(m, codes, nb, begin, end, readable, col, NoFilter{}, NoBand{});
 }
 
 // Rows given by a list (increasing), their codes gathered.

@@ -486,7 +486,7 @@ struct FirstStageImpl {
           e = std::min(e, re);
           if (b >= e) return;
         }
-        scan_range(m, codes, c.nb, b, e, col, f, bd);
+        scan_range(m, codes, c.nb, b, e, c.s.codes.n, col, f, bd);
         scanned += e - b;
       });
     }
@@ -519,7 +519,7 @@ struct FirstStageImpl {
         while (i < w.size() && w[i].end <= b0) ++i;
         for (size_t h = i; h < w.size() && w[h].begin < e0; ++h) {
           const int64_t b = std::max(b0, w[h].begin), e = std::min(e0, w[h].end);
-          scan_range(ms[j], c.s.codes.data, c.nb, b, e, cols[j], f, bands[j]);
+          scan_range(ms[j], c.s.codes.data, c.nb, b, e, n, cols[j], f, bands[j]);
           sts[j]->scanned += e - b;
         }
       }
@@ -549,7 +549,7 @@ void exact_partitions(const Ctx& c, const QueryState& st, int64_t, int64_t, Firs
   for (int64_t g = 0; g < P.C; ++g) order[start[dc[g]]++] = g;
   int64_t scanned = 0;
   auto scan = [&](int64_t b, int64_t e) {
-    scan_range(m, c.s.codes.data, c.nb, b, e, col, f, bd);
+    scan_range(m, c.s.codes.data, c.nb, b, e, c.s.codes.n, col, f, bd);
     scanned += e - b;
   };
   auto window = [&](int64_t g, int64_t* b, int64_t* e) {
