@@ -192,12 +192,15 @@ class Snapshot {
       if (L.C < 1) fail("an ivf snapshot needs at least one list");
       if (!dim) fail("an ivf snapshot needs the residual projection");
       L.offsets = as_offsets(keep(list_offsets), L.C, n, "list offsets");
-      // <q, c> for every list is a small matrix product: the centres transposed and padded
-      // once here, so a search scores them with the blocked projection kernel
-      L.C_pad = (L.C + kListBlock - 1) / kListBlock * kListBlock;
+      // <q, c> for every list is a small matrix product: the centres transposed in column
+      // blocks and padded once here, so that a search streams each block contiguously (one
+      // query reads all of them: row-major, every dimension of a block was a new page)
+      constexpr int64_t B = kCentreBlock;
+      L.C_pad = (L.C + B - 1) / B * B;
       centres_t_.assign(static_cast<size_t>(L.dim) * L.C_pad, 0.0f);
       for (int64_t g = 0; g < L.C; ++g)
-        for (int d = 0; d < L.dim; ++d) centres_t_[d * L.C_pad + g] = L.centres[g * L.dim + d];
+        for (int d = 0; d < L.dim; ++d)
+          centres_t_[(g / B * L.dim + d) * B + g % B] = L.centres[g * L.dim + d];
       L.centres_t = centres_t_.data();
       require_dtype(f, py::dtype::of<float>(), "factors", "float32");
       require_shape(f, "factors", {n});
@@ -401,8 +404,6 @@ class Snapshot {
                               "the encoder fail?)");
     }
   }
-
-  static constexpr int64_t kListBlock = 64;  // a multiple of every ISA's projection block
 
   SnapshotView v_;
   bool normalize_ = false;

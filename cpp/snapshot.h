@@ -30,11 +30,16 @@ struct CodeView {
 };
 
 // z = (x - mean) @ proj: the float query projection (mean may be absent: no centring).
+// List centres are stored (and scored) kCentreBlock columns at a time: 64 columns of 384 dims
+// are 96 KiB, read in one contiguous stream (a multiple of every ISA's projection block).
+constexpr int kCentreBlock = 64;
+
 struct Transform {
   const float* mean = nullptr;
-  const float* proj = nullptr;  // (dim, n_bits)
+  const float* proj = nullptr;  // (dim, n_bits); with `block`, (n_bits / block, dim, block)
   int dim = 0;
   int n_bits = 0;
+  int block = 0;  // 0: row-major; else columns in contiguous blocks of this many
   bool active() const { return proj != nullptr; }
 };
 
@@ -73,8 +78,8 @@ struct HammingPartitions {
 // <q - c, r>, whose error scales with |q - c| instead of |q| (python/hashpivot/layouts/ivf.py).
 struct FloatLists {
   const float* centres = nullptr;    // (C, dim)
-  const float* centres_t = nullptr;  // (dim, C_pad): transposed, zero columns up to C_pad
-  int64_t C = 0, C_pad = 0;          // C_pad: C rounded up to 64 (the blocked product's width)
+  const float* centres_t = nullptr;  // (C_pad / 64, dim, 64): transposed in column blocks
+  int64_t C = 0, C_pad = 0;          // C_pad: C rounded up to kCentreBlock (zero columns past C)
   int dim = 0;
   const int64_t* offsets = nullptr;    // C + 1
   const float* factors = nullptr;      // n

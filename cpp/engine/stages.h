@@ -78,8 +78,6 @@ HP_INLINE float dot_lanes(const float* q, const T* x, int dim, Conv conv) {
 
 // ---- prepare ----
 constexpr int kProjectRowsMax = 4;  // rows projected together: each matrix load serves them
-// List centres scored a block of columns at a time: 64 columns of 384 dims are 96 KiB (L2)
-constexpr int kCentreBlock = 64;
 
 // Rows x_0 .. x_{n-1} less the transform's mean, gathered into xc (kProjectRows x dim, rows
 // past n zero): what project_cols reads.
@@ -101,8 +99,12 @@ void project_cols(const Transform& t, const float* xc, int n, float* const* z, i
   typedef float FV __attribute__((vector_size(sizeof(float) * L)));
   for (int j0 = j_begin; j0 < j_end; j0 += kCols) {
     FV acc[kRows][kVecs] = {};
+    const float* col =
+        t.block ? t.proj + static_cast<int64_t>(j0 / t.block) * t.block * t.dim + j0 % t.block
+                : t.proj + j0;
+    const int64_t stride = t.block ? t.block : t.n_bits;
     for (int d = 0; d < t.dim; ++d) {
-      const float* row = t.proj + static_cast<int64_t>(d) * t.n_bits + j0;
+      const float* row = col + d * stride;
       FV p[kVecs];
 #pragma GCC unroll 4
       for (int v = 0; v < kVecs; ++v) std::memcpy(&p[v], row + L * v, sizeof(FV));
@@ -165,7 +167,7 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
     // projection, over many more columns: each group of queries is gathered once, then a block
     // of the transposed centres stays in cache while every group of the chunk uses it
     const Transform centres{nullptr, s.lists.centres_t, s.lists.dim,
-                            static_cast<int>(s.lists.C_pad)};
+                            static_cast<int>(s.lists.C_pad), kCentreBlock};
     const size_t group_floats = static_cast<size_t>(A::kProjectRows) * centres.dim;
     thread_local std::vector<float> gathered;  // each group's queries, for the centre product
     if (s.lists.C)
