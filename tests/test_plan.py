@@ -97,3 +97,26 @@ def test_filters_choose_the_source_by_selectivity():
     assert tiny.source == "allowed" and tiny.exact_allowed and tiny.pool == 0
     lists = make_plan(IVF, allowed=5_000)
     assert lists.source == "lists" and lists.probe_rows == 10_000 * lists.nprobe // 400
+
+
+def test_a_remembered_plan_is_the_plan_and_never_stands_in_for_a_refused_value():
+    """Index versions remember plans by their arguments (hashpivot.version): the same options
+    give make_plan's plan, a changed tuned setting a new one, and a value make_plan refuses is
+    refused even right after an equal value of another type was planned."""
+    import numpy as np
+
+    import hashpivot as hp
+
+    x = np.random.default_rng(0).standard_normal((500, 64)).astype(np.float32)
+    index = hp.Index.build(x, n_bits=64, n_iter=2)
+    for _ in range(2):
+        assert index.plan(10, candidates=7) == make_plan(index.shape(), 10, candidates=7)
+        index.search(x[:2], 10, candidates=1)
+        for bad in (True, 1.0, "1"):
+            with pytest.raises(HashpivotError):
+                index.search(x[:2], 10, candidates=bad)
+    assert index.plan(10).candidates == DEFAULT_CANDIDATES
+    index.tuned = {"candidates": 50}
+    assert index.plan(10).candidates == 50
+    with pytest.raises(HashpivotError):
+        index.search(x[:2], 10, candidates=[1])  # unhashable: planned afresh, and refused

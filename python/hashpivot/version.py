@@ -9,11 +9,15 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from . import _core
 from .filters import IdMap, as_filter
 from .layouts import Layout, Rows
 from .plan import IndexShape, Plan, make_plan
 
 Allowed = Tuple[Optional[np.ndarray], Optional[np.ndarray]]  # (row bitmap, allowed rows)
+# Plans (and their C++ form) a version remembers: a single query's search is ~20 us of Python
+# planning otherwise, as much as the search itself on a small index.
+PLAN_CACHE = 64
 
 
 class Version:
@@ -26,6 +30,8 @@ class Version:
         self._idmap: Optional[IdMap] = None
         # memory-mapped members (hashpivot.storage.SizeGuard): checked before each search
         self.guards = [a.size_guard for a in rows.resident() if hasattr(a, "size_guard")]
+        self._plans: Dict[tuple, Plan] = {}
+        self._cores: Dict[Plan, _core.Plan] = {}
 
     @property
     def idmap(self) -> IdMap:
@@ -53,17 +59,33 @@ class Version:
         return as_filter(allowed).resolve(self.idmap, self.rows.n)
 
     def plan(self, k: int, filt: Allowed, store: bool = True, **options: Any) -> Plan:
+        """make_plan against these rows, remembered by its arguments (their types included, so
+        that a value make_plan refuses, such as candidates=True, is never taken for another)."""
         n_allowed = None if filt[1] is None else len(filt[1])
-        return make_plan(self.shape(store), k, allowed=n_allowed, **options)
+        try:
+            named = sorted({**options, "k": k, "store": store, "allowed": n_allowed}.items())
+            key = tuple(
+                (name, type(v).__name__, tuple(sorted(v.items())) if isinstance(v, dict) else v)
+                for name, v in named
+            )
+            plan = self._plans.get(key)
+        except TypeError:  # an unhashable option: make_plan says what is wrong with it
+            key, plan = None, None
+        if plan is None:
+            plan = make_plan(self.shape(store), k, allowed=n_allowed, **options)
+            if key is not None:
+                remember(self._plans, key, plan)
+        return plan
 
     def run(self, q: np.ndarray, plan: Plan, filt: Allowed) -> Tuple[np.ndarray, np.ndarray, int]:
         """(scores or distances, ids, rows scanned): the whole plan in one GIL-free call."""
         for guard in self.guards:
             guard.check()
+        core = self._cores.get(plan)
+        if core is None:
+            core = remember(self._cores, plan, plan.to_core())
         bits, rows = filt
-        return self.snapshot.search(
-            q, plan.to_core(), bits, rows if plan.source == "allowed" else None
-        )
+        return self.snapshot.search(q, core, bits, rows if plan.source == "allowed" else None)
 
     def stats(self) -> Dict[str, Any]:
         """What the rows are and cost: bytes per document (everything resident counted) and
@@ -88,6 +110,15 @@ class Version:
             out[f"n_{lay.capabilities.group_noun}"] = lay.n_groups
             out["group_size_min_median_max"] = [int(v) for v in sizes]
         return out
+
+
+def remember(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
+    """Stores value under key, forgetting everything first when the cache is full (a caller
+    cycling through many option sets only loses the speed-up)."""
+    if len(cache) >= PLAN_CACHE:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 class SearchTotals:
