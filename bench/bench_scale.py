@@ -43,7 +43,7 @@ from hashpivot.truth import recall_at
 
 K = 10
 TARGETS = (0.90, 0.95, 0.99)
-TUNE_QUERIES = 200
+TUNE_QUERIES = scale_corpus.TUNE_QUERIES
 ROUNDS = 3
 LATENCY_QUERIES = 100
 

@@ -27,7 +27,7 @@ from hashpivot.truth import recall_at
 
 K = 10
 LS = (10, 40, 100, 300)
-QUERIES = slice(200, 500)  # bench_scale.py's evaluation queries
+QUERIES = slice(scale_corpus.TUNE_QUERIES, scale_corpus.N_QUERIES)  # the evaluation queries
 
 
 def rotation(d: int, seed: int = 0) -> np.ndarray:

@@ -51,6 +51,7 @@ KINDS = ("mixture", "realistic")
 NEIGHBOURS = 16  # realistic rows move between a passage and its nearest real passages
 SPREAD = 0.7  # s: how far a realistic row moves along a difference of two neighbours
 N_QUERIES = 500
+TUNE_QUERIES = 200  # the first queries are for tuning; the other 300 evaluate (every bench)
 TRUTH_K = 100
 DRAW_CHUNK = 1 << 17  # rows drawn per step (10M x 384 floats would need 15 GB at once)
 

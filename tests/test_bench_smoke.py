@@ -30,7 +30,7 @@ SCRIPT_SECONDS = 300  # a hung script fails its test instead of stalling CI
 PARALLEL = 2  # scripts running at once (the CI machine's cores)
 N = "3000"  # rows for the scripts that draw their own corpus
 
-# script: (arguments, text its output must hold)
+# script (a second run of one: "script#what"): (arguments, text its output must hold)
 SCRIPTS = {
     "bench_add.py": (["--n", N], "search QPS"),
     "bench_asymmetric.py": (["--n", N], "Full scan"),
@@ -43,6 +43,7 @@ SCRIPTS = {
         "|",
     ),
     "bench_latency.py": (["--rounds", "1"], "|"),
+    "bench_latency.py#scale": (["--rounds", "1", "--scale", N, "--nprobe", "8"], "latency"),
     "bench_partition.py": (["--n", N, "--queries", "20", "--components", "8"], "Best QPS"),
     "bench_pivot.py": (["--synthetic", N, "--n-queries", "20", "--repeats", "1"], "|"),
     "bench_scale.py": (["--n", N, "--quick"], "Best one-thread"),
@@ -58,7 +59,7 @@ SCRIPTS = {
 
 def test_every_script_is_listed():
     scripts = {p.name for p in BENCH.glob("*.py")} - {"common.py"}
-    assert scripts == set(SCRIPTS)
+    assert scripts == {s.split("#")[0] for s in SCRIPTS}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def run_script(script: str, corpus: Path, cwd: Path) -> Optional[subprocess.Comp
         MPLBACKEND="Agg",
     )
     return subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
+        [sys.executable, str(BENCH / script.split("#")[0]), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -120,12 +121,18 @@ def run_script(script: str, corpus: Path, cwd: Path) -> Optional[subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def runs(corpus, tmp_path_factory):
-    """Every script started when the first test asks, PARALLEL at a time: a future each."""
+def runs(corpus, tmp_path_factory, request):
+    """The selected scripts, started when the first test asks, PARALLEL at a time: a future
+    each."""
+    selected = {
+        item.callspec.params["script"]
+        for item in request.session.items
+        if item.originalname == "test_bench_script_runs"
+    }
     pool = ThreadPoolExecutor(max_workers=PARALLEL)
     futures: Dict[str, Future] = {
         s: pool.submit(run_script, s, corpus, tmp_path_factory.mktemp(s.replace(".", "_")))
-        for s in sorted(SCRIPTS)
+        for s in sorted(selected)
     }
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
