@@ -34,7 +34,7 @@ import hashpivot as hp
 from bench_pivot import SHARED
 from common import interleaved_rates, markdown_table
 from hashpivot import ITQ, Index
-from hashpivot.layouts.partitioned import default_partitions
+from hashpivot.layouts.base import default_groups
 
 ITQ_TRAIN = 200_000  # mixture draws the ITQ rotation learns from
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
@@ -79,7 +79,7 @@ def scanned_share(before: dict, after: dict) -> float:
 def run(name: str, codes: np.ndarray, q: np.ndarray, args, rows: list, curves: dict) -> None:
     import faiss
 
-    C = args.nlist or default_partitions(len(codes))
+    C = args.nlist or default_groups(len(codes))
     t0 = time.perf_counter()
     index = Index.from_codes(codes, layout="partitioned", n_partitions=C)
     build = time.perf_counter() - t0

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
 import scale_corpus
 from common import SMOKE, markdown_table, rounds
+from hashpivot.layouts.base import default_groups
 from hashpivot.truth import recall_at
 
 K = 10
@@ -117,9 +118,7 @@ def faiss_engines(x: np.ndarray, cache: Path, n: int, quick: bool, kind: str) ->
 
         out.append(Setting("faiss HNSW", f"ef={ef}", s, hnsw_build, hnsw_bytes))
 
-    from hashpivot.layouts.ivf import default_lists
-
-    nlist = default_lists(n)
+    nlist = default_groups(n)
 
     def sq_make():
         q = faiss.IndexFlatIP(d)
@@ -162,9 +161,7 @@ def rabitq_engines(x: np.ndarray, cached: Callable, n: int, quick: bool) -> List
     in memory (Refine(Flat)): resident bytes count both, as faiss keeps both."""
     import faiss
 
-    from hashpivot.layouts.ivf import default_lists
-
-    d, nlist = x.shape[1], default_lists(n)
+    d, nlist = x.shape[1], default_groups(n)
     out = []
     for engine, (code, probes, factors, qbs) in RABITQ.items():
 

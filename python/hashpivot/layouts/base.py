@@ -5,6 +5,7 @@ package branches on a layout's name: callers ask :attr:`Layout.capabilities`."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
@@ -26,6 +27,14 @@ VERIFY_CHUNK = 1 << 20  # rows whose derived arrays a verifying load recomputes 
 # Groups a saved header may declare beyond its rows (remove() can leave more lists than rows;
 # 4 * sqrt(N) lists at 10M rows is 12,650).
 MAX_GROUPS = 1 << 16
+GROUPS_PER_SQRT_N = 4  # partitions or lists: C = 4 sqrt(N), faiss' guideline for IVF
+
+
+def default_groups(n: int) -> int:
+    """About 4 sqrt(N) partitions or lists (at least 1, at most N)."""
+    return int(max(1, min(n, round(GROUPS_PER_SQRT_N * math.sqrt(max(n, 1))))))
+
+
 GroupSource = Literal["all", "partitions", "lists"]
 
 

@@ -18,7 +18,6 @@ distance at equal rows scanned (bench/SCALE_RESULTS.md).
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
@@ -39,6 +38,7 @@ from .base import (
     Layout,
     Rows,
     TrainOptions,
+    default_groups,
     register,
     require,
 )
@@ -47,7 +47,6 @@ from .base import starts as _starts
 if TYPE_CHECKING:  # pragma: no cover
     from ..storage import IndexHeader
 
-LISTS_PER_SQRT_N = 4  # C = 4 sqrt(N) lists, as faiss' guideline for IVF
 # k-means trains on 40 rows a centre (faiss warns below 39): its cost grows as rows x lists. 100k
 # scale corpus, 256 bits: 64 rows gave recall@10 0.775 / 0.912 / 0.949 (nprobe 37 / 151 / 316),
 # 40 rows 0.768 / 0.903 / 0.949, and the build went from 15.9 to 11.3 s (1M: k-means 88 -> 35 s).
@@ -55,11 +54,6 @@ TRAIN_PER_LIST = 40
 BIASES_FROM = 5  # the index format version whose ivf files carry the per-row biases
 KMEANS_ITERS = 10  # as faiss' IVF training
 ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
-
-
-def default_lists(n: int) -> int:
-    """About 4 sqrt(N) lists (at least 1, at most N)."""
-    return int(max(1, min(n, round(LISTS_PER_SQRT_N * math.sqrt(max(n, 1))))))
 
 
 def _scorer(ct):
@@ -108,7 +102,7 @@ def kmeans(
     n = len(x)
     if n == 0:
         raise InvalidInputError("cannot train lists on zero rows")
-    C = default_lists(n) if n_lists is None else count(n_lists, "n_lists", 1, n)
+    C = default_groups(n) if n_lists is None else count(n_lists, "n_lists", 1, n)
     iters = count(iters, "iters", 0, 1000)
     rng = np.random.default_rng(_seed(seed))
     size = min(n, count(sample, "sample", C) if sample is not None else max(TRAIN_PER_LIST * C, C))

@@ -33,6 +33,7 @@ from .base import (
     Expectation,
     Rows,
     TrainOptions,
+    default_groups,
     register,
     require,
 )
@@ -42,15 +43,9 @@ from .pivoted import PivotedLayout
 if TYPE_CHECKING:  # pragma: no cover
     from ..storage import IndexHeader
 
-PARTITIONS_PER_SQRT_N = 4  # C = 4 sqrt(N) partitions
 KMEANS_ITERS = 5  # binary k-means rounds
 MIN_TRAIN = 100_000  # rows binary k-means trains on (at least; 64 a centre beyond)
 TRAIN_PER_PARTITION = 64
-
-
-def default_partitions(n: int) -> int:
-    """About 4 sqrt(N) partitions (at least 1, at most N)."""
-    return int(max(1, min(n, round(PARTITIONS_PER_SQRT_N * np.sqrt(max(n, 1))))))
 
 
 def train_centres(
@@ -70,7 +65,7 @@ def train_centres(
     n = codes.shape[0]
     if n == 0:
         raise InvalidInputError("cannot partition zero codes")
-    C = default_partitions(n) if n_partitions is None else int(n_partitions)
+    C = default_groups(n) if n_partitions is None else int(n_partitions)
     if not 1 <= C <= n:
         raise InvalidInputError(
             f"n_partitions must be from 1 to the number of codes ({n}), got {C}"
