@@ -151,9 +151,8 @@ class Index:
         )
         x = prepare(as_embeddings(embeddings), metric)
         lay, codes, derived = layout_class(layout).train(x, opts)
-        index = cls(lay, store, metric, lay.empty(), meta)
-        index._append(x, codes, derived, ids)
-        return index
+        rows, _ = _grown(lay, store, lay.empty(), x, codes, derived, ids)
+        return cls(lay, store, metric, rows, meta)
 
     def empty_like(self) -> Index:
         """An empty index with this one's trained codec (ITQ model, pivots or centres), store
@@ -184,9 +183,8 @@ class Index:
             codes.shape[1] * 8, seed, n_pivots, pivot_method, pivot_sample, n_partitions
         )
         lay = layout_class(layout).from_codes(codes, None, opts)
-        index = cls(lay, None, "ip", lay.empty(), meta)
-        index._append(None, codes, lay.derive(codes, None), ids)
-        return index
+        rows, _ = _grown(lay, None, lay.empty(), None, codes, lay.derive(codes, None), ids)
+        return cls(lay, None, "ip", rows, meta)
 
     def _append(
         self,
@@ -196,13 +194,8 @@ class Index:
         ids: Optional[Sequence[int]],
     ) -> np.ndarray:
         with self._write_lock:
-            old = self._version.rows
-            n = codes.shape[0]
-            if old.n + n > MAX_ROWS:
-                raise LimitError(f"an index holds at most {MAX_ROWS:,} rows")
-            new = new_ids(old.ids, n, ids)
-            added = None if x is None or self.store is None else Store.of(*quantize(x, self.store))
-            self._set_rows(self._layout.append(old, Rows(codes, new, added), derived))
+            rows, new = _grown(self._layout, self.store, self._version.rows, x, codes, derived, ids)
+            self._set_rows(rows)
             return new
 
     def add(self, embeddings: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
@@ -370,3 +363,22 @@ class Index:
             layout.verify(rows)
         index.documents = documents
         return index
+
+
+def _grown(
+    layout: Layout,
+    store: Optional[str],
+    old: Rows,
+    x: Optional[np.ndarray],
+    codes: np.ndarray,
+    derived: Dict[str, np.ndarray],
+    ids: Optional[Sequence[int]],
+) -> Tuple[Rows, np.ndarray]:
+    """The rows with new ones appended, and the new rows' ids: what add() stores, and what
+    build() and from_codes() construct with (one snapshot, never one of zero rows first)."""
+    n = codes.shape[0]
+    if old.n + n > MAX_ROWS:
+        raise LimitError(f"an index holds at most {MAX_ROWS:,} rows")
+    new = new_ids(old.ids, n, ids)
+    added = None if x is None or store is None else Store.of(*quantize(x, store))
+    return layout.append(old, Rows(codes, new, added), derived), new
