@@ -94,6 +94,31 @@ struct LaneFold {
   }
 };
 
+// A code of W = 2 or 4 words repeated to fill a register (4 or 2 copies): lanes 2i, 2i + 1 (W = 2)
+// or 4i .. 4i + 3 (W = 4) then line up with the words of the codes loaded beside them.
+template <int W>
+HP_INLINE __m512i repeat_code(const void* p) {
+  static_assert(W == 2 || W == 4, "a code of 2 or 4 words");
+  if constexpr (W == 2)
+    return _mm512_broadcast_i32x4(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+  else
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+
+// What the W = 2 and 4 asymmetric kernels share: the query's bit planes repeated, the bias, the
+// fold of their lane sums.
+template <int W>
+struct RepeatedAsym {
+  static constexpr bool kEnabled = true;
+  Avx512::AsymPlanes planes;
+  alignas(64) __m512i biasv;
+  LaneFold fold;
+  HP_INLINE explicit RepeatedAsym(const AsymQuery& a)
+      : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
+    for (int p = 0; p < kAsymPlanes; ++p) planes.v[p] = repeat_code<W>(a.planes[p]);
+  }
+};
+
 // W = 1 and 2: 8 codes in one or two registers, lanes combined by permutes.
 template <>
 struct Avx512::Hamming8<1> {
@@ -110,9 +135,7 @@ struct Avx512::Hamming8<2> {
   static constexpr bool kEnabled = true;
   alignas(64) __m512i qv;
   LaneFold fold;
-  HP_INLINE explicit Hamming8(const uint8_t* q)
-      : qv(_mm512_set4_epi64((long long)load_u64(q + 8), (long long)load_u64(q),
-                             (long long)load_u64(q + 8), (long long)load_u64(q))) {}
+  HP_INLINE explicit Hamming8(const uint8_t* q) : qv(repeat_code<2>(q)) {}
   HP_INLINE V dist(const uint8_t* c) const {
     const __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), qv));
     const __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c + 64), qv));
@@ -135,16 +158,8 @@ struct Avx512::Asym8<1> {
 };
 
 template <>
-struct Avx512::Asym8<2> {
-  static constexpr bool kEnabled = true;
-  AsymPlanes planes;
-  alignas(64) __m512i biasv;
-  LaneFold fold;
-  HP_INLINE explicit Asym8(const AsymQuery& a) : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
-    for (int p = 0; p < kAsymPlanes; ++p)
-      planes.v[p] = _mm512_set4_epi64((long long)a.planes[p][1], (long long)a.planes[p][0],
-                                      (long long)a.planes[p][1], (long long)a.planes[p][0]);
-  }
+struct Avx512::Asym8<2> : RepeatedAsym<2> {
+  HP_INLINE explicit Asym8(const AsymQuery& a) : RepeatedAsym<2>(a) {}
   HP_INLINE V dist(const uint8_t* c) const {
     const __m512i s0 = planes.lanes(_mm512_loadu_si512(c));
     const __m512i s1 = planes.lanes(_mm512_loadu_si512(c + 64));
@@ -157,8 +172,7 @@ struct Avx512::Hamming8<4> {
   static constexpr bool kEnabled = true;
   alignas(64) __m512i qv;
   LaneFold fold;
-  HP_INLINE explicit Hamming8(const uint8_t* q)
-      : qv(_mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)))) {}
+  HP_INLINE explicit Hamming8(const uint8_t* q) : qv(repeat_code<4>(q)) {}
   HP_INLINE __m512i pop(const uint8_t* c) const {
     return _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(c), qv));
   }
@@ -168,16 +182,8 @@ struct Avx512::Hamming8<4> {
 };
 
 template <>
-struct Avx512::Asym8<4> {
-  static constexpr bool kEnabled = true;
-  AsymPlanes planes;
-  alignas(64) __m512i biasv;
-  LaneFold fold;
-  HP_INLINE explicit Asym8(const AsymQuery& a) : biasv(_mm512_set1_epi64(asym_bias(a.n_bits))) {
-    for (int p = 0; p < kAsymPlanes; ++p)
-      planes.v[p] =
-          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.planes[p])));
-  }
+struct Avx512::Asym8<4> : RepeatedAsym<4> {
+  HP_INLINE explicit Asym8(const AsymQuery& a) : RepeatedAsym<4>(a) {}
   HP_INLINE __m512i lanes(const uint8_t* c) const { return planes.lanes(_mm512_loadu_si512(c)); }
   HP_INLINE V dist(const uint8_t* c) const {
     const __m512i s = fold.codes(lanes(c), lanes(c + 64), lanes(c + 128), lanes(c + 192));
