@@ -60,6 +60,65 @@ inline void nibble_scores(const float* w, float* s) {
   for (int v = 1; v < 16; ++v) s[v] = s[v & (v - 1)] + 2 * w[3 - __builtin_ctz(v)];
 }
 
+// ---- fast scan: ivf codes in blocks of rows, byte-major, scored by nibble lookups ----
+// Block g holds rows kScanBlock g .. + kScanBlock - 1 as byte 0 of each row, then byte 1, ...:
+// one 16-byte lane is one byte position of 16 codes, so a table lookup (pshufb) with that
+// position's nibble table scores 16 codes at once (faiss' fast-scan, ScaNN's LUT16).
+constexpr int kScanBlock = 16;
+// A nibble's table entry is the sum over its set bits of (8 - v_j), in [-28, 32]; stored lifted
+// by 28 so that it is unsigned (0..60) and four entries still add up within a byte.
+constexpr int kNibbleLift = 28;
+
+// The same integer as the bit-plane kernels: dist = 7 n + sum_j (8 - v_j) b_j
+//   = offset + sum over bytes m of hi[m][high nibble] + lo[m][low nibble].
+struct NibbleLuts {
+  alignas(64) uint8_t hi[kMaxWords * 8][16];  // byte m's high nibble: code bits 8m .. 8m + 3
+  alignas(64) uint8_t lo[kMaxWords * 8][16];  // its low nibble: code bits 8m + 4 .. 8m + 7
+  int nbytes = 0;
+  int32_t offset = 0;
+};
+
+inline void make_nibble_luts(const AsymQuery& a, NibbleLuts* t) {
+  t->nbytes = a.n_bits / 8;
+  t->offset = asym_bias(a.n_bits) - kNibbleLift * 2 * t->nbytes;
+  int32_t w[kMaxWords * 64];  // 8 - v_j, in code order
+  for (int j = 0; j < a.n_bits; ++j) {
+    int32_t v = 0;
+    for (int p = 0; p < kAsymPlanes; ++p)
+      v |= static_cast<int32_t>((a.planes[p][j / 64] >> word_bit(j)) & 1) << p;
+    w[j] = kAsymCentre - v;
+  }
+  for (int m = 0; m < t->nbytes; ++m)
+    for (int x = 0; x < 16; ++x) {  // nibble bit i is byte bit i (low) or 4 + i (high)
+      int32_t h = kNibbleLift, l = kNibbleLift;
+      for (int i = 0; i < 4; ++i)
+        if ((x >> i) & 1) {
+          h += w[8 * m + 3 - i];
+          l += w[8 * m + 7 - i];
+        }
+      t->hi[m][x] = static_cast<uint8_t>(h);
+      t->lo[m][x] = static_cast<uint8_t>(l);
+    }
+}
+
+// Row r (0 .. kScanBlock - 1) of a block, one lookup pair a byte: the reference the ISA
+// kernels must equal (tests/cpp), and the path where a CPU has none.
+inline int32_t nibble_distance(const NibbleLuts& t, const uint8_t* block, int r) {
+  int32_t s = t.offset;
+  for (int m = 0; m < t.nbytes; ++m) {
+    const uint8_t b = block[m * kScanBlock + r];
+    s += t.hi[m][b >> 4] + t.lo[m][b & 15];
+  }
+  return s;
+}
+
+// Codes (n, nbytes) to blocks (ceil(n / kScanBlock) * kScanBlock rows, zero past n).
+inline void block_codes(const uint8_t* codes, int64_t n, int nbytes, uint8_t* out) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int m = 0; m < nbytes; ++m)
+      out[((r / kScanBlock) * nbytes + m) * kScanBlock + r % kScanBlock] = codes[r * nbytes + m];
+}
+
 // Exact <z, 2b - 1> from one 256-entry table per code byte: table[m][v] is the score of byte
 // value v at byte m (bit 7 of the byte is code bit 8 m). Built per query (it was a tenth of a
 // short ivf query), so each byte's table is its high nibble's 16 scores plus its low nibble's:
@@ -79,9 +138,10 @@ struct AsymTables {
         for (int l = 0; l < 16; ++l) tm[h * 16 + l] = hi[h] + lo[l];
     }
   }
-  HP_INLINE float score(const uint8_t* code) const {
+  // byte m of the code at code[m * stride] (stride kScanBlock: a row of a block)
+  HP_INLINE float score(const uint8_t* code, int stride = 1) const {
     float s = 0;
-    for (int m = 0; m < nbytes; ++m) s += t[m * 256 + code[m]];
+    for (int m = 0; m < nbytes; ++m) s += t[m * 256 + code[m * stride]];
     return s;
   }
 };

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "asymmetric.h"
 #include "codes.h"
 #include "cpu.h"
 #include "dispatch.h"
@@ -202,6 +203,11 @@ class Snapshot {
         for (int d = 0; d < L.dim; ++d)
           centres_t_[(g / B * L.dim + d) * B + g % B] = L.centres[g * L.dim + d];
       L.centres_t = centres_t_.data();
+      // what an ivf search reads of the codes (the scan, the re-score, filtered rows): a copy
+      // in blocks (asymmetric.h, fast scan); the row-major codes stay untouched (mmap: on disk)
+      blocked_.assign((n + kScanBlock - 1) / kScanBlock * kScanBlock * nb, 0);
+      block_codes(v_.codes.data, n, static_cast<int>(nb), blocked_.data());
+      L.blocked = blocked_.data();
       require_dtype(f, py::dtype::of<float>(), "factors", "float32");
       require_shape(f, "factors", {n});
       L.factors = static_cast<const float*>(f.data());
@@ -290,6 +296,15 @@ class Snapshot {
     }
     return py::make_tuple(distances ? py::object(out.distances) : py::object(out.scores), out.ids,
                           r.scanned);
+  }
+
+  // Arrays this snapshot holds in its own layout, by the name of the input a search then never
+  // reads (an index loaded with mmap leaves it on disk): their sizes in bytes.
+  py::dict copies() const {
+    py::dict d;
+    if (!blocked_.empty()) d["codes"] = blocked_.size();
+    if (!centres_t_.empty()) d["list_centres"] = centres_t_.size() * sizeof(float);
+    return d;
   }
 
   int64_t n() const { return v_.codes.n; }
@@ -408,6 +423,7 @@ class Snapshot {
   SnapshotView v_;
   bool normalize_ = false;
   std::vector<float> centres_t_;
+  std::vector<uint8_t> blocked_;
   std::vector<py::array> kept_;
   std::vector<VectorSegment> segments_;
 };
@@ -765,7 +781,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,
                     "scale float queries to unit length (cosine)")
       .def_property_readonly("n", &Snapshot::n)
-      .def_property_readonly("n_bits", &Snapshot::n_bits);
+      .def_property_readonly("n_bits", &Snapshot::n_bits)
+      .def_property_readonly("copies", &Snapshot::copies);
 
   m.def("knn", &knn_py, py::arg("queries"), py::arg("codes"), py::arg("k"), py::arg("threads") = 0,
         py::arg("pivots") = py::none(), py::arg("table") = py::none(), py::arg("lo") = py::none(),

@@ -85,6 +85,8 @@ struct FloatLists {
   const float* factors = nullptr;      // n
   const float* biases = nullptr;       // n
   const int32_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
+  const uint8_t* blocked = nullptr;    // the codes in blocks of kScanBlock rows (asymmetric.h),
+                                       // where the CPU has a fast-scan kernel; else null
 };
 
 enum class StoreType { kNone = 0, kFloat32 = 1, kFloat16 = 2, kInt8 = 3 };

@@ -77,10 +77,47 @@ struct ListMetric {
       : asym(q), factors(f), biases(b), c1(-asym_score_offset(q)), c2(2 * q.step) {}
   HP_INLINE void set_list(float centre_score) { c0 = -centre_score; }
   HP_INLINE Key one(const uint8_t* c, int64_t row) const {
-    return (c0 - biases[row]) + factors[row] * (c1 + c2 * static_cast<float>(asym.one(c, row)));
+    const int32_t d = blocked ? nibble_distance(*luts, block_of(row), row % kScanBlock)
+                              : asym.one(c, row);  // the same integer either way
+    return (c0 - biases[row]) + factors[row] * (c1 + c2 * static_cast<float>(d));
   }
   HP_INLINE auto group(const uint8_t* c, int64_t row) const {
     return A::affine(asym.g.dist(c), factors + row, biases + row, c0, c1, c2);
+  }
+  // With the snapshot's blocked codes and the query's nibble tables (fast scan): the keys of
+  // the block starting at row g0 into out, a bit per key below thr.
+  const uint8_t* blocked = nullptr;
+  const NibbleLuts* luts = nullptr;
+  int64_t rows = 0;  // the per-row arrays end here; the last block's may not be read past it
+  HP_INLINE const uint8_t* block_of(int64_t row) const {
+    return blocked + row / kScanBlock * kScanBlock * luts->nbytes;
+  }
+  HP_INLINE uint32_t block_keys(int64_t g0, Key thr, Key* out) const {
+    if constexpr (A::kFastScan) {
+      typename A::V d0, d1;
+      A::block16(*luts, blocked + g0 * luts->nbytes, &d0, &d1);
+      const float *f = factors + g0, *b = biases + g0;
+      alignas(32) float fl[kScanBlock], bl[kScanBlock];
+      if (g0 + kScanBlock > rows) {
+        for (int j = 0; j < kScanBlock; ++j) {
+          fl[j] = g0 + j < rows ? f[j] : 0.0f;
+          bl[j] = g0 + j < rows ? b[j] : 0.0f;
+        }
+        f = fl;
+        b = bl;
+      }
+      const auto k0 = A::affine(d0, f, b, c0, c1, c2), k1 = A::affine(d1, f + 8, b + 8, c0, c1, c2);
+      A::store_ps(k0, out);
+      A::store_ps(k1, out + 8);
+      return A::lt_mask_ps(k0, thr) | A::lt_mask_ps(k1, thr) << 8;
+    } else {
+      uint32_t mask = 0;
+      for (int j = 0; j < kScanBlock && g0 + j < rows; ++j) {
+        out[j] = one(nullptr, g0 + j);
+        mask |= static_cast<uint32_t>(out[j] < thr) << j;
+      }
+      return mask;
+    }
   }
   template <class VK>
   static HP_INLINE uint32_t lt(VK k, Key thr) {

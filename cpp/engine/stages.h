@@ -25,6 +25,7 @@ struct QueryState {
   std::vector<float> z;              // float projection
   std::vector<uint8_t> code;         // packed sign(z) (or the given code)
   AsymQuery asym;                    // quantized z
+  NibbleLuts luts;                   // its nibble tables, for blocked ivf codes (fast scan)
   std::vector<int32_t> lo, hi;       // pivot band bounds
   std::vector<Segment> segs;         // what the first stage reads
   int64_t seg_rows = 0;              // rows in segs
@@ -205,7 +206,10 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
       if (c.q.projections)
         std::memcpy(st.z.data(), c.q.projections + qi * c.n_bits, sizeof(float) * c.n_bits);
       pack_signs(st.z.data(), c.n_bits, st.code.data());
-      if (c.p.scoring == Scoring::kAsymmetric) st.asym = make_asym_query(st.z.data(), c.n_bits);
+      if (c.p.scoring == Scoring::kAsymmetric) {
+        st.asym = make_asym_query(st.z.data(), c.n_bits);
+        if (s.lists.blocked) make_nibble_luts(st.asym, &st.luts);
+      }
     }
     if (c.p.threshold >= 0) {
       const int P = s.pivots.P;
@@ -427,9 +431,15 @@ template <class M>
 HP_INLINE M make_metric(const Ctx& c, const QueryState& st) {
   if constexpr (M::kIsHamming)
     return M(st.code.data(), c.nb);
-  else if constexpr (M::kIsList)
-    return M(st.asym, c.s.lists.factors, c.s.lists.biases);
-  else
+  else if constexpr (M::kIsList) {
+    M m(st.asym, c.s.lists.factors, c.s.lists.biases);
+    if (c.s.lists.blocked) {
+      m.blocked = c.s.lists.blocked;
+      m.luts = &st.luts;
+      m.rows = c.s.codes.n;
+    }
+    return m;
+  } else
     return M(st.asym);
 }
 
@@ -600,14 +610,18 @@ inline void rescore(const Ctx& c, QueryState& st) {
   tables.build(st.z.data(), c.n_bits);
   const uint8_t* codes = c.s.codes.data;
   const bool lists = c.s.lists.C > 0;  // ivf rows: base score of the list + factor * code score
+  const uint8_t* blocked = c.s.lists.blocked;  // ivf: the scan's blocks (just read: in cache)
   auto& pool = st.pool;
-  for (size_t j = 0; j < std::min<size_t>(pool.size(), kGatherAhead); ++j)
+  for (size_t j = 0; !blocked && j < std::min<size_t>(pool.size(), kGatherAhead); ++j)
     __builtin_prefetch(codes + pool[j].row * c.nb);
   for (size_t j = 0; j < pool.size(); ++j) {
-    if (j + kGatherAhead < pool.size())
+    if (!blocked && j + kGatherAhead < pool.size())
       __builtin_prefetch(codes + pool[j + kGatherAhead].row * c.nb);
     const int64_t r = pool[j].row;
-    float s = tables.score(codes + r * c.nb);
+    float s = blocked
+                  ? tables.score(blocked + (r / kScanBlock * kScanBlock * c.nb + r % kScanBlock),
+                                 kScanBlock)
+                  : tables.score(codes + r * c.nb);
     if (lists)
       s = (st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.biases[r]) +
           c.s.lists.factors[r] * s;

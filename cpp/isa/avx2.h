@@ -173,6 +173,40 @@ struct Avx2 {
     }
   };
 
+  // ---- fast scan: the quantized distances of a block of 16 codes (asymmetric.h) ----
+  // A register holds byte positions m and m + 1 of the 16 codes (one per 128-bit lane, as
+  // pshufb looks up within a lane); two registers' lookups (4 nibbles, <= 240) add up in bytes,
+  // then widen to 16 bits (at most 60 a nibble, 256 nibbles: no overflow).
+  static constexpr bool kFastScan = true;
+  static HP_INLINE void block16(const NibbleLuts& t, const uint8_t* blk, V* d0, V* d1) {
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    __m256i acc_a = zero, acc_b = zero;  // 16-bit sums of codes 0..7 (a) and 8..15 (b), per lane
+    for (int m = 0; m < t.nbytes; m += 4) {
+      const __m256i x = _mm256_loadu_si256((const __m256i*)(blk + m * kScanBlock));
+      const __m256i y = _mm256_loadu_si256((const __m256i*)(blk + (m + 2) * kScanBlock));
+      const __m256i sx =
+          _mm256_add_epi8(_mm256_shuffle_epi8(_mm256_load_si256((const __m256i*)t.hi[m]),
+                                              _mm256_and_si256(_mm256_srli_epi16(x, 4), low)),
+                          _mm256_shuffle_epi8(_mm256_load_si256((const __m256i*)t.lo[m]),
+                                              _mm256_and_si256(x, low)));
+      const __m256i sy =
+          _mm256_add_epi8(_mm256_shuffle_epi8(_mm256_load_si256((const __m256i*)t.hi[m + 2]),
+                                              _mm256_and_si256(_mm256_srli_epi16(y, 4), low)),
+                          _mm256_shuffle_epi8(_mm256_load_si256((const __m256i*)t.lo[m + 2]),
+                                              _mm256_and_si256(y, low)));
+      const __m256i s = _mm256_add_epi8(sx, sy);
+      acc_a = _mm256_add_epi16(acc_a, _mm256_unpacklo_epi8(s, zero));
+      acc_b = _mm256_add_epi16(acc_b, _mm256_unpackhi_epi8(s, zero));
+    }
+    const __m256i off = _mm256_set1_epi32(t.offset);
+    const __m128i a =
+        _mm_add_epi16(_mm256_castsi256_si128(acc_a), _mm256_extracti128_si256(acc_a, 1));
+    const __m128i b =
+        _mm_add_epi16(_mm256_castsi256_si128(acc_b), _mm256_extracti128_si256(acc_b, 1));
+    *d0 = _mm256_add_epi32(_mm256_cvtepu16_epi32(a), off);
+    *d1 = _mm256_add_epi32(_mm256_cvtepu16_epi32(b), off);
+  }
+
   // 8 float16 values to float32.
   static HP_INLINE void half8(const uint16_t* h, float* out) {
     _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h)));

@@ -34,6 +34,7 @@ struct Scalar {
     for (int j = 0; j < 8; ++j) out[j] = half_to_float(h[j]);
   }
   static constexpr bool kBand8x4 = false;
+  static constexpr bool kFastScan = false;  // blocked ivf codes: nibble lookups, a row at a time
 };
 
 using Portable = Scalar<Isa::kPortable, PopcountSwar>;

@@ -2,7 +2,7 @@
 when made, whose ``search`` runs a whole plan in one GIL-free call; and the kernels on packed
 codes that :mod:`hashpivot.kernels` wraps."""
 
-from typing import Optional, Sequence, Tuple, TypedDict, Union
+from typing import Dict, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +63,10 @@ class Snapshot:
     def n(self) -> int: ...
     @property
     def n_bits(self) -> int: ...
+    @property
+    def copies(self) -> Dict[str, int]:
+        """Bytes of the arrays held in the snapshot's own layout (ivf: the codes in scan blocks,
+        the centres transposed), by the name of the input that a search then never reads."""
     def __init__(
         self,
         codes: npt.NDArray[np.uint8],

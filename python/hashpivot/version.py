@@ -88,11 +88,17 @@ class Version:
         return self.snapshot.search(q, core, bits, rows if plan.source == "allowed" else None)
 
     def stats(self) -> Dict[str, Any]:
-        """What the rows are and cost: bytes per document (everything resident counted) and
-        group sizes."""
+        """What the rows are and cost: bytes per document (everything a search reads counted:
+        an ivf snapshot's blocked codes and transposed centres in place of the arrays they were
+        made from, which an index loaded with mmap leaves on disk) and group sizes."""
         rows, lay = self.rows, self.layout
         n, store = rows.n, 0 if rows.store is None else rows.store.nbytes
+        # what a search reads: the snapshot's own copies in place of the arrays they replace
+        copies = self.snapshot.copies
+        replaced = {**rows.arrays(), **lay.model_arrays()}
+        replaced = {k: a for k, a in replaced.items() if k in copies}
         own = sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes()
+        own += sum(copies.values()) - sum(a.nbytes for a in replaced.values())
         out: Dict[str, Any] = {
             "n": n,
             "n_bits": lay.n_bits,
