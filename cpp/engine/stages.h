@@ -91,12 +91,14 @@ void centre_rows(const Transform& t, const float* const* x, int n, float* xc) {
 
 // z_i[j] = xc_i @ proj[:, j] for columns [j_begin, j_end) (multiples of 64): each z_ij is the
 // sum over d ascending of xc_id P[d, j], the same sums on every ISA and however many rows share
-// the pass (no FMA contraction: -ffp-contract=off). Rows x 4 vectors of sums stay in registers
-// (the ISA's float lanes: 16, 8 or 4) while the matrix's columns stream by once.
+// the pass (no FMA contraction: -ffp-contract=off). Rows x vectors of sums stay in registers
+// (the ISA's kProjectRows x kProjectVecs, of 16, 8 or 4 float lanes) while the matrix's
+// columns stream by once.
 template <class A>
 void project_cols(const Transform& t, const float* xc, int n, float* const* z, int j_begin,
                   int j_end) {
-  constexpr int L = A::kFloatLanes, kVecs = 4, kRows = A::kProjectRows, kCols = L * kVecs;
+  constexpr int L = A::kFloatLanes, kVecs = A::kProjectVecs, kRows = A::kProjectRows;
+  constexpr int kCols = L * kVecs;
   typedef float FV __attribute__((vector_size(sizeof(float) * L)));
   for (int j0 = j_begin; j0 < j_end; j0 += kCols) {
     FV acc[kRows][kVecs] = {};

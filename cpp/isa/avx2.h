@@ -18,9 +18,12 @@ namespace {
 struct Avx2 {
   static constexpr Isa kIsa = Isa::kAvx2;
   using Pop = PopcountHw;
-  using V = __m256i;                      // 8 x int32 keys of 8 consecutive codes
-  static constexpr int kFloatLanes = 8;   // floats a register holds
-  static constexpr int kProjectRows = 2;  // queries projected together (16 ymm registers)
+  using V = __m256i;                     // 8 x int32 keys of 8 consecutive codes
+  static constexpr int kFloatLanes = 8;  // floats a register holds
+  // queries projected together x vectors of columns a pass: 4 x 2 sums in 16 ymm registers, so
+  // that each column load serves 4 queries (2 x 4 was bound by reading the matrix from L2)
+  static constexpr int kProjectRows = 4;
+  static constexpr int kProjectVecs = 2;
 
   static HP_INLINE uint32_t lt_mask(V d, int32_t thr) {
     return static_cast<uint32_t>(

@@ -17,7 +17,8 @@ struct Avx512 : Avx2 {
   static constexpr Isa kIsa = Isa::kAvx512;
   using V = __m256i;
   static constexpr int kFloatLanes = 16;
-  static constexpr int kProjectRows = 4;  // 32 zmm registers
+  static constexpr int kProjectRows = 4;  // 4 x 4 sums: 32 zmm registers
+  static constexpr int kProjectVecs = 4;
 
   // lt_mask is Avx2's movemask: with the compare-into-mask form, GCC 12 builds reported lanes
   // past the 8 rows of a group (AddressSanitizer caught the read).

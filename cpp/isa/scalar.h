@@ -18,6 +18,7 @@ struct Scalar {
   using V = int;                         // no vectors: the engine takes the one-code-at-a-time path
   static constexpr int kFloatLanes = 4;  // SSE2, the x86-64 baseline
   static constexpr int kProjectRows = 2;
+  static constexpr int kProjectVecs = 4;
 
   template <int W>
   struct Hamming8 {
