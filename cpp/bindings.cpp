@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "asymmetric.h"
+#include "centres.h"
 #include "codes.h"
 #include "cpu.h"
 #include "dispatch.h"
@@ -193,16 +194,15 @@ class Snapshot {
       if (L.C < 1) fail("an ivf snapshot needs at least one list");
       if (!dim) fail("an ivf snapshot needs the residual projection");
       L.offsets = as_offsets(keep(list_offsets), L.C, n, "list offsets");
-      // <q, c> for every list is a small matrix product: the centres transposed in column
-      // blocks and padded once here, so that a search streams each block contiguously (one
-      // query reads all of them: row-major, every dimension of a block was a new page)
-      constexpr int64_t B = kCentreBlock;
-      L.C_pad = (L.C + B - 1) / B * B;
-      centres_t_.assign(static_cast<size_t>(L.dim) * L.C_pad, 0.0f);
+      // what a search reads of the centres: int16 levels (centres.h), half the bytes
+      L.levels = centre_levels(L.dim);
+      centre_levels_.resize(static_cast<size_t>(L.C) * L.dim);
+      centre_steps_.resize(L.C);
       for (int64_t g = 0; g < L.C; ++g)
-        for (int d = 0; d < L.dim; ++d)
-          centres_t_[(g / B * L.dim + d) * B + g % B] = L.centres[g * L.dim + d];
-      L.centres_t = centres_t_.data();
+        centre_steps_[g] = quantize_levels(L.centres + g * L.dim, L.dim, L.levels,
+                                           centre_levels_.data() + g * L.dim);
+      L.centre_levels = centre_levels_.data();
+      L.centre_steps = centre_steps_.data();
       // what an ivf search reads of the codes (the scan, the re-score, filtered rows): a copy
       // in blocks (asymmetric.h, fast scan); the row-major codes stay untouched (mmap: on disk)
       blocked_.assign((n + kScanBlock - 1) / kScanBlock * kScanBlock * nb, 0);
@@ -303,7 +303,8 @@ class Snapshot {
   py::dict copies() const {
     py::dict d;
     if (!blocked_.empty()) d["codes"] = blocked_.size();
-    if (!centres_t_.empty()) d["list_centres"] = centres_t_.size() * sizeof(float);
+    const size_t levels = centre_levels_.size() * sizeof(int16_t) + centre_steps_.size() * 4;
+    if (levels) d["list_centres"] = levels;
     return d;
   }
 
@@ -422,7 +423,8 @@ class Snapshot {
 
   SnapshotView v_;
   bool normalize_ = false;
-  std::vector<float> centres_t_;
+  std::vector<int16_t> centre_levels_;
+  std::vector<float> centre_steps_;
   std::vector<uint8_t> blocked_;
   std::vector<py::array> kept_;
   std::vector<VectorSegment> segments_;

@@ -30,10 +30,6 @@ struct CodeView {
 };
 
 // z = (x - mean) @ proj: the float query projection (mean may be absent: no centring).
-// List centres are stored (and scored) kCentreBlock columns at a time: 64 columns of 384 dims
-// are 96 KiB, read in one contiguous stream (a multiple of every ISA's projection block).
-constexpr int kCentreBlock = 64;
-
 struct Transform {
   const float* mean = nullptr;
   const float* proj = nullptr;  // (dim, n_bits); with `block`, (n_bits / block, dim, block)
@@ -77,9 +73,11 @@ struct HammingPartitions {
 // puts the centre's exact share of <q, r> in place of its estimate: the code then estimates
 // <q - c, r>, whose error scales with |q - c| instead of |q| (python/hashpivot/layouts/ivf.py).
 struct FloatLists {
-  const float* centres = nullptr;    // (C, dim)
-  const float* centres_t = nullptr;  // (C_pad / 64, dim, 64): transposed in column blocks
-  int64_t C = 0, C_pad = 0;          // C_pad: C rounded up to kCentreBlock (zero columns past C)
+  const float* centres = nullptr;          // (C, dim) as given; a search reads the levels
+  const int16_t* centre_levels = nullptr;  // (C, dim): <q, c> in int16 levels (centres.h)
+  const float* centre_steps = nullptr;     // C: centre g ~ centre_steps[g] * its levels
+  int levels = 0;                          // centre_levels(dim)
+  int64_t C = 0;
   int dim = 0;
   const int64_t* offsets = nullptr;    // C + 1
   const float* factors = nullptr;      // n

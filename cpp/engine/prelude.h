@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../asymmetric.h"
+#include "../centres.h"
 #include "../codes.h"
 #include "../cpu.h"
 #include "../half.h"

@@ -78,6 +78,41 @@ HP_INLINE float dot_lanes(const float* q, const T* x, int dim, Conv conv) {
 }
 
 // ---- prepare ----
+// The probe's order: every list's <q, c> from int16 levels (centres.h), kCentreQueries queries
+// a pass so that each centre, once loaded, serves them all, and kCentreChunk centres at a time
+// (48 KiB at 384 dims) so that they stay in cache for every group of queries of the batch.
+constexpr int kCentreQueries = 4;
+constexpr int64_t kCentreChunk = 64;
+inline void approx_centre_scores(const FloatLists& L, int64_t nq, QueryState* sts) {
+  const int dim = L.dim;
+  thread_local std::vector<int16_t> levels;
+  thread_local std::vector<float> steps;
+  levels.resize(static_cast<size_t>(nq) * dim);
+  steps.resize(nq);
+  for (int64_t i = 0; i < nq; ++i) {
+    steps[i] = quantize_levels(sts[i].vec, dim, L.levels, levels.data() + i * dim);
+    sts[i].centre_scores.resize(L.C);
+  }
+  for (int64_t g0 = 0; g0 < L.C; g0 += kCentreChunk) {
+    const int64_t g1 = std::min(L.C, g0 + kCentreChunk);
+    for (int64_t b = 0; b < nq; b += kCentreQueries) {
+      const int m = static_cast<int>(std::min<int64_t>(kCentreQueries, nq - b));
+      for (int64_t g = g0; g < g1; ++g) {
+        const int16_t* cg = L.centre_levels + g * dim;
+        for (int r = 0; r < m; ++r)
+          sts[b + r].centre_scores[g] =
+              steps[b + r] * L.centre_steps[g] *
+              static_cast<float>(dot_levels(levels.data() + (b + r) * dim, cg, dim));
+      }
+    }
+  }
+}
+
+// The list holding a row.
+inline int64_t list_of(const FloatLists& L, int64_t row) {
+  return std::upper_bound(L.offsets + 1, L.offsets + L.C + 1, row) - (L.offsets + 1);
+}
+
 constexpr int kProjectRowsMax = 4;  // rows projected together: each matrix load serves them
 
 // Rows x_0 .. x_{n-1} less the transform's mean, gathered into xc (kProjectRows x dim, rows
@@ -166,15 +201,6 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
     }
   }
   if (!c.q.codes && !c.q.projections) {
-    // <q, c> of every list (the probe's order, each row's base score) is a product like the
-    // projection, over many more columns: each group of queries is gathered once, then a block
-    // of the transposed centres stays in cache while every group of the chunk uses it
-    const Transform centres{nullptr, s.lists.centres_t, s.lists.dim,
-                            static_cast<int>(s.lists.C_pad), kCentreBlock};
-    const size_t group_floats = static_cast<size_t>(A::kProjectRows) * centres.dim;
-    thread_local std::vector<float> gathered;  // each group's queries, for the centre product
-    if (s.lists.C)
-      gathered.resize((q1 - q0 + A::kProjectRows - 1) / A::kProjectRows * group_floats);
     for (int64_t b = q0; b < q1; b += A::kProjectRows) {
       const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
       const float* x[kProjectRowsMax];
@@ -184,21 +210,8 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
         z[r] = sts[b + r - q0].z.data();
       }
       project_rows<A>(s.transform, x, m, z);
-      if (s.lists.C)
-        centre_rows<A>(centres, x, m, gathered.data() + (b - q0) / A::kProjectRows * group_floats);
     }
-    for (int64_t qi = q0; s.lists.C && qi < q1; ++qi)
-      sts[qi - q0].centre_scores.resize(s.lists.C_pad);
-    for (int j0 = 0; s.lists.C && j0 < centres.n_bits; j0 += kCentreBlock) {
-      const int j1 = std::min<int>(centres.n_bits, j0 + kCentreBlock);
-      for (int64_t b = q0; b < q1; b += A::kProjectRows) {
-        const int m = static_cast<int>(std::min<int64_t>(A::kProjectRows, q1 - b));
-        float* cs[kProjectRowsMax];
-        for (int r = 0; r < m; ++r) cs[r] = sts[b + r - q0].centre_scores.data();
-        const float* xc = gathered.data() + (b - q0) / A::kProjectRows * group_floats;
-        project_cols<A>(centres, xc, m, cs, j0, j1);
-      }
-    }
+    if (s.lists.C) approx_centre_scores(s.lists, q1 - q0, sts);
   }
   for (int64_t qi = q0; qi < q1; ++qi) {
     QueryState& st = sts[qi - q0];
@@ -422,10 +435,6 @@ inline void prefetch_rows(const uint8_t* codes, int64_t b, int64_t e, int nb) {
   const uint8_t* p = codes + b * nb;
   const int64_t bytes = std::min<int64_t>((e - b) * nb, 8192);  // the first 8 KB
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
-}
-
-inline int64_t list_of(const FloatLists& L, int64_t row) {
-  return std::upper_bound(L.offsets + 1, L.offsets + L.C + 1, row) - (L.offsets + 1);
 }
 
 // ---- the first stage, one instantiation per metric x collector (filter and band at run time) ----

@@ -66,7 +66,7 @@ class Snapshot:
     @property
     def copies(self) -> Dict[str, int]:
         """Bytes of the arrays held in the snapshot's own layout (ivf: the codes in scan blocks,
-        the centres transposed), by the name of the input that a search then never reads."""
+        the centres in int16 levels), by the name of the input that a search then never reads."""
     def __init__(
         self,
         codes: npt.NDArray[np.uint8],

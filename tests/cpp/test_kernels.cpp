@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "asymmetric.h"
+#include "centres.h"
 #include "dispatch.h"
 
 using namespace hashpivot;
@@ -305,6 +306,48 @@ static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
           j, D[j], (long)I[j], want[j].key, (long)want[j].row);
 }
 
+// Centre levels (centres.h): no int32 sum can overflow at any dimension (the extreme vectors
+// give the int64 sum), a vector is within half a step of its levels, a zero vector is zeros.
+static void test_centre_levels(std::mt19937_64& rng) {
+  for (int dim : {1, 2, 3, 384, 1000, 65536}) {
+    const int L = centre_levels(dim);
+    CHECK(static_cast<int64_t>(L) * L * dim < (int64_t(1) << 31), "levels %d at dim %d", L, dim);
+    std::vector<int16_t> a(dim, static_cast<int16_t>(L)), b(dim, static_cast<int16_t>(-L));
+    CHECK(dot_levels(a.data(), b.data(), dim) == -static_cast<int64_t>(L) * L * dim,
+          "extreme dot at dim %d", dim);
+  }
+  std::normal_distribution<float> g;
+  const int dim = 384;
+  std::vector<float> v(dim);
+  for (auto& x : v) x = g(rng);
+  std::vector<int16_t> q(dim);
+  const float step = quantize_levels(v.data(), dim, centre_levels(dim), q.data());
+  for (int d = 0; d < dim; ++d)
+    CHECK(std::fabs(v[d] - step * q[d]) <= 0.5001f * step, "level of %d", d);
+  std::fill(v.begin(), v.end(), 0.0f);
+  CHECK(quantize_levels(v.data(), dim, centre_levels(dim), q.data()) == 0.0f &&
+            std::count(q.begin(), q.end(), 0) == dim,
+        "zero vector");
+}
+
+// The centres' views as bindings.cpp makes them (the int16 levels that order the probe).
+static FloatLists make_lists(const std::vector<float>& centres, int C, int dim,
+                             std::vector<int16_t>* levels, std::vector<float>* steps) {
+  FloatLists L;
+  L.centres = centres.data();
+  L.C = C;
+  L.dim = dim;
+  L.levels = centre_levels(dim);
+  levels->resize(static_cast<size_t>(C) * dim);
+  steps->resize(C);
+  for (int c = 0; c < C; ++c)
+    (*steps)[c] =
+        quantize_levels(centres.data() + c * dim, dim, L.levels, levels->data() + c * dim);
+  L.centre_levels = levels->data();
+  L.centre_steps = steps->data();
+  return L;
+}
+
 // IVF lists: every list probed, no rerank: the exact list scores <q, c> + b + f <z, 2b - 1>.
 static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
   const int n_bits = nbytes * 8, dim = n_bits;
@@ -324,12 +367,13 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   SnapshotView v;
   v.codes = {codes.data(), n, nbytes};
   v.transform = {nullptr, proj.data(), dim, n_bits};
-  const int64_t C_pad = (C + 63) / 64 * 64;  // the transposed, padded centres bindings.cpp makes
-  std::vector<float> centres_t(dim * C_pad, 0.0f);
-  for (int c = 0; c < C; ++c)
-    for (int d = 0; d < dim; ++d) centres_t[d * C_pad + c] = centres[c * dim + d];
-  v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(), factors.data(),
-             biases.data(),  row_lists.data()};
+  std::vector<int16_t> levels;
+  std::vector<float> steps;
+  v.lists = make_lists(centres, C, dim, &levels, &steps);
+  v.lists.offsets = offsets.data();
+  v.lists.factors = factors.data();
+  v.lists.biases = biases.data();
+  v.lists.row_lists = row_lists.data();
   Plan p;
   p.k = p.candidates = k;
   p.pool = std::max(2 * k, k + 64);
@@ -385,10 +429,8 @@ static void test_blocked_lists(std::mt19937_64& rng, int nbytes, int64_t n, int 
   std::vector<int32_t> row_lists(n);
   for (int c = 0; c < C; ++c)
     for (int64_t r = offsets[c]; r < offsets[c + 1]; ++r) row_lists[r] = c;
-  const int64_t C_pad = (C + 63) / 64 * 64;
-  std::vector<float> centres_t(dim * C_pad, 0.0f);
-  for (int c = 0; c < C; ++c)
-    for (int d = 0; d < dim; ++d) centres_t[d * C_pad + c] = centres[c * dim + d];
+  std::vector<int16_t> levels;
+  std::vector<float> steps;
   std::vector<uint8_t> blocked((n + kScanBlock - 1) / kScanBlock * kScanBlock * nbytes, 0);
   block_codes(codes.data(), n, nbytes, blocked.data());
 
@@ -441,8 +483,11 @@ static void test_blocked_lists(std::mt19937_64& rng, int nbytes, int64_t n, int 
       SnapshotView v;
       v.codes = {codes.data(), n, nbytes};
       v.transform = {nullptr, proj.data(), dim, n_bits};
-      v.lists = {centres.data(), centres_t.data(), C, C_pad, dim, offsets.data(), factors.data(),
-                 biases.data(),  row_lists.data()};
+      v.lists = make_lists(centres, C, dim, &levels, &steps);
+      v.lists.offsets = offsets.data();
+      v.lists.factors = factors.data();
+      v.lists.biases = biases.data();
+      v.lists.row_lists = row_lists.data();
       if (b) v.lists.blocked = blocked.data();
       run(v, p, q, f, nullptr, &S[b], &I[b]);
     }
@@ -454,6 +499,7 @@ static void test_blocked_lists(std::mt19937_64& rng, int nbytes, int64_t n, int 
 int main() {
   std::mt19937_64 rng(11);
   test_select(rng);
+  test_centre_levels(rng);
   for (int level = 0; level <= static_cast<int>(cpu_features().best); ++level) {
     set_isa(static_cast<Isa>(level));
     for (int nbytes : {8, 16, 24, 32, 48, 128})
