@@ -87,3 +87,31 @@ def test_an_index_saved_before_the_biases_loads_and_searches(built, tmp_path):
     np.testing.assert_array_equal(ids, exact)
     old.add(clustered(10, seed=5))  # new rows get their biases, old ones keep zeros
     assert len(old._version.rows.biases) == len(old)
+
+
+def test_an_ivf_search_reads_its_own_blocks_not_the_row_major_codes(built):
+    """The snapshot scans (and re-scores, and filters) its blocked copy of the codes: with the
+    row-major codes overwritten after it was made, every search gives the same scores and ids
+    (what lets an mmap-loaded index leave them on disk, and stats() count the copy instead)."""
+    x, q, index = built
+    allowed = index.ids[::7]
+    searches = [
+        dict(rerank=False, nprobe=5, candidates=40),
+        dict(nprobe=3, candidates=30),
+        dict(nprobe=24, candidates=len(index), rerank=False),
+        dict(nprobe=4, candidates=20, allowed=allowed),
+        dict(nprobe=4, candidates=20, allowed=allowed[:30]),
+    ]
+    before = [index.search(q, k=10, **kw) for kw in searches]
+    codes = index._version.rows.codes
+    saved = codes.copy()
+    try:
+        codes[:] = 0
+        after = [index.search(q, k=10, **kw) for kw in searches]
+    finally:
+        codes[:] = saved
+    for (s0, i0), (s1, i1) in zip(before, after):
+        np.testing.assert_array_equal(i0, i1)
+        np.testing.assert_array_equal(s0, s1)
+    copies = index._version.snapshot.copies
+    assert copies["codes"] == -(-len(index) // 16) * 16 * codes.shape[1]
