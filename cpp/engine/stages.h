@@ -85,9 +85,10 @@ constexpr int kCentreQueries = 4;
 constexpr int64_t kCentreChunk = 64;
 inline void approx_centre_scores(const FloatLists& L, int64_t nq, QueryState* sts) {
   const int dim = L.dim;
-  thread_local std::vector<int16_t> levels;
+  thread_local std::vector<int16_t> levels;  // whole groups of kCentreQueries (zero rows past nq)
   thread_local std::vector<float> steps;
-  levels.resize(static_cast<size_t>(nq) * dim);
+  const int64_t groups = (nq + kCentreQueries - 1) / kCentreQueries;
+  levels.assign(static_cast<size_t>(groups) * kCentreQueries * dim, 0);
   steps.resize(nq);
   for (int64_t i = 0; i < nq; ++i) {
     steps[i] = quantize_levels(sts[i].vec, dim, L.levels, levels.data() + i * dim);
@@ -97,12 +98,17 @@ inline void approx_centre_scores(const FloatLists& L, int64_t nq, QueryState* st
     const int64_t g1 = std::min(L.C, g0 + kCentreChunk);
     for (int64_t b = 0; b < nq; b += kCentreQueries) {
       const int m = static_cast<int>(std::min<int64_t>(kCentreQueries, nq - b));
+      float* scores[kCentreQueries];
+      for (int r = 0; r < m; ++r) scores[r] = sts[b + r].centre_scores.data();
       for (int64_t g = g0; g < g1; ++g) {
+        int32_t dots[kCentreQueries];
         const int16_t* cg = L.centre_levels + g * dim;
+        if (m == 1)  // a single query: no three rows of zeros
+          dots[0] = dot_levels(levels.data() + b * dim, cg, dim);
+        else
+          dot_levels4(levels.data() + b * dim, dim, cg, dots);
         for (int r = 0; r < m; ++r)
-          sts[b + r].centre_scores[g] =
-              steps[b + r] * L.centre_steps[g] *
-              static_cast<float>(dot_levels(levels.data() + (b + r) * dim, cg, dim));
+          scores[r][g] = steps[b + r] * L.centre_steps[g] * static_cast<float>(dots[r]);
       }
     }
   }
