@@ -88,17 +88,19 @@ inline void make_nibble_luts(const AsymQuery& a, NibbleLuts* t) {
       v |= static_cast<int32_t>((a.planes[p][j / 64] >> word_bit(j)) & 1) << p;
     w[j] = kAsymCentre - v;
   }
-  for (int m = 0; m < t->nbytes; ++m)
-    for (int x = 0; x < 16; ++x) {  // nibble bit i is byte bit i (low) or 4 + i (high)
-      int32_t h = kNibbleLift, l = kNibbleLift;
-      for (int i = 0; i < 4; ++i)
-        if ((x >> i) & 1) {
-          h += w[8 * m + 3 - i];
-          l += w[8 * m + 7 - i];
-        }
-      t->hi[m][x] = static_cast<uint8_t>(h);
-      t->lo[m][x] = static_cast<uint8_t>(l);
+  for (int m = 0; m < t->nbytes; ++m) {  // nibble bit i is byte bit i (low) or 4 + i (high)
+    int32_t h[16], l[16];
+    h[0] = l[0] = kNibbleLift;
+    for (int x = 1; x < 16; ++x) {  // x less its lowest set bit i, plus bit i's weight
+      const int i = __builtin_ctz(static_cast<unsigned>(x));
+      h[x] = h[x & (x - 1)] + w[8 * m + 3 - i];
+      l[x] = l[x & (x - 1)] + w[8 * m + 7 - i];
     }
+    for (int x = 0; x < 16; ++x) {
+      t->hi[m][x] = static_cast<uint8_t>(h[x]);
+      t->lo[m][x] = static_cast<uint8_t>(l[x]);
+    }
+  }
 }
 
 // Row r (0 .. kScanBlock - 1) of a block, one lookup pair a byte: the reference the ISA
