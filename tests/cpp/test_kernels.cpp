@@ -268,6 +268,19 @@ static void test_select(std::mt19937_64& rng) {
 }
 
 // The quantized asymmetric scan (first stage alone) against its definition.
+// The quantized asymmetric distance of one code, bit by bit (asymmetric.h's definition).
+static int32_t ref_asym(const AsymQuery& a, const uint8_t* code, int n_bits) {
+  int32_t s = asym_bias(n_bits);
+  for (int j = 0; j < n_bits; ++j) {
+    const int bit = (code[j / 8] >> (7 - j % 8)) & 1;
+    int level = 0;
+    for (int pl = 0; pl < kAsymPlanes; ++pl)
+      level |= ((a.planes[pl][j / 64] >> word_bit(j)) & 1) << pl;
+    s += bit * (8 - level);
+  }
+  return s;
+}
+
 static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
   auto codes = make_codes(rng, n, nbytes, false);
   const int n_bits = nbytes * 8;
@@ -289,14 +302,7 @@ static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
   const AsymQuery a = make_asym_query(z.data(), n_bits);
   std::vector<Scored<int32_t>> all;
   for (int64_t i = 0; i < n; ++i) {
-    int32_t s = asym_bias(n_bits);
-    for (int j = 0; j < n_bits; ++j) {
-      const int bit = (codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1;
-      int level = 0;
-      for (int pl = 0; pl < kAsymPlanes; ++pl)
-        level |= ((a.planes[pl][j / 64] >> word_bit(j)) & 1) << pl;
-      s += bit * (8 - level);
-    }
+    const int32_t s = ref_asym(a, codes.data() + i * nbytes, n_bits);
     all.push_back({s, i});
   }
   auto want = best(all, k);
@@ -330,50 +336,68 @@ static void test_centre_levels(std::mt19937_64& rng) {
         "zero vector");
 }
 
-// The centres' views as bindings.cpp makes them (the int16 levels that order the probe).
-static FloatLists make_lists(const std::vector<float>& centres, int C, int dim,
-                             std::vector<int16_t>* levels, std::vector<float>* steps) {
-  FloatLists L;
-  L.centres = centres.data();
-  L.C = C;
-  L.dim = dim;
-  L.levels = centre_levels(dim);
-  levels->resize(static_cast<size_t>(C) * dim);
-  steps->resize(C);
-  for (int c = 0; c < C; ++c)
-    (*steps)[c] =
-        quantize_levels(centres.data() + c * dim, dim, L.levels, levels->data() + c * dim);
-  L.centre_levels = levels->data();
-  L.centre_steps = steps->data();
-  return L;
-}
+// A random ivf snapshot: codes, centres (with the int16 levels bindings.cpp makes), factors,
+// biases, lists of equal size starting anywhere in a block, z = q, one query x.
+struct RandomLists {
+  int n_bits, dim;
+  int64_t n;
+  std::vector<uint8_t> codes;
+  std::vector<float> centres, factors, biases, proj, x, steps;
+  std::vector<int64_t> offsets;
+  std::vector<int32_t> row_lists;
+  std::vector<int16_t> levels;
+  FloatLists lists;
+  RandomLists(std::mt19937_64& rng, int nbytes, int64_t rows, int C)
+      : n_bits(nbytes * 8), dim(nbytes * 8), n(rows), codes(make_codes(rng, rows, nbytes, false)) {
+    std::normal_distribution<float> g;
+    centres.resize(C * dim);
+    factors.resize(n);
+    biases.resize(n);
+    proj.assign(dim * n_bits, 0);
+    x.resize(dim);
+    for (auto& v : centres) v = g(rng);
+    for (auto& v : factors) v = 0.5f + std::fabs(g(rng));
+    for (auto& v : biases) v = g(rng);
+    for (int d = 0; d < dim; ++d) proj[d * n_bits + d] = 1;  // z = q
+    for (auto& v : x) v = g(rng);
+    offsets.resize(C + 1);
+    for (int c = 0; c <= C; ++c) offsets[c] = n * c / C;
+    row_lists.resize(n);
+    for (int c = 0; c < C; ++c)
+      for (int64_t r = offsets[c]; r < offsets[c + 1]; ++r) row_lists[r] = c;
+    lists.centres = centres.data();
+    lists.C = C;
+    lists.dim = dim;
+    lists.levels = centre_levels(dim);
+    levels.resize(static_cast<size_t>(C) * dim);
+    steps.resize(C);
+    for (int c = 0; c < C; ++c)
+      steps[c] =
+          quantize_levels(centres.data() + c * dim, dim, lists.levels, levels.data() + c * dim);
+    lists.centre_levels = levels.data();
+    lists.centre_steps = steps.data();
+    lists.offsets = offsets.data();
+    lists.factors = factors.data();
+    lists.biases = biases.data();
+    lists.row_lists = row_lists.data();
+  }
+  SnapshotView view() const {
+    SnapshotView v;
+    v.codes = {codes.data(), n, n_bits / 8};
+    v.transform = {nullptr, proj.data(), dim, n_bits};
+    v.lists = lists;
+    return v;
+  }
+};
 
 // IVF lists: every list probed, no rerank: the exact list scores <q, c> + b + f <z, 2b - 1>.
 static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
-  const int n_bits = nbytes * 8, dim = n_bits;
-  auto codes = make_codes(rng, n, nbytes, false);
-  std::normal_distribution<float> g;
-  std::vector<float> centres(C * dim), factors(n), biases(n), proj(dim * n_bits, 0), x(dim);
-  for (auto& v : centres) v = g(rng);
-  for (auto& v : factors) v = 0.5f + std::fabs(g(rng));
-  for (auto& v : biases) v = g(rng);
-  for (int d = 0; d < dim; ++d) proj[d * n_bits + d] = 1;  // z = q
-  for (auto& v : x) v = g(rng);
-  std::vector<int64_t> offsets(C + 1);
-  for (int c = 0; c <= C; ++c) offsets[c] = n * c / C;
-  std::vector<int32_t> row_lists(n);
-  for (int c = 0; c < C; ++c)
-    for (int64_t r = offsets[c]; r < offsets[c + 1]; ++r) row_lists[r] = c;
-  SnapshotView v;
-  v.codes = {codes.data(), n, nbytes};
-  v.transform = {nullptr, proj.data(), dim, n_bits};
-  std::vector<int16_t> levels;
-  std::vector<float> steps;
-  v.lists = make_lists(centres, C, dim, &levels, &steps);
-  v.lists.offsets = offsets.data();
-  v.lists.factors = factors.data();
-  v.lists.biases = biases.data();
-  v.lists.row_lists = row_lists.data();
+  const RandomLists R(rng, nbytes, n, C);
+  const int n_bits = R.n_bits, dim = R.dim;
+  const std::vector<uint8_t>& codes = R.codes;
+  const std::vector<float>&centres = R.centres, &factors = R.factors, &biases = R.biases, &x = R.x;
+  const std::vector<int64_t>& offsets = R.offsets;
+  const SnapshotView v = R.view();
   Plan p;
   p.k = p.candidates = k;
   p.pool = std::max(2 * k, k + 64);
@@ -415,22 +439,10 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
 // bitmap and over a list of allowed rows; and every row's nibble-table distance equals the
 // quantized distance computed bit by bit.
 static void test_blocked_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
-  const int n_bits = nbytes * 8, dim = n_bits;
-  auto codes = make_codes(rng, n, nbytes, false);
-  std::normal_distribution<float> g;
-  std::vector<float> centres(C * dim), factors(n), biases(n), proj(dim * n_bits, 0), x(dim);
-  for (auto& v : centres) v = g(rng);
-  for (auto& v : factors) v = 0.5f + std::fabs(g(rng));
-  for (auto& v : biases) v = g(rng);
-  for (int d = 0; d < dim; ++d) proj[d * n_bits + d] = 1;
-  for (auto& v : x) v = g(rng);
-  std::vector<int64_t> offsets(C + 1);
-  for (int c = 0; c <= C; ++c) offsets[c] = n * c / C;  // lists start anywhere in a block
-  std::vector<int32_t> row_lists(n);
-  for (int c = 0; c < C; ++c)
-    for (int64_t r = offsets[c]; r < offsets[c + 1]; ++r) row_lists[r] = c;
-  std::vector<int16_t> levels;
-  std::vector<float> steps;
+  const RandomLists R(rng, nbytes, n, C);
+  const int n_bits = R.n_bits, dim = R.dim;
+  const std::vector<uint8_t>& codes = R.codes;
+  const std::vector<float>& x = R.x;
   std::vector<uint8_t> blocked((n + kScanBlock - 1) / kScanBlock * kScanBlock * nbytes, 0);
   block_codes(codes.data(), n, nbytes, blocked.data());
 
@@ -438,14 +450,7 @@ static void test_blocked_lists(std::mt19937_64& rng, int nbytes, int64_t n, int 
   NibbleLuts luts;
   make_nibble_luts(a, &luts);
   for (int64_t i = 0; i < n; ++i) {
-    int32_t s = asym_bias(n_bits);
-    for (int j = 0; j < n_bits; ++j) {
-      const int bit = (codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1;
-      int level = 0;
-      for (int pl = 0; pl < kAsymPlanes; ++pl)
-        level |= ((a.planes[pl][j / 64] >> word_bit(j)) & 1) << pl;
-      s += bit * (8 - level);
-    }
+    const int32_t s = ref_asym(a, codes.data() + i * nbytes, n_bits);
     const uint8_t* blk = blocked.data() + i / kScanBlock * kScanBlock * nbytes;
     CHECK(nibble_distance(luts, blk, static_cast<int>(i % kScanBlock)) == s,
           "nibble distance nbytes=%d row=%ld", nbytes, (long)i);
@@ -480,14 +485,7 @@ static void test_blocked_lists(std::mt19937_64& rng, int nbytes, int64_t n, int 
     std::vector<float> S[2];
     std::vector<int64_t> I[2];
     for (int b = 0; b < 2; ++b) {
-      SnapshotView v;
-      v.codes = {codes.data(), n, nbytes};
-      v.transform = {nullptr, proj.data(), dim, n_bits};
-      v.lists = make_lists(centres, C, dim, &levels, &steps);
-      v.lists.offsets = offsets.data();
-      v.lists.factors = factors.data();
-      v.lists.biases = biases.data();
-      v.lists.row_lists = row_lists.data();
+      SnapshotView v = R.view();
       if (b) v.lists.blocked = blocked.data();
       run(v, p, q, f, nullptr, &S[b], &I[b]);
     }
