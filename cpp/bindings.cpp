@@ -115,7 +115,8 @@ class Snapshot {
            const py::object& part_offsets, const py::object& radius, const py::object& cdist,
            const py::object& list_centres, const py::object& list_offsets,
            const py::object& factors, const py::object& lists, const py::object& vectors,
-           const py::object& scales, const py::object& slots, const py::object& biases) {
+           const py::object& scales, const py::object& slots, const py::object& biases,
+           const py::object& list_radii) {
     v_.codes = as_codes(codes, "codes");
     keep(codes);
     const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
@@ -227,6 +228,15 @@ class Snapshot {
       for (int64_t g = 0; g < L.C; ++g)  // each row's list agrees with the offsets
         for (int64_t r = L.offsets[g]; r < L.offsets[g + 1]; ++r)
           if (L.row_lists[r] != g) fail("each row's list must match the list offsets");
+      if (is_set(list_radii)) {
+        const py::array lr = keep(list_radii);
+        require_dtype(lr, py::dtype::of<float>(), "list radii", "float32");
+        require_shape(lr, "list radii", {L.C});
+        L.radii = static_cast<const float*>(lr.data());
+        for (int64_t g = 0; g < L.C; ++g)
+          if (!(L.radii[g] >= 0) || !std::isfinite(L.radii[g]))
+            fail("list radii must be finite and >= 0");
+      }
     }
     if (is_set(vectors)) set_store(vectors, scales, slots, n, dim);
   }
@@ -759,6 +769,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("threshold", &Plan::threshold)
       .def_readwrite("nprobe", &Plan::nprobe)
       .def_readwrite("probe_rows", &Plan::probe_rows)
+      .def_readwrite("probe_spread", &Plan::probe_spread)
       .def_readwrite("rerank", &Plan::rerank)
       .def_readwrite("exact_allowed", &Plan::exact_allowed)
       .def_readwrite("quantized_only", &Plan::quantized_only)
@@ -768,7 +779,7 @@ PYBIND11_MODULE(_core, m) {
                     const py::object&, const py::object&, const py::object&, int, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&, const py::object&, const py::object&>(),
+                    const py::object&, const py::object&, const py::object&, const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
@@ -777,7 +788,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("list_centres") = py::none(), py::arg("list_offsets") = py::none(),
            py::arg("factors") = py::none(), py::arg("lists") = py::none(),
            py::arg("vectors") = py::none(), py::arg("scales") = py::none(),
-           py::arg("slots") = py::none(), py::arg("biases") = py::none())
+           py::arg("slots") = py::none(), py::arg("biases") = py::none(),
+           py::arg("list_radii") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,

@@ -85,6 +85,7 @@ struct FloatLists {
   const int32_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
   const uint8_t* blocked = nullptr;    // the codes in blocks of kScanBlock rows (asymmetric.h),
                                        // where the CPU has a fast-scan kernel; else null
+  const float* radii = nullptr;        // C: each list's rms residual norm (null: none saved)
 };
 
 enum class StoreType { kNone = 0, kFloat32 = 1, kFloat16 = 2, kInt8 = 3 };
@@ -154,6 +155,7 @@ struct Plan {
   int threshold = -1;      // pivot band t; -1: none
   int nprobe = 0;          // partitions or lists probed; 0 with partitions: exact
   int64_t probe_rows = 0;  // with a filter: probe lists until this many allowed rows were seen
+  float probe_spread = 0;  // ivf lists are probed by <q, c> + probe_spread |q| radius
   bool rerank = false;
   bool exact_allowed = false;   // the allowed rows are few: rerank them all, no code stage
   bool quantized_only = false;  // asymmetric: return the first stage's quantized distances

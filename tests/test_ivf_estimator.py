@@ -77,7 +77,8 @@ def test_an_index_saved_before_the_biases_loads_and_searches(built, tmp_path):
     x, q, index = built
     index.save(tmp_path)
     h = json.loads((tmp_path / HEADER).read_text())
-    (tmp_path / h["arrays"].pop("biases")["file"]).unlink()
+    for name in ("biases", "list_radii"):  # arrays of later versions
+        (tmp_path / h["arrays"].pop(name)["file"]).unlink()
     h["version"] = 4
     write_header(tmp_path, h)
     old = Index.load(tmp_path)
@@ -115,3 +116,66 @@ def test_an_ivf_search_reads_its_own_blocks_not_the_row_major_codes(built):
         np.testing.assert_array_equal(s0, s1)
     copies = index._version.snapshot.copies
     assert copies["codes"] == -(-len(index) // 16) * 16 * codes.shape[1]
+
+
+def test_each_lists_radius_is_its_rms_residual_norm(built):
+    x, _, index = built
+    rows = index._version.rows
+    r = x[index.ids] - index.centres[rows.lists]
+    sq = np.bincount(rows.lists, (r * r).sum(1), minlength=len(index.centres))
+    want = np.sqrt(sq / np.maximum(np.bincount(rows.lists, minlength=len(index.centres)), 1))
+    np.testing.assert_allclose(index._layout._radii, want, rtol=1e-5, atol=1e-6)
+
+
+def probed_lists(index, q, nprobe, spread):
+    """Each query's nprobe lists by <q, c> + spread |q| r (numpy), and whether the cut is clear
+    of the centre scores' int16 rounding (about 1e-4)."""
+    key = q @ index.centres.T + spread * np.linalg.norm(q, axis=1)[:, None] * index._layout._radii
+    order = np.argsort(-key, axis=1)
+    cut = np.take_along_axis(key, order[:, nprobe - 1 : nprobe + 1], 1)
+    return order[:, :nprobe], cut[:, 0] - cut[:, 1] > 1e-3
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_lists_are_probed_by_centre_score_plus_spread_times_radius(built, metric):
+    """Every row of the probed lists reranked: the exact top-k of the lists numpy picks by
+    <q, c> + PROBE_SPREAD |q| r (k larger than a list, so that every probed list counts), which
+    differ from the lists <q, c> alone picks."""
+    from hashpivot.plan import PROBE_SPREAD
+
+    x, _, index = built
+    q = clustered(100, seed=7)
+    if metric == "ip":  # queries as given: |q| scales the spread as it scales <q, c>
+        index = Index.build(x, n_bits=64, layout="ivf", n_lists=24, metric="ip", seed=3)
+        q = q * np.float32(0.2)
+    nprobe, k = 4, 200
+    lists, clear = probed_lists(index, q, nprobe, PROBE_SPREAD)
+    plain, _ = probed_lists(index, q, nprobe, 0.0)
+    assert sum(set(a) != set(b) for a, b in zip(lists, plain)) >= 10  # the spread matters
+    _, ids = index.search(q, k=k, nprobe=nprobe, candidates=len(index))
+    row_lists = index._version.rows.lists
+    for i in np.flatnonzero(clear):
+        rows = np.flatnonzero(np.isin(row_lists, lists[i]))
+        exact = rows[np.argsort(-(x[index.ids[rows]] @ q[i]))[:k]]
+        assert set(ids[i][ids[i] >= 0]) == set(index.ids[exact])
+    assert clear.sum() >= len(q) // 2
+
+
+def test_an_index_saved_before_the_radii_loads_and_probes_by_centre_score(built, tmp_path):
+    x, q, index = built
+    index.save(tmp_path)
+    h = json.loads((tmp_path / HEADER).read_text())
+    (tmp_path / h["arrays"].pop("list_radii")["file"]).unlink()
+    h["version"] = 5
+    write_header(tmp_path, h)
+    old = Index.load(tmp_path)
+    assert not old._layout._radii.any()
+    lists, clear = probed_lists(old, q, 4, 0.0)
+    _, ids = old.search(q, k=10, nprobe=4, candidates=len(old))
+    row_lists = old._version.rows.lists
+    for i in np.flatnonzero(clear):
+        rows = np.flatnonzero(np.isin(row_lists, lists[i]))
+        exact = rows[np.argsort(-(x[old.ids[rows]] @ q[i]))[:10]]
+        np.testing.assert_array_equal(ids[i], old.ids[exact])
+    old.save(tmp_path / "again")  # saved again at this version, zero radii and all
+    assert not Index.load(tmp_path / "again")._layout._radii.any()

@@ -49,6 +49,7 @@ class Plan:
     threshold: int  # -1: no pivot band
     nprobe: int
     probe_rows: int
+    probe_spread: float
     rerank: bool
     exact_allowed: bool
     quantized_only: bool
@@ -89,6 +90,7 @@ class Snapshot:
         scales: Union[npt.NDArray[np.float32], Sequence[npt.NDArray[np.float32]], None] = None,
         slots: Optional[npt.NDArray[np.int64]] = None,
         biases: Optional[npt.NDArray[np.float32]] = None,
+        list_radii: Optional[npt.NDArray[np.float32]] = None,
     ) -> None: ...
     def search(
         self,

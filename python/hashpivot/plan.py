@@ -42,6 +42,11 @@ DIRECT_SELECTIVITY = 0.02
 # Lists probed by default: the share of an IVF index's lists (tune() finds the cheapest
 # setting for a target recall).
 DEFAULT_PROBE_SHARE = 1 / 8
+# IVF lists are probed by <q, c> + PROBE_SPREAD |q| r (r: the list's rms residual norm), not by
+# <q, c> alone: a wide list's best rows lie further beyond its centre. On the realistic 100k
+# corpus the true top-10 within 10k scanned rows rose from 0.936 to 0.956 (real queries) and
+# 0.978 to 0.988 (documents as queries); 0.1-0.2 were within 0.003 of the best on both.
+PROBE_SPREAD = 0.15
 
 
 def quantized_pool(L: int) -> int:
@@ -77,6 +82,7 @@ class Plan:
     threshold: Optional[int]
     nprobe: int  # partitions or lists probed (0 with partitions: exact mode)
     probe_rows: int  # with a filter: allowed rows the probed lists must hold
+    probe_spread: float  # lists: probed by <q, c> + probe_spread |q| radius
     rerank: bool
     exact_allowed: bool  # the few allowed rows are reranked directly
     threads: int
@@ -92,7 +98,7 @@ class Plan:
         p.source = getattr(_core.Source, self.source)
         p.hamming_first = self.hamming_first
         p.threshold = -1 if self.threshold is None else self.threshold
-        p.nprobe, p.probe_rows = self.nprobe, self.probe_rows
+        p.nprobe, p.probe_rows, p.probe_spread = self.nprobe, self.probe_rows, self.probe_spread
         p.rerank, p.exact_allowed, p.threads = self.rerank, self.exact_allowed, self.threads
         return p
 
@@ -234,6 +240,7 @@ def make_plan(
         threshold=threshold,
         nprobe=0 if source == "allowed" else probe,
         probe_rows=probe_rows,
+        probe_spread=PROBE_SPREAD if source == "lists" else 0.0,
         rerank=exact,
         exact_allowed=exact_allowed,
         threads=_threads(threads),

@@ -520,7 +520,8 @@ def _load_documents(
     return DocStore.open_fd(fd, str(root / str(entry["file"])), np.asarray(offsets), sha)
 
 
-VERSION = 5  # 4: the header carries its own checksum, documents are members; 5: ivf biases
+VERSION = 6  # 4: the header carries its own checksum, documents are members; 5: ivf biases;
+# 6: ivf list radii
 OLDEST_VERSION = 1  # each layout is readable from the version that introduced it
 
 

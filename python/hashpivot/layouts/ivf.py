@@ -1,6 +1,8 @@
 """``ivf``: rows grouped by the nearest of C float k-means centres (torch, CUDA when present,
 seeded, on a sample), coded as ITQ codes of the residual x - c with one per-row factor;
-``nprobe`` lists are chosen by <q, c>.
+``nprobe`` lists are chosen by <q, c> + s |q| r_c (r_c: the list's rms residual norm, saved with
+the centres; s: plan.PROBE_SPREAD), so that a wide list, whose best rows lie further beyond its
+centre, is probed before a tight one of the same <q, c>.
 
 A row scores <q, c> + beta_x + a_x <W^T q, 2b - 1>: the exact inner product with its centre
 plus an estimate of <q, r>, r = x - c, from its residual code b (W: the residual ITQ's
@@ -13,7 +15,7 @@ realistic corpus, 300 real queries, 10% of the lists: recall@10 within the estim
 0.482 -> 0.812 at 128 bits, 0.738 -> 0.934 at 384 bits (RaBitQ's reference: 0.927). Earlier:
 0.583 with one scale for all rows, 0.621 with the least-squares a_x = sum |y| / n_bits, 0.668
 with this one (100 candidates, mixture corpus); probing lists by <q, c> beat probing by L2
-distance at equal rows scanned (bench/SCALE_RESULTS.md).
+distance at equal rows scanned (bench/SCALE_RESULTS.md), and <q, c> + s |q| r_c beat both.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # 40 rows 0.768 / 0.903 / 0.949, and the build went from 15.9 to 11.3 s (1M: k-means 88 -> 35 s).
 TRAIN_PER_LIST = 40
 BIASES_FROM = 5  # the index format version whose ivf files carry the per-row biases
+RADII_FROM = 6  # ... and the lists' radii (older files: zero radii, probed by <q, c> alone)
 KMEANS_ITERS = 10  # as faiss' IVF training
 ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
 
@@ -128,6 +131,21 @@ def kmeans(
     return np.ascontiguousarray(centres.cpu().numpy(), dtype=np.float32)
 
 
+def list_radii(
+    x: np.ndarray, centres: np.ndarray, lists: np.ndarray, chunk: int = ASSIGN_CHUNK
+) -> np.ndarray:
+    """(C,) float32: each list's rms residual norm sqrt(mean ||x - c||^2) over its rows
+    (0 for an empty list)."""
+    C = len(centres)
+    sq = np.zeros(C, dtype=np.float64)
+    for s in range(0, len(x), chunk):
+        at = lists[s : s + chunk]
+        r = np.asarray(x[s : s + chunk], dtype=np.float32) - centres[at]
+        sq += np.bincount(at, np.einsum("ij,ij->i", r, r), minlength=C)
+    sizes = np.bincount(lists, minlength=C)
+    return np.sqrt(sq / np.maximum(sizes, 1)).astype(np.float32)
+
+
 def residual_codes(
     itq: ITQ, x: np.ndarray, centres: np.ndarray, lists: np.ndarray, chunk: int = 1 << 16
 ) -> Tuple[np.ndarray, Derived]:
@@ -167,9 +185,14 @@ class IVFLayout(Layout):
         group_noun="lists",
     )
 
-    def __init__(self, n_bits: int, itq: ITQ, centres: np.ndarray) -> None:
+    def __init__(
+        self, n_bits: int, itq: ITQ, centres: np.ndarray, radii: Optional[np.ndarray] = None
+    ) -> None:
         super().__init__(n_bits, itq)
         self._centres = np.ascontiguousarray(centres, dtype=np.float32)
+        self._radii = np.ascontiguousarray(
+            np.zeros(len(self._centres)) if radii is None else radii, dtype=np.float32
+        )
 
     @classmethod
     def train(cls, x: np.ndarray, opts: TrainOptions) -> Tuple[Layout, np.ndarray, Derived]:
@@ -187,7 +210,7 @@ class IVFLayout(Layout):
         itq.fit(
             np.asarray(x[rows], dtype=np.float32) - centres[lists[rows]], progress=opts.progress
         )
-        layout = cls(opts.n_bits, itq, centres)
+        layout = cls(opts.n_bits, itq, centres, list_radii(x, centres, lists))
         codes, derived = residual_codes(itq, x, centres, lists)
         return layout, codes, derived
 
@@ -200,7 +223,7 @@ class IVFLayout(Layout):
         return int(self._centres.shape[0])
 
     def model_arrays(self) -> Dict[str, np.ndarray]:
-        return {"list_centres": self._centres}
+        return {"list_centres": self._centres, "list_radii": self._radii}
 
     def empty(self) -> Rows:
         rows = Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64))
@@ -229,6 +252,7 @@ class IVFLayout(Layout):
         return _core.Snapshot(
             **self.common(rows, centre_queries=False),
             list_centres=self._centres,
+            list_radii=self._radii,
             list_offsets=rows.offsets,
             factors=rows.factors,
             biases=rows.biases,
@@ -239,7 +263,7 @@ class IVFLayout(Layout):
     def from_header(
         cls, header: IndexHeader, itq: Optional[ITQ], model: Dict[str, np.ndarray]
     ) -> IVFLayout:
-        return cls(header.n_bits, itq, model["list_centres"])
+        return cls(header.n_bits, itq, model["list_centres"], model.get("list_radii"))
 
     @classmethod
     def check_header(cls, header: IndexHeader) -> Optional[str]:
@@ -260,6 +284,8 @@ class IVFLayout(Layout):
         }
         if header.version >= BIASES_FROM:
             want["biases"] = (F32, (n,))
+        if header.version >= RADII_FROM:
+            want["list_radii"] = (F32, (C,))
         return want
 
     def upgrade(self, rows: Rows) -> Rows:
@@ -280,3 +306,4 @@ class IVFLayout(Layout):
             "non-finite factors or centres",
         )
         require(bool(np.isfinite(rows.biases).all()), "non-finite biases")
+        require(bool((self._radii >= 0).all() and np.isfinite(self._radii).all()), "bad radii")
