@@ -514,6 +514,8 @@ int main() {
     for (int nbytes : {16, 32, 48}) test_lists(rng, nbytes, 600, 7, 20);
     for (int nbytes : {8, 16, 32, 128})
       for (int64_t n : {1, 15, 17, 600}) test_blocked_lists(rng, nbytes, n, n < 7 ? 1 : 7, 20);
+    // many lists and larger pools (the reservoir's shrinks, the split of one query's lists)
+    for (int k : {20, 300, 1000}) test_blocked_lists(rng, 32, 5000, 40, k);
   }
   std::printf("%d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
