@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -126,6 +127,16 @@ class Snapshot {
       require_dtype(a, py::dtype::of<int64_t>(), "ids", "int64");
       require_shape(a, "ids", {n});
       v_.ids = static_cast<const int64_t*>(a.data());
+      // a search reads its own int32 copy where every id fits (half the bytes; an index loaded
+      // with mmap leaves the int64 ids on disk)
+      bool fits = true;
+      for (int64_t r = 0; r < n && fits; ++r)
+        fits = v_.ids[r] >= std::numeric_limits<int32_t>::min() &&
+               v_.ids[r] <= std::numeric_limits<int32_t>::max();
+      if (fits && n > 0) {
+        ids32_.assign(v_.ids, v_.ids + n);
+        v_.ids32 = ids32_.data();
+      }
     }
     int dim = 0;
     if (is_set(projection)) {
@@ -313,6 +324,7 @@ class Snapshot {
   py::dict copies() const {
     py::dict d;
     if (!blocked_.empty()) d["codes"] = blocked_.size();
+    if (!ids32_.empty()) d["ids"] = ids32_.size() * sizeof(int32_t);
     const size_t levels = centre_levels_.size() * sizeof(int16_t) + centre_steps_.size() * 4;
     if (levels) d["list_centres"] = levels;
     return d;
@@ -436,6 +448,7 @@ class Snapshot {
   std::vector<int16_t> centre_levels_;
   std::vector<float> centre_steps_;
   std::vector<uint8_t> blocked_;
+  std::vector<int32_t> ids32_;
   std::vector<py::array> kept_;
   std::vector<VectorSegment> segments_;
 };

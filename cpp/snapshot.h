@@ -130,7 +130,8 @@ struct VectorStore {
 
 struct SnapshotView {
   CodeView codes;
-  const int64_t* ids = nullptr;  // user id of each row (null: ids are rows)
+  const int64_t* ids = nullptr;    // user id of each row (null: ids are rows)
+  const int32_t* ids32 = nullptr;  // the same as int32, where every id fits: what a search reads
   Transform transform;
   PivotTable pivots;
   SortedCells cells;

@@ -104,18 +104,33 @@ def test_an_ivf_search_reads_its_own_blocks_not_the_row_major_codes(built):
         dict(nprobe=4, candidates=20, allowed=allowed[:30]),
     ]
     before = [index.search(q, k=10, **kw) for kw in searches]
-    codes = index._version.rows.codes
-    saved = codes.copy()
+    codes, ids = index._version.rows.codes, index._version.rows.ids
+    saved, saved_ids = codes.copy(), ids.copy()
     try:
         codes[:] = 0
         after = [index.search(q, k=10, **kw) for kw in searches]
+        ids[:] = 0  # and its int32 copy of the ids (a filter still maps ids to rows in Python)
+        after += [index.search(q, k=10, **kw) for kw in searches[:3]]
+        before += before[:3]
     finally:
         codes[:] = saved
+        ids[:] = saved_ids
     for (s0, i0), (s1, i1) in zip(before, after):
         np.testing.assert_array_equal(i0, i1)
         np.testing.assert_array_equal(s0, s1)
     copies = index._version.snapshot.copies
     assert copies["codes"] == -(-len(index) // 16) * 16 * codes.shape[1]
+    assert copies["ids"] == 4 * len(index)
+
+
+def test_ids_beyond_int32_are_returned_whole(built):
+    x, q, _ = built
+    big = np.arange(len(x), dtype=np.int64) * 3 + (1 << 40)
+    index = Index.build(x, n_bits=64, layout="ivf", n_lists=24, store="float32", seed=3, ids=big)
+    assert "ids" not in index._version.snapshot.copies  # no int32 copy: they do not fit
+    _, ids = index.search(q, k=5, nprobe=24, candidates=len(index))
+    exact = big[np.argsort(-(q @ x.T), axis=1)[:, :5]]
+    np.testing.assert_array_equal(ids, exact)
 
 
 def test_each_lists_radius_is_its_rms_residual_norm(built):

@@ -704,7 +704,7 @@ inline void write(const Ctx& c, const QueryState& st, int64_t qi, Results& r) {
   int64_t* ids = r.ids + qi * k;
   for (size_t j = 0; j < m; ++j) {
     const int64_t row = st.pool[j].row;
-    ids[j] = c.s.ids ? c.s.ids[row] : row;
+    ids[j] = c.s.ids32 ? c.s.ids32[row] : c.s.ids ? c.s.ids[row] : row;
   }
   for (size_t j = m; j < static_cast<size_t>(k); ++j) ids[j] = -1;
   if (r.distances) {
