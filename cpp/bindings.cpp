@@ -129,14 +129,16 @@ class Snapshot {
       v_.ids = static_cast<const int64_t*>(a.data());
       // a search reads its own int32 copy where every id fits (half the bytes; an index loaded
       // with mmap leaves the int64 ids on disk)
-      bool fits = true;
-      for (int64_t r = 0; r < n && fits; ++r)
-        fits = v_.ids[r] >= std::numeric_limits<int32_t>::min() &&
-               v_.ids[r] <= std::numeric_limits<int32_t>::max();
-      if (fits && n > 0) {
-        ids32_.assign(v_.ids, v_.ids + n);
-        v_.ids32 = ids32_.data();
+      ids32_.resize(n);  // one pass: copied while checked, dropped at the first that does not fit
+      for (int64_t r = 0; r < n; ++r) {
+        if (v_.ids[r] < 0 || v_.ids[r] > std::numeric_limits<int32_t>::max()) {
+          ids32_.clear();
+          break;
+        }
+        ids32_[r] = static_cast<int32_t>(v_.ids[r]);
       }
+      ids32_.shrink_to_fit();
+      if (!ids32_.empty()) v_.ids32 = ids32_.data();
     }
     int dim = 0;
     if (is_set(projection)) {

@@ -371,14 +371,13 @@ void list_segments(const Ctx& c, QueryState& st) {
       const FloatLists& L = s.lists;
       std::vector<Scored<float>> keys(L.C);
       // a list's best rows lie about its radius beyond its centre (toward q): wide lists first
-      float spread = 0;
+      for (int64_t g = 0; g < L.C; ++g) keys[g] = {-st.centre_scores[g], g};
       if (L.radii && c.p.probe_spread > 0 && st.vec) {
         float qq = 0;
         for (int d = 0; d < L.dim; ++d) qq += st.vec[d] * st.vec[d];
-        spread = c.p.probe_spread * std::sqrt(qq);
+        const float spread = c.p.probe_spread * std::sqrt(qq);
+        for (int64_t g = 0; g < L.C; ++g) keys[g].key -= spread * L.radii[g];
       }
-      for (int64_t g = 0; g < L.C; ++g)
-        keys[g] = {-(st.centre_scores[g] + (spread > 0 ? spread * L.radii[g] : 0.0f)), g};
       probe(c, L.offsets, L.C, keys, st.centre_scores.data(), nullptr, st.segs);
       break;
     }
