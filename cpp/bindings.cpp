@@ -208,12 +208,12 @@ class Snapshot {
       if (L.C < 1) fail("an ivf snapshot needs at least one list");
       if (!dim) fail("an ivf snapshot needs the residual projection");
       L.offsets = as_offsets(keep(list_offsets), L.C, n, "list offsets");
-      // what a search reads of the centres: int16 levels (centres.h), half the bytes
-      L.levels = centre_levels(L.dim);
+      // what a search reads of the centres: int8 levels (centres.h), a quarter of the bytes
+      L.levels = query_levels(L.dim);
       centre_levels_.resize(static_cast<size_t>(L.C) * L.dim);
       centre_steps_.resize(L.C);
       for (int64_t g = 0; g < L.C; ++g)
-        centre_steps_[g] = quantize_levels(L.centres + g * L.dim, L.dim, L.levels,
+        centre_steps_[g] = quantize_levels(L.centres + g * L.dim, L.dim, kCentreLevels,
                                            centre_levels_.data() + g * L.dim);
       L.centre_levels = centre_levels_.data();
       L.centre_steps = centre_steps_.data();
@@ -327,7 +327,7 @@ class Snapshot {
     py::dict d;
     if (!blocked_.empty()) d["codes"] = blocked_.size();
     if (!ids32_.empty()) d["ids"] = ids32_.size() * sizeof(int32_t);
-    const size_t levels = centre_levels_.size() * sizeof(int16_t) + centre_steps_.size() * 4;
+    const size_t levels = centre_levels_.size() * sizeof(int8_t) + centre_steps_.size() * 4;
     if (levels) d["list_centres"] = levels;
     return d;
   }
@@ -447,7 +447,7 @@ class Snapshot {
 
   SnapshotView v_;
   bool normalize_ = false;
-  std::vector<int16_t> centre_levels_;
+  std::vector<int8_t> centre_levels_;
   std::vector<float> centre_steps_;
   std::vector<uint8_t> blocked_;
   std::vector<int32_t> ids32_;

@@ -78,7 +78,7 @@ HP_INLINE float dot_lanes(const float* q, const T* x, int dim, Conv conv) {
 }
 
 // ---- prepare ----
-// The probe's order: every list's <q, c> from int16 levels (centres.h), kCentreQueries queries
+// The probe's order: every list's <q, c> from integer levels (centres.h), kCentreQueries queries
 // a pass so that each centre, once loaded, serves them all, and kCentreChunk centres at a time
 // (48 KiB at 384 dims) so that they stay in cache for every group of queries of the batch.
 constexpr int kCentreQueries = 4;
@@ -102,7 +102,7 @@ inline void approx_centre_scores(const FloatLists& L, int64_t nq, QueryState* st
       for (int r = 0; r < m; ++r) scores[r] = sts[b + r].centre_scores.data();
       for (int64_t g = g0; g < g1; ++g) {
         int32_t dots[kCentreQueries];
-        const int16_t* cg = L.centre_levels + g * dim;
+        const int8_t* cg = L.centre_levels + g * dim;
         if (m == 1)  // a single query: no three rows of zeros
           dots[0] = dot_levels(levels.data() + b * dim, cg, dim);
         else

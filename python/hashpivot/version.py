@@ -89,7 +89,7 @@ class Version:
 
     def stats(self) -> Dict[str, Any]:
         """What the rows are and cost: bytes per document (everything a search reads counted:
-        an ivf snapshot's blocked codes and int16 centres in place of the arrays they were made
+        an ivf snapshot's blocked codes and int8 centres in place of the arrays they were made
         from, which an index loaded with mmap leaves on disk) and group sizes."""
         rows, lay = self.rows, self.layout
         n, store = rows.n, 0 if rows.store is None else rows.store.nbytes

@@ -316,10 +316,12 @@ static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
 // give the int64 sum), a vector is within half a step of its levels, a zero vector is zeros.
 static void test_centre_levels(std::mt19937_64& rng) {
   for (int dim : {1, 2, 3, 384, 1000, 65536}) {
-    const int L = centre_levels(dim);
-    CHECK(static_cast<int64_t>(L) * L * dim < (int64_t(1) << 31), "levels %d at dim %d", L, dim);
-    std::vector<int16_t> a(dim, static_cast<int16_t>(L)), b(dim, static_cast<int16_t>(-L));
-    CHECK(dot_levels(a.data(), b.data(), dim) == -static_cast<int64_t>(L) * L * dim,
+    const int L = query_levels(dim);
+    CHECK(static_cast<int64_t>(L) * kCentreLevels * dim < (int64_t(1) << 31), "levels %d at dim %d",
+          L, dim);
+    std::vector<int16_t> a(dim, static_cast<int16_t>(L));
+    std::vector<int8_t> b(dim, static_cast<int8_t>(-kCentreLevels));
+    CHECK(dot_levels(a.data(), b.data(), dim) == -static_cast<int64_t>(L) * kCentreLevels * dim,
           "extreme dot at dim %d", dim);
   }
   std::normal_distribution<float> g;
@@ -327,16 +329,20 @@ static void test_centre_levels(std::mt19937_64& rng) {
   std::vector<float> v(dim);
   for (auto& x : v) x = g(rng);
   std::vector<int16_t> q(dim);
-  const float step = quantize_levels(v.data(), dim, centre_levels(dim), q.data());
-  for (int d = 0; d < dim; ++d)
+  std::vector<int8_t> c(dim);
+  const float step = quantize_levels(v.data(), dim, query_levels(dim), q.data());
+  const float cstep = quantize_levels(v.data(), dim, kCentreLevels, c.data());
+  for (int d = 0; d < dim; ++d) {
     CHECK(std::fabs(v[d] - step * q[d]) <= 0.5001f * step, "level of %d", d);
+    CHECK(std::fabs(v[d] - cstep * c[d]) <= 0.5001f * cstep, "centre level of %d", d);
+  }
   std::fill(v.begin(), v.end(), 0.0f);
-  CHECK(quantize_levels(v.data(), dim, centre_levels(dim), q.data()) == 0.0f &&
+  CHECK(quantize_levels(v.data(), dim, query_levels(dim), q.data()) == 0.0f &&
             std::count(q.begin(), q.end(), 0) == dim,
         "zero vector");
 }
 
-// A random ivf snapshot: codes, centres (with the int16 levels bindings.cpp makes), factors,
+// A random ivf snapshot: codes, centres (with the int8 levels bindings.cpp makes), factors,
 // biases, lists of equal size starting anywhere in a block, z = q, one query x.
 struct RandomLists {
   int n_bits, dim;
@@ -345,7 +351,7 @@ struct RandomLists {
   std::vector<float> centres, factors, biases, proj, x, steps;
   std::vector<int64_t> offsets;
   std::vector<int32_t> row_lists;
-  std::vector<int16_t> levels;
+  std::vector<int8_t> levels;
   FloatLists lists;
   RandomLists(std::mt19937_64& rng, int nbytes, int64_t rows, int C)
       : n_bits(nbytes * 8), dim(nbytes * 8), n(rows), codes(make_codes(rng, rows, nbytes, false)) {
@@ -368,12 +374,12 @@ struct RandomLists {
     lists.centres = centres.data();
     lists.C = C;
     lists.dim = dim;
-    lists.levels = centre_levels(dim);
+    lists.levels = query_levels(dim);
     levels.resize(static_cast<size_t>(C) * dim);
     steps.resize(C);
     for (int c = 0; c < C; ++c)
       steps[c] =
-          quantize_levels(centres.data() + c * dim, dim, lists.levels, levels.data() + c * dim);
+          quantize_levels(centres.data() + c * dim, dim, kCentreLevels, levels.data() + c * dim);
     lists.centre_levels = levels.data();
     lists.centre_steps = steps.data();
     lists.offsets = offsets.data();
@@ -395,7 +401,7 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   const RandomLists R(rng, nbytes, n, C);
   const int n_bits = R.n_bits, dim = R.dim;
   const std::vector<uint8_t>& codes = R.codes;
-  const std::vector<float>&centres = R.centres, &factors = R.factors, &biases = R.biases, &x = R.x;
+  const std::vector<float>&factors = R.factors, &biases = R.biases, &x = R.x;
   const std::vector<int64_t>& offsets = R.offsets;
   const SnapshotView v = R.view();
   Plan p;
@@ -415,8 +421,8 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   for (int64_t i = 0; i < n; ++i) {
     const int c = static_cast<int>(std::upper_bound(offsets.begin() + 1, offsets.end(), i) -
                                    offsets.begin() - 1);
-    double cs = 0, bs = 0;
-    for (int d = 0; d < dim; ++d) cs += x[d] * centres[c * dim + d];
+    double cs = 0, bs = 0;  // <x, c> with c as its int8 levels (the query's rounding is finer)
+    for (int d = 0; d < dim; ++d) cs += x[d] * R.steps[c] * R.levels[c * dim + d];
     for (int j = 0; j < n_bits; ++j)
       bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
     all.push_back({static_cast<float>(-(cs + biases[i] + factors[i] * bs)), i});
