@@ -208,14 +208,12 @@ class Snapshot {
       if (L.C < 1) fail("an ivf snapshot needs at least one list");
       if (!dim) fail("an ivf snapshot needs the residual projection");
       L.offsets = as_offsets(keep(list_offsets), L.C, n, "list offsets");
-      // what a search reads of the centres: int8 levels (centres.h), a quarter of the bytes
-      L.levels = query_levels(L.dim);
-      centre_levels_.resize(static_cast<size_t>(L.C) * L.dim);
+      // what a search reads of the centres: int8 levels in blocks (centres.h), a quarter of
+      // the bytes
+      centre_blocks_.resize(static_cast<size_t>(centre_blocks(L.C) * centre_block_bytes(L.dim)));
       centre_steps_.resize(L.C);
-      for (int64_t g = 0; g < L.C; ++g)
-        centre_steps_[g] = quantize_levels(L.centres + g * L.dim, L.dim, kCentreLevels,
-                                           centre_levels_.data() + g * L.dim);
-      L.centre_levels = centre_levels_.data();
+      block_centres(L.centres, L.C, L.dim, centre_blocks_.data(), centre_steps_.data());
+      L.centre_blocks = centre_blocks_.data();
       L.centre_steps = centre_steps_.data();
       // what an ivf search reads of the codes (the scan, the re-score, filtered rows): a copy
       // in blocks (asymmetric.h, fast scan); the row-major codes stay untouched (mmap: on disk)
@@ -327,7 +325,7 @@ class Snapshot {
     py::dict d;
     if (!blocked_.empty()) d["codes"] = blocked_.size();
     if (!ids32_.empty()) d["ids"] = ids32_.size() * sizeof(int32_t);
-    const size_t levels = centre_levels_.size() * sizeof(int8_t) + centre_steps_.size() * 4;
+    const size_t levels = centre_blocks_.size() + centre_steps_.size() * sizeof(float);
     if (levels) d["list_centres"] = levels;
     return d;
   }
@@ -447,7 +445,7 @@ class Snapshot {
 
   SnapshotView v_;
   bool normalize_ = false;
-  std::vector<int8_t> centre_levels_;
+  std::vector<uint8_t> centre_blocks_;
   std::vector<float> centre_steps_;
   std::vector<uint8_t> blocked_;
   std::vector<int32_t> ids32_;
@@ -754,6 +752,7 @@ PYBIND11_MODULE(_core, m) {
     d["popcnt"] = f.popcnt;
     d["avx2"] = f.avx2;
     d["avx512_vpopcntdq"] = f.avx512_vpopcntdq;
+    d["avx512_vnni"] = f.avx512_vnni;
     d["threads"] = ThreadPool::get().max_threads();
     return d;
   });

@@ -73,10 +73,9 @@ struct HammingPartitions {
 // puts the centre's exact share of <q, r> in place of its estimate: the code then estimates
 // <q - c, r>, whose error scales with |q - c| instead of |q| (python/hashpivot/layouts/ivf.py).
 struct FloatLists {
-  const float* centres = nullptr;         // (C, dim) as given; a search reads the levels
-  const int8_t* centre_levels = nullptr;  // (C, dim): <q, c> in int8 levels (centres.h)
-  const float* centre_steps = nullptr;    // C: centre g ~ centre_steps[g] * its levels
-  int levels = 0;                         // the query's: query_levels(dim)
+  const float* centres = nullptr;          // (C, dim) as given; a search reads the levels
+  const uint8_t* centre_blocks = nullptr;  // the int8 levels in blocks (centres.h)
+  const float* centre_steps = nullptr;     // C: centre g ~ centre_steps[g] * its levels
   int64_t C = 0;
   int dim = 0;
   const int64_t* offsets = nullptr;    // C + 1

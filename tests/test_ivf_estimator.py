@@ -29,11 +29,11 @@ def built():
     return x, q, index
 
 
-def int8_centres(c):
-    """The centres as a search scores them (cpp/centres.h): each rounded to 127 levels of its
-    largest entry (the query's int16 rounding is 250 times finer: within the tolerance)."""
-    step = np.abs(c).max(1, keepdims=True) / 127
-    return (np.rint(c / step) * step).astype(np.float32)
+def int8_levels(v):
+    """Each row as a search rounds it for the centre scores (cpp/centres.h): to 127 levels of
+    its largest entry."""
+    step = np.abs(v).max(1, keepdims=True) / 127
+    return (np.rint(v / step) * step).astype(np.float32)
 
 
 def reference_scores(index, x, q):
@@ -46,7 +46,7 @@ def reference_scores(index, x, q):
     a = (y * y).sum(1) / np.abs(y).sum(1)
     w = itq.pca @ itq.rotation
     beta = (c * r).sum(1) - a * ((c @ w) * signs).sum(1)
-    return q @ int8_centres(c).T + beta + a * ((q @ w) @ signs.T)
+    return int8_levels(q) @ int8_levels(c).T + beta + a * ((q @ w) @ signs.T)
 
 
 def test_first_stage_scores_equal_the_numpy_reference(built):
@@ -150,10 +150,10 @@ def test_each_lists_radius_is_its_rms_residual_norm(built):
 
 
 def probed_lists(index, q, nprobe, spread):
-    """Each query's nprobe lists by <q, c> + spread |q| r (numpy, the centres rounded as a search
-    rounds them), and whether the cut is clear of the query's rounding (below 1e-5)."""
+    """Each query's nprobe lists by <q, c> + spread |q| r (numpy, the query and the centres
+    rounded as a search rounds them), and whether the cut is clear of float rounding."""
     radius = spread * np.linalg.norm(q, axis=1)[:, None] * index._layout._radii
-    key = q @ int8_centres(index.centres).T + radius
+    key = int8_levels(q) @ int8_levels(index.centres).T + radius
     order = np.argsort(-key, axis=1)
     cut = np.take_along_axis(key, order[:, nprobe - 1 : nprobe + 1], 1)
     return order[:, :nprobe], cut[:, 0] - cut[:, 1] > 1e-3

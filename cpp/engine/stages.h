@@ -78,37 +78,61 @@ HP_INLINE float dot_lanes(const float* q, const T* x, int dim, Conv conv) {
 }
 
 // ---- prepare ----
-// The probe's order: every list's <q, c> from integer levels (centres.h), kCentreQueries queries
-// a pass so that each centre, once loaded, serves them all, and kCentreChunk centres at a time
-// (48 KiB at 384 dims) so that they stay in cache for every group of queries of the batch.
-constexpr int kCentreQueries = 4;
-constexpr int64_t kCentreChunk = 64;
-inline void approx_centre_scores(const FloatLists& L, int64_t nq, QueryState* sts) {
-  const int dim = L.dim;
-  thread_local std::vector<int16_t> levels;  // whole groups of kCentreQueries (zero rows past nq)
-  thread_local std::vector<float> steps;
-  const int64_t groups = (nq + kCentreQueries - 1) / kCentreQueries;
-  levels.assign(static_cast<size_t>(groups) * kCentreQueries * dim, 0);
-  steps.resize(nq);
+// The probe's order: every list's <q, c> from int8 levels (centres.h), kCentreChunkBlocks blocks
+// of centres at a time (24 KiB at 384 dimensions: in L1 for every query of the batch), each
+// block pass the ISA's tile: A::kCentreQueries queries, or one query and kCentreBlocksAlone
+// blocks (independent sums either way).
+constexpr int64_t kCentreChunkBlocks = 4;
+template <class A>
+void approx_centre_scores(const FloatLists& L, int64_t nq, QueryState* sts) {
+  constexpr int M = A::kCentreQueries, B = A::kCentreBlocksAlone;
+  static_assert(kCentreChunkBlocks % B == 0, "a chunk holds whole single-query tiles");
+  const int groups = centre_groups(L.dim);
+  const int64_t block_bytes = centre_block_bytes(L.dim), n_blocks = centre_blocks(L.C);
+  thread_local std::vector<CentreQuery> cq;
+  if (static_cast<int64_t>(cq.size()) < nq) cq.resize(nq);
   for (int64_t i = 0; i < nq; ++i) {
-    steps[i] = quantize_levels(sts[i].vec, dim, L.levels, levels.data() + i * dim);
+    cq[i].set(sts[i].vec, L.dim);
     sts[i].centre_scores.resize(L.C);
   }
-  for (int64_t g0 = 0; g0 < L.C; g0 += kCentreChunk) {
-    const int64_t g1 = std::min(L.C, g0 + kCentreChunk);
-    for (int64_t b = 0; b < nq; b += kCentreQueries) {
-      const int m = static_cast<int>(std::min<int64_t>(kCentreQueries, nq - b));
-      float* scores[kCentreQueries];
-      for (int r = 0; r < m; ++r) scores[r] = sts[b + r].centre_scores.data();
-      for (int64_t g = g0; g < g1; ++g) {
-        int32_t dots[kCentreQueries];
-        const int8_t* cg = L.centre_levels + g * dim;
-        if (m == 1)  // a single query: no three rows of zeros
-          dots[0] = dot_levels(levels.data() + b * dim, cg, dim);
-        else
-          dot_levels4(levels.data() + b * dim, dim, cg, dots);
-        for (int r = 0; r < m; ++r)
-          scores[r][g] = steps[b + r] * L.centre_steps[g] * static_cast<float>(dots[r]);
+  alignas(64) int32_t dots[std::max(M, B) * kCentreBlock];
+  // dots of queries [i, i + m) x blocks [b, b + nb) to scores, the level offset taken out
+  auto put = [&](int64_t i, int m, int64_t b, int nb) {
+    for (int r = 0; r < m; ++r)
+      for (int j = 0; j < nb; ++j)
+        for (int c = 0; c < kCentreBlock; ++c) {
+          const int64_t g = (b + j) * kCentreBlock + c;
+          if (g >= L.C) break;
+          const int32_t dot = dots[(r * nb + j) * kCentreBlock + c] - kCentreOffset * cq[i + r].sum;
+          sts[i + r].centre_scores[g] =
+              cq[i + r].step * L.centre_steps[g] * static_cast<float>(dot);
+        }
+  };
+  for (int64_t b0 = 0; b0 < n_blocks; b0 += kCentreChunkBlocks) {
+    const int64_t b1 = std::min(n_blocks, b0 + kCentreChunkBlocks);
+    int64_t i = 0;
+    const int8_t* q[std::max(M, B)];
+    if constexpr (M > 1)
+      for (; i + M <= nq; i += M)
+        for (int64_t b = b0; b < b1; ++b) {
+          for (int r = 0; r < M; ++r) q[r] = cq[i + r].levels.data();
+          A::template centre_tile<M, 1>(L.centre_blocks + b * block_bytes, block_bytes, groups, q,
+                                        dots);
+          put(i, M, b, 1);
+        }
+    for (; i < nq; ++i) {
+      q[0] = cq[i].levels.data();
+      int64_t b = b0;
+      if constexpr (B > 1)
+        for (; b + B <= b1; b += B) {
+          A::template centre_tile<1, B>(L.centre_blocks + b * block_bytes, block_bytes, groups, q,
+                                        dots);
+          put(i, 1, b, B);
+        }
+      for (; b < b1; ++b) {
+        A::template centre_tile<1, 1>(L.centre_blocks + b * block_bytes, block_bytes, groups, q,
+                                      dots);
+        put(i, 1, b, 1);
       }
     }
   }
@@ -217,7 +241,7 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
       }
       project_rows<A>(s.transform, x, m, z);
     }
-    if (s.lists.C) approx_centre_scores(s.lists, q1 - q0, sts);
+    if (s.lists.C) approx_centre_scores<A>(s.lists, q1 - q0, sts);
   }
   for (int64_t qi = q0; qi < q1; ++qi) {
     QueryState& st = sts[qi - q0];

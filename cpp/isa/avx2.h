@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "../asymmetric.h"
+#include "../centres.h"
 #include "../codes.h"
 #include "../cpu.h"
 
@@ -213,6 +214,45 @@ struct Avx2 {
   // 8 float16 values to float32.
   static HP_INLINE void half8(const uint16_t* h, float* out) {
     _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h)));
+  }
+
+  // Centre scores (centres.h) for M queries x B blocks. A group's 64 bytes widen to 16-bit in
+  // four quarters (4 centres x 4 levels each); pmaddwd with the query's 4 levels (repeated)
+  // leaves two int32 a centre (levels 0-1, 2-3), added once at the end. The sums are exact.
+  static constexpr int kCentreQueries = 2, kCentreBlocksAlone = 2;  // 8 accumulators either way
+  template <int M, int B>
+  static HP_INLINE void centre_tile(const uint8_t* blk, int64_t block_bytes, int groups,
+                                    const int8_t* const* q, int32_t* out) {
+    __m256i acc[M][B][4];
+    for (int m = 0; m < M; ++m)
+      for (int b = 0; b < B; ++b)
+        for (int p = 0; p < 4; ++p) acc[m][b][p] = _mm256_setzero_si256();
+    for (int g = 0; g < groups; ++g) {
+      __m256i qv[M];
+      for (int m = 0; m < M; ++m) {
+        const int8_t* l = q[m] + g * kCentreGroup;
+        uint64_t w = 0;  // the 4 levels as int16, little-endian
+        for (int j = 0; j < kCentreGroup; ++j)
+          w |= static_cast<uint64_t>(static_cast<uint16_t>(l[j])) << (16 * j);
+        qv[m] = _mm256_set1_epi64x(static_cast<long long>(w));
+      }
+      for (int b = 0; b < B; ++b) {
+        const uint8_t* row = blk + b * block_bytes + g * kCentreBlock * kCentreGroup;
+        for (int p = 0; p < 4; ++p) {
+          const __m256i c = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(row + 16 * p)));
+          for (int m = 0; m < M; ++m)
+            acc[m][b][p] = _mm256_add_epi32(acc[m][b][p], _mm256_madd_epi16(c, qv[m]));
+        }
+      }
+    }
+    for (int m = 0; m < M; ++m)
+      for (int b = 0; b < B; ++b) {
+        alignas(32) int32_t pairs[4][8];
+        for (int p = 0; p < 4; ++p) _mm256_store_si256((__m256i*)pairs[p], acc[m][b][p]);
+        int32_t* o = out + (m * B + b) * kCentreBlock;
+        for (int c = 0; c < kCentreBlock; ++c)
+          o[c] = pairs[c / 4][2 * (c % 4)] + pairs[c / 4][2 * (c % 4) + 1];
+      }
   }
 
   // 4 rows of 8 uint8 pivot distances per instruction: a bit per row inside the band.

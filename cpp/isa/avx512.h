@@ -1,4 +1,4 @@
-// AVX-512 arithmetic (F, BW, VL and VPOPCNTDQ): a vector popcount of 8 words per instruction.
+// AVX-512 arithmetic (F, BW, VL, VPOPCNTDQ and VNNI): a vector popcount of 8 words per instruction.
 // What AVX-512 does not change (the float keys, float16 loads, the pivot band) comes from Avx2.
 // Included only inside the `#pragma GCC target("avx512f,...")` region of isa/avx512.cpp, in an
 // anonymous namespace.
@@ -76,6 +76,12 @@ struct Avx512 : Avx2 {
     }
   };
 
+  // Centre scores: 4 sums in flight, of 4 queries or of one query's 4 blocks.
+  static constexpr int kCentreQueries = 4, kCentreBlocksAlone = 4;
+  template <int M, int B>
+  static HP_INLINE void centre_tile(const uint8_t* blk, int64_t block_bytes, int groups,
+                                    const int8_t* const* q, int32_t* out);
+
   // Fast scan as Avx2::block16, four byte positions a register (nbytes is a multiple of 8:
   // codes are whole words): half the lookups, adds and loads a block.
   static HP_INLINE void block16(const NibbleLuts& t, const uint8_t* blk, V* d0, V* d1) {
@@ -149,6 +155,30 @@ struct RepeatedAsym {
     for (int p = 0; p < kAsymPlanes; ++p) planes.v[p] = repeat_code<W>(a.planes[p]);
   }
 };
+
+// Centre scores (centres.h) for M queries x B blocks: one VNNI instruction multiplies a group's
+// 64 bytes (16 centres x 4 levels, unsigned) by the query's 4 levels (signed, broadcast) and adds
+// the 4 products into each centre's int32 lane. M x B independent sums hide its latency.
+template <int M, int B>
+HP_INLINE void Avx512::centre_tile(const uint8_t* blk, int64_t block_bytes, int groups,
+                                   const int8_t* const* q, int32_t* out) {
+  __m512i acc[M][B];
+  for (int m = 0; m < M; ++m)
+    for (int b = 0; b < B; ++b) acc[m][b] = _mm512_setzero_si512();
+  for (int g = 0; g < groups; ++g) {
+    __m512i c[B];
+    for (int b = 0; b < B; ++b)
+      c[b] = _mm512_loadu_si512(blk + b * block_bytes + g * kCentreBlock * kCentreGroup);
+    for (int m = 0; m < M; ++m) {
+      int32_t l;
+      std::memcpy(&l, q[m] + g * kCentreGroup, sizeof(l));
+      const __m512i qv = _mm512_set1_epi32(l);
+      for (int b = 0; b < B; ++b) acc[m][b] = _mm512_dpbusd_epi32(acc[m][b], c[b], qv);
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    for (int b = 0; b < B; ++b) _mm512_storeu_si512(out + (m * B + b) * kCentreBlock, acc[m][b]);
+}
 
 // W = 1 and 2: 8 codes in one or two registers, lanes combined by permutes.
 template <>

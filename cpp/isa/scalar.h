@@ -4,6 +4,7 @@
 // anonymous namespace.
 #pragma once
 #include "../asymmetric.h"
+#include "../centres.h"
 #include "../codes.h"
 #include "../cpu.h"
 #include "../half.h"
@@ -36,6 +37,16 @@ struct Scalar {
   }
   static constexpr bool kBand8x4 = false;
   static constexpr bool kFastScan = false;  // blocked ivf codes: nibble lookups, a row at a time
+
+  // Centre scores (centres.h): one query and one block at a time.
+  static constexpr int kCentreQueries = 1, kCentreBlocksAlone = 1;
+  template <int M, int B>
+  static HP_INLINE void centre_tile(const uint8_t* blk, int64_t block_bytes, int groups,
+                                    const int8_t* const* q, int32_t* out) {
+    for (int m = 0; m < M; ++m)
+      for (int b = 0; b < B; ++b)
+        centre_dots_scalar(blk + b * block_bytes, groups, q[m], out + (m * B + b) * kCentreBlock);
+  }
 };
 
 using Portable = Scalar<Isa::kPortable, PopcountSwar>;

@@ -21,6 +21,7 @@ class CpuFeatures(TypedDict):
     popcnt: bool
     avx2: bool
     avx512_vpopcntdq: bool
+    avx512_vnni: bool
     threads: int  # the pool's threads (CPU affinity, HASHPIVOT_NUM_THREADS)
 
 def cpu_features() -> CpuFeatures: ...

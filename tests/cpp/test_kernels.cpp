@@ -312,34 +312,49 @@ static void test_asym(std::mt19937_64& rng, int nbytes, int64_t n, int k) {
           j, D[j], (long)I[j], want[j].key, (long)want[j].row);
 }
 
-// Centre levels (centres.h): no int32 sum can overflow at any dimension (the extreme vectors
-// give the int64 sum), a vector is within half a step of its levels, a zero vector is zeros.
+// Centre levels (centres.h): a vector is within half a step of its levels, a zero vector is
+// zeros; the blocked layout holds each centre's levels (+128) where centre_dots_scalar reads
+// them, padding included (C and dim not multiples of the block and group); the extreme sums at
+// the largest dimension are exact in int32.
 static void test_centre_levels(std::mt19937_64& rng) {
-  for (int dim : {1, 2, 3, 384, 1000, 65536}) {
-    const int L = query_levels(dim);
-    CHECK(static_cast<int64_t>(L) * kCentreLevels * dim < (int64_t(1) << 31), "levels %d at dim %d",
-          L, dim);
-    std::vector<int16_t> a(dim, static_cast<int16_t>(L));
-    std::vector<int8_t> b(dim, static_cast<int8_t>(-kCentreLevels));
-    CHECK(dot_levels(a.data(), b.data(), dim) == -static_cast<int64_t>(L) * kCentreLevels * dim,
-          "extreme dot at dim %d", dim);
-  }
   std::normal_distribution<float> g;
-  const int dim = 384;
-  std::vector<float> v(dim);
+  const int dim = 21, C = 19;
+  std::vector<float> v(C * dim);
   for (auto& x : v) x = g(rng);
-  std::vector<int16_t> q(dim);
-  std::vector<int8_t> c(dim);
-  const float step = quantize_levels(v.data(), dim, query_levels(dim), q.data());
-  const float cstep = quantize_levels(v.data(), dim, kCentreLevels, c.data());
-  for (int d = 0; d < dim; ++d) {
+  std::vector<int8_t> q(dim);
+  const float step = quantize_levels(v.data(), dim, q.data());
+  for (int d = 0; d < dim; ++d)
     CHECK(std::fabs(v[d] - step * q[d]) <= 0.5001f * step, "level of %d", d);
-    CHECK(std::fabs(v[d] - cstep * c[d]) <= 0.5001f * cstep, "centre level of %d", d);
+  std::vector<uint8_t> blocks(centre_blocks(C) * centre_block_bytes(dim));
+  std::vector<float> steps(C);
+  block_centres(v.data(), C, dim, blocks.data(), steps.data());
+  CentreQuery cq;
+  cq.set(v.data() + 3 * dim, dim);  // centre 3 as the query
+  for (int64_t b = 0; b < centre_blocks(C); ++b) {
+    int32_t dots[kCentreBlock];
+    centre_dots_scalar(blocks.data() + b * centre_block_bytes(dim), centre_groups(dim),
+                       cq.levels.data(), dots);
+    for (int c = 0; c < kCentreBlock; ++c) {
+      const int64_t gc = b * kCentreBlock + c;
+      int64_t want = 0;
+      if (gc < C) {
+        std::vector<int8_t> l(dim);
+        CHECK(quantize_levels(v.data() + gc * dim, dim, l.data()) == steps[gc], "step %ld",
+              (long)gc);
+        for (int d = 0; d < dim; ++d) want += static_cast<int64_t>(l[d]) * cq.levels[d];
+      }
+      CHECK(dots[c] - kCentreOffset * cq.sum == want, "centre %ld", (long)gc);
+    }
   }
+  std::vector<uint8_t> top(centre_block_bytes(kMaxDim), 255);  // level 127 everywhere
+  std::vector<int8_t> low(centre_groups(kMaxDim) * kCentreGroup, -kCentreLevels);
+  int32_t dots[kCentreBlock];
+  centre_dots_scalar(top.data(), centre_groups(kMaxDim), low.data(), dots);
+  CHECK(dots[0] == -int64_t{255} * kCentreLevels * kMaxDim, "extreme sum");
   std::fill(v.begin(), v.end(), 0.0f);
-  CHECK(quantize_levels(v.data(), dim, query_levels(dim), q.data()) == 0.0f &&
-            std::count(q.begin(), q.end(), 0) == dim,
-        "zero vector");
+  CHECK(
+      quantize_levels(v.data(), dim, q.data()) == 0.0f && std::count(q.begin(), q.end(), 0) == dim,
+      "zero vector");
 }
 
 // A random ivf snapshot: codes, centres (with the int8 levels bindings.cpp makes), factors,
@@ -351,7 +366,7 @@ struct RandomLists {
   std::vector<float> centres, factors, biases, proj, x, steps;
   std::vector<int64_t> offsets;
   std::vector<int32_t> row_lists;
-  std::vector<int8_t> levels;
+  std::vector<uint8_t> blocks;
   FloatLists lists;
   RandomLists(std::mt19937_64& rng, int nbytes, int64_t rows, int C)
       : n_bits(nbytes * 8), dim(nbytes * 8), n(rows), codes(make_codes(rng, rows, nbytes, false)) {
@@ -374,13 +389,10 @@ struct RandomLists {
     lists.centres = centres.data();
     lists.C = C;
     lists.dim = dim;
-    lists.levels = query_levels(dim);
-    levels.resize(static_cast<size_t>(C) * dim);
+    blocks.resize(centre_blocks(C) * centre_block_bytes(dim));
     steps.resize(C);
-    for (int c = 0; c < C; ++c)
-      steps[c] =
-          quantize_levels(centres.data() + c * dim, dim, kCentreLevels, levels.data() + c * dim);
-    lists.centre_levels = levels.data();
+    block_centres(centres.data(), C, dim, blocks.data(), steps.data());
+    lists.centre_blocks = blocks.data();
     lists.centre_steps = steps.data();
     lists.offsets = offsets.data();
     lists.factors = factors.data();
@@ -397,11 +409,11 @@ struct RandomLists {
 };
 
 // IVF lists: every list probed, no rerank: the exact list scores <q, c> + b + f <z, 2b - 1>.
-static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k) {
+static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k, int nq) {
   const RandomLists R(rng, nbytes, n, C);
   const int n_bits = R.n_bits, dim = R.dim;
   const std::vector<uint8_t>& codes = R.codes;
-  const std::vector<float>&factors = R.factors, &biases = R.biases, &x = R.x;
+  const std::vector<float>&factors = R.factors, &biases = R.biases, &centres = R.centres;
   const std::vector<int64_t>& offsets = R.offsets;
   const SnapshotView v = R.view();
   Plan p;
@@ -410,34 +422,52 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   p.scoring = Scoring::kAsymmetric;
   p.source = Source::kLists;
   p.nprobe = C;
+  std::normal_distribution<float> g;
+  std::vector<float> xs(static_cast<size_t>(nq) * dim);  // nq queries: every centre tile shape
+  for (auto& e : xs) e = g(rng);
   Queries q;
-  q.n = 1;
-  q.vectors = x.data();
+  q.n = nq;
+  q.vectors = xs.data();
   q.dim = dim;
   std::vector<float> S;
   std::vector<int64_t> I;
   run(v, p, q, RowFilter{}, nullptr, &S, &I);
-  std::vector<Scored<float>> all;
-  for (int64_t i = 0; i < n; ++i) {
-    const int c = static_cast<int>(std::upper_bound(offsets.begin() + 1, offsets.end(), i) -
-                                   offsets.begin() - 1);
-    double cs = 0, bs = 0;  // <x, c> with c as its int8 levels (the query's rounding is finer)
-    for (int d = 0; d < dim; ++d) cs += x[d] * R.steps[c] * R.levels[c * dim + d];
-    for (int j = 0; j < n_bits; ++j)
-      bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
-    all.push_back({static_cast<float>(-(cs + biases[i] + factors[i] * bs)), i});
+  const int kk = static_cast<int>(std::min<int64_t>(k, n));
+  for (int qi = 0; qi < nq; ++qi) {
+    const float* x = xs.data() + qi * dim;
+    CentreQuery cq;  // <x, c> as the engine computes it: both in int8 levels, the sum exact
+    cq.set(x, dim);
+    std::vector<float> cs(C);
+    std::vector<int8_t> l(dim);
+    for (int c = 0; c < C; ++c) {
+      quantize_levels(centres.data() + c * dim, dim, l.data());
+      int64_t dot = 0;
+      for (int d = 0; d < dim; ++d) dot += static_cast<int64_t>(l[d]) * cq.levels[d];
+      cs[c] = cq.step * R.steps[c] * static_cast<float>(dot);
+    }
+    std::vector<Scored<float>> all;
+    for (int64_t i = 0; i < n; ++i) {
+      const int c = static_cast<int>(std::upper_bound(offsets.begin() + 1, offsets.end(), i) -
+                                     offsets.begin() - 1);
+      double bs = 0;
+      for (int j = 0; j < n_bits; ++j)
+        bs += x[j] * (((codes[i * nbytes + j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
+      all.push_back({static_cast<float>(-(cs[c] + biases[i] + factors[i] * bs)), i});
+    }
+    auto want = best(all, k);
+    const float* Sq = S.data() + qi * kk;
+    const int64_t* Iq = I.data() + qi * kk;
+    int same = 0;
+    for (int j = 0; j < static_cast<int>(want.size()); ++j) {
+      same += std::count(Iq, Iq + kk, want[j].row) > 0;
+      const int64_t r = Iq[j];
+      auto it =
+          std::find_if(all.begin(), all.end(), [&](const Scored<float>& s) { return s.row == r; });
+      CHECK(it != all.end() && std::fabs(-it->key - Sq[j]) < 1e-3f * (1 + std::fabs(Sq[j])),
+            "list score isa=%s q=%d j=%d", isa_name(engine().isa), qi, j);
+    }
+    CHECK(same >= static_cast<int>(want.size()) - 1, "lists: %d of %zu", same, want.size());
   }
-  auto want = best(all, k);
-  int same = 0;
-  for (int j = 0; j < static_cast<int>(want.size()); ++j) {
-    same += std::count(I.begin(), I.end(), want[j].row) > 0;
-    const int64_t r = I[j];
-    auto it =
-        std::find_if(all.begin(), all.end(), [&](const Scored<float>& s) { return s.row == r; });
-    CHECK(it != all.end() && std::fabs(-it->key - S[j]) < 1e-3f * (1 + std::fabs(S[j])),
-          "list score isa=%s j=%d", isa_name(engine().isa), j);
-  }
-  CHECK(same >= static_cast<int>(want.size()) - 1, "lists: %d of %zu", same, want.size());
 }
 
 // IVF lists scanned from the blocked copy of the codes (fast scan, asymmetric.h) give the same
@@ -517,7 +547,9 @@ int main() {
     for (int P : {1, 8, 16}) test_band(rng, P, 3000, 16, 3, 10);
     for (int nbytes : {8, 16, 32}) test_partitions(rng, nbytes, 2000, 17, 10);
     for (int nbytes : {8, 16, 24, 32, 48, 128}) test_asym(rng, nbytes, 1000, 50);
-    for (int nbytes : {16, 32, 48}) test_lists(rng, nbytes, 600, 7, 20);
+    for (int nbytes : {16, 32, 48}) test_lists(rng, nbytes, 600, 7, 20, 1);
+    // centre tiles of 4 queries and their tails; one query's tiles of 4 blocks (C = 70)
+    for (int nq : {2, 5, 9}) test_lists(rng, 32, 900, 70, 10, nq);
     for (int nbytes : {8, 16, 32, 128})
       for (int64_t n : {1, 15, 17, 600}) test_blocked_lists(rng, nbytes, n, n < 7 ? 1 : 7, 20);
     // many lists and larger pools (the reservoir's shrinks, the split of one query's lists)
