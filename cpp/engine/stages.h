@@ -145,24 +145,24 @@ inline int64_t list_of(const FloatLists& L, int64_t row) {
 
 constexpr int kProjectRowsMax = 4;  // rows projected together: each matrix load serves them
 
-// Rows x_0 .. x_{n-1} less the transform's mean, gathered into xc (kProjectRows x dim, rows
-// past n zero): what project_cols reads.
+// Rows x_0 .. x_{n-1} less the transform's mean, gathered into xc (rows x dim, rows past n
+// zero): what project_cols reads.
 template <class A>
-void centre_rows(const Transform& t, const float* const* x, int n, float* xc) {
-  std::fill(xc, xc + static_cast<size_t>(A::kProjectRows) * t.dim, 0.0f);
+void centre_rows(const Transform& t, const float* const* x, int n, int rows, float* xc) {
+  std::fill(xc, xc + static_cast<size_t>(rows) * t.dim, 0.0f);
   for (int r = 0; r < n; ++r)
     for (int d = 0; d < t.dim; ++d) xc[r * t.dim + d] = t.mean ? x[r][d] - t.mean[d] : x[r][d];
 }
 
 // z_i[j] = xc_i @ proj[:, j] for columns [j_begin, j_end) (multiples of 64): each z_ij is the
 // sum over d ascending of xc_id P[d, j], the same sums on every ISA and however many rows share
-// the pass (no FMA contraction: -ffp-contract=off). Rows x vectors of sums stay in registers
-// (the ISA's kProjectRows x kProjectVecs, of 16, 8 or 4 float lanes) while the matrix's
-// columns stream by once.
-template <class A>
+// the pass (no FMA contraction: -ffp-contract=off). kRows x vectors of sums stay in registers
+// (kRows x the ISA's kProjectVecs, of 16, 8 or 4 float lanes) while the matrix's columns stream
+// by once.
+template <class A, int kRows>
 void project_cols(const Transform& t, const float* xc, int n, float* const* z, int j_begin,
                   int j_end) {
-  constexpr int L = A::kFloatLanes, kVecs = A::kProjectVecs, kRows = A::kProjectRows;
+  constexpr int L = A::kFloatLanes, kVecs = A::kProjectVecs;
   constexpr int kCols = L * kVecs;
   typedef float FV __attribute__((vector_size(sizeof(float) * L)));
   for (int j0 = j_begin; j0 < j_end; j0 += kCols) {
@@ -187,13 +187,18 @@ void project_cols(const Transform& t, const float* xc, int n, float* const* z, i
   }
 }
 
-// z_i = (x_i - mean) @ proj for rows x_0 .. x_{n-1} (n <= the ISA's kProjectRows), every column.
+// z_i = (x_i - mean) @ proj for rows x_0 .. x_{n-1} (n <= the ISA's kProjectRows), every column;
+// a single row alone (a query searched by itself would pay for kProjectRows rows of sums).
 template <class A>
 void project_rows(const Transform& t, const float* const* x, int n, float* const* z) {
   thread_local std::vector<float> xc;
-  xc.resize(static_cast<size_t>(A::kProjectRows) * t.dim);
-  centre_rows<A>(t, x, n, xc.data());
-  project_cols<A>(t, xc.data(), n, z, 0, t.n_bits);
+  const int rows = n == 1 ? 1 : A::kProjectRows;
+  xc.resize(static_cast<size_t>(rows) * t.dim);
+  centre_rows<A>(t, x, n, rows, xc.data());
+  if (n == 1)
+    project_cols<A, 1>(t, xc.data(), n, z, 0, t.n_bits);
+  else
+    project_cols<A, A::kProjectRows>(t, xc.data(), n, z, 0, t.n_bits);
 }
 
 template <class A>
