@@ -150,6 +150,8 @@ struct AllowedBits {
   static constexpr bool kActive = true;
   const uint64_t* w;
   HP_INLINE uint32_t pre8(int64_t row) const {  // bit j: row + j allowed
+    if ((row & 7) == 0)  // a whole byte of the little-endian bitmap (a scan from an aligned row)
+      return reinterpret_cast<const uint8_t*>(w)[row >> 3];
     const int64_t word = row >> 6;
     const int off = static_cast<int>(row & 63);
     uint64_t bits = w[word] >> off;
