@@ -47,6 +47,9 @@ TARGETS = (0.90, 0.95, 0.99)
 TUNE_QUERIES = scale_corpus.TUNE_QUERIES
 ROUNDS = 3
 LATENCY_QUERIES = 100
+# queries an untimed search runs just before each timed one: the previous engine has evicted this
+# index's arrays, and the first setting of each index measured cold without it
+WARM_QUERIES = 10
 
 
 class Setting:
@@ -350,6 +353,7 @@ def measure(settings: List[Setting], q: np.ndarray, truth: np.ndarray) -> None:
         for threads in (1, 2):
             faiss_threads(threads)
             for s in settings:
+                s.search(q[:WARM_QUERIES], threads)
                 t0 = time.perf_counter()
                 s.search(q, threads)
                 s.qps[threads].append(len(q) / (time.perf_counter() - t0))
