@@ -229,12 +229,10 @@ struct Avx2 {
         for (int p = 0; p < 4; ++p) acc[m][b][p] = _mm256_setzero_si256();
     for (int g = 0; g < groups; ++g) {
       __m256i qv[M];
-      for (int m = 0; m < M; ++m) {
-        const int8_t* l = q[m] + g * kCentreGroup;
-        uint64_t w = 0;  // the 4 levels as int16, little-endian
-        for (int j = 0; j < kCentreGroup; ++j)
-          w |= static_cast<uint64_t>(static_cast<uint16_t>(l[j])) << (16 * j);
-        qv[m] = _mm256_set1_epi64x(static_cast<long long>(w));
+      for (int m = 0; m < M; ++m) {  // the 4 levels, widened to int16, in every quarter
+        int32_t l;
+        std::memcpy(&l, q[m] + g * kCentreGroup, sizeof(l));
+        qv[m] = _mm256_cvtepi8_epi16(_mm_set1_epi32(l));
       }
       for (int b = 0; b < B; ++b) {
         const uint8_t* row = blk + b * block_bytes + g * kCentreBlock * kCentreGroup;
