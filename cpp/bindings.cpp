@@ -117,7 +117,7 @@ class Snapshot {
            const py::object& list_centres, const py::object& list_offsets,
            const py::object& factors, const py::object& lists, const py::object& vectors,
            const py::object& scales, const py::object& slots, const py::object& biases,
-           const py::object& list_radii) {
+           const py::object& list_radii, const py::object& error_levels) {
     v_.codes = as_codes(codes, "codes");
     keep(codes);
     const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
@@ -235,10 +235,29 @@ class Snapshot {
       const py::array rl = keep(lists);
       require_dtype(rl, py::dtype::of<int32_t>(), "lists", "int32");
       require_shape(rl, "lists", {n});
-      L.row_lists = static_cast<const int32_t*>(rl.data());
+      if (L.C > kMaxLists) fail("an ivf snapshot holds at most " + std::to_string(kMaxLists) + " lists");
+      // a search reads its own uint16 copy (MAX_GROUPS lists fit): half the bytes
+      const int32_t* given = static_cast<const int32_t*>(rl.data());
+      lists16_.resize(n);
       for (int64_t g = 0; g < L.C; ++g)  // each row's list agrees with the offsets
-        for (int64_t r = L.offsets[g]; r < L.offsets[g + 1]; ++r)
-          if (L.row_lists[r] != g) fail("each row's list must match the list offsets");
+        for (int64_t r = L.offsets[g]; r < L.offsets[g + 1]; ++r) {
+          if (given[r] != g) fail("each row's list must match the list offsets");
+          lists16_[r] = static_cast<uint16_t>(g);
+        }
+      L.row_lists = lists16_.data();
+      centre_norms_.resize(L.C);
+      for (int64_t g = 0; g < L.C; ++g) {
+        double sq = 0;
+        for (int d = 0; d < L.dim; ++d) sq += double(L.centres[g * L.dim + d]) * L.centres[g * L.dim + d];
+        centre_norms_[g] = static_cast<float>(sq);
+      }
+      L.centre_norms = centre_norms_.data();
+      if (is_set(error_levels)) {
+        const py::array el = keep(error_levels);
+        require_dtype(el, py::dtype::of<uint8_t>(), "error levels", "uint8");
+        require_shape(el, "error levels", {n});
+        L.error_levels = static_cast<const uint8_t*>(el.data());
+      }
       if (is_set(list_radii)) {
         const py::array lr = keep(list_radii);
         require_dtype(lr, py::dtype::of<float>(), "list radii", "float32");
@@ -325,6 +344,7 @@ class Snapshot {
     py::dict d;
     if (!blocked_.empty()) d["codes"] = blocked_.size();
     if (!ids32_.empty()) d["ids"] = ids32_.size() * sizeof(int32_t);
+    if (!lists16_.empty()) d["lists"] = lists16_.size() * sizeof(uint16_t);
     const size_t levels = centre_blocks_.size() + centre_steps_.size() * sizeof(float);
     if (levels) d["list_centres"] = levels;
     return d;
@@ -449,6 +469,8 @@ class Snapshot {
   std::vector<float> centre_steps_;
   std::vector<uint8_t> blocked_;
   std::vector<int32_t> ids32_;
+  std::vector<uint16_t> lists16_;
+  std::vector<float> centre_norms_;
   std::vector<py::array> kept_;
   std::vector<VectorSegment> segments_;
 };
@@ -744,6 +766,27 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MAX_SEGMENTS") = kMaxSegments;
   m.attr("MAX_SORTED_LEVELS") = kMaxSortedLevels;
   m.attr("NARROW_TABLE_MAX_BITS") = kNarrowTableMaxBits;
+  m.attr("MAX_LISTS") = kMaxLists;
+  m.attr("ERROR_LEVEL_NONE") = kErrorLevelNone;
+  m.def(
+      "error_levels",
+      [](const py::array_t<float, py::array::c_style | py::array::forcecast>& norms) {
+        py::array_t<uint8_t> out(norms.size());
+        const float* v = norms.data();
+        uint8_t* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < norms.size(); ++i) o[i] = error_level(v[i]);
+        return out;
+      },
+      py::arg("norms"), "Error norms to one-byte levels (rounded up; 255: none)");
+  m.def(
+      "error_norms",
+      [](const py::array_t<uint8_t, py::array::c_style | py::array::forcecast>& levels) {
+        py::array_t<float> out(levels.size());
+        for (py::ssize_t i = 0; i < levels.size(); ++i)
+          out.mutable_data()[i] = error_norms()[levels.data()[i]];
+        return out;
+      },
+      py::arg("levels"), "What each one-byte error level stands for (inf: none)");
   m.def("cpu_features", [] {
     const CpuFeatures& f = cpu_features();
     py::dict d;
@@ -784,6 +827,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("nprobe", &Plan::nprobe)
       .def_readwrite("probe_rows", &Plan::probe_rows)
       .def_readwrite("probe_spread", &Plan::probe_spread)
+      .def_readwrite("bound", &Plan::bound)
       .def_readwrite("rerank", &Plan::rerank)
       .def_readwrite("exact_allowed", &Plan::exact_allowed)
       .def_readwrite("quantized_only", &Plan::quantized_only)
@@ -793,7 +837,8 @@ PYBIND11_MODULE(_core, m) {
                     const py::object&, const py::object&, const py::object&, int, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&, const py::object&, const py::object&, const py::object&>(),
+                    const py::object&, const py::object&, const py::object&, const py::object&,
+                    const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
@@ -803,7 +848,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("factors") = py::none(), py::arg("lists") = py::none(),
            py::arg("vectors") = py::none(), py::arg("scales") = py::none(),
            py::arg("slots") = py::none(), py::arg("biases") = py::none(),
-           py::arg("list_radii") = py::none())
+           py::arg("list_radii") = py::none(), py::arg("error_levels") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,

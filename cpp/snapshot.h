@@ -2,7 +2,11 @@
 // search. The views hold raw pointers into arrays that bindings.cpp validated once, when the
 // snapshot was made, and keeps alive; nothing here is checked again per search.
 #pragma once
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -81,11 +85,48 @@ struct FloatLists {
   const int64_t* offsets = nullptr;    // C + 1
   const float* factors = nullptr;      // n
   const float* biases = nullptr;       // n
-  const int32_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
+  const uint16_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
   const uint8_t* blocked = nullptr;    // the codes in blocks of kScanBlock rows (asymmetric.h),
                                        // where the CPU has a fast-scan kernel; else null
   const float* radii = nullptr;        // C: each list's rms residual norm (null: none saved)
+  const float* centre_norms = nullptr;  // C: |c|^2 (the bound's |q - c|)
+  const uint8_t* error_levels = nullptr;  // n: |a W (2b - 1) - r| as error_norm() levels (null: none)
 };
+
+// The estimate's error for query q is <q - c, v>, v = a W (2b - 1) - r (the row's error vector):
+// for a direction of q - c uniform on the sphere (RaBitQ's random rotation) its standard deviation
+// is |q - c| |v| / sqrt(dim). |v| is kept as a one-byte level on a log scale, rounded up:
+// level l stands for 2^((l - kErrorLevelZero) / kErrorLevelsPerOctave) (9% steps from 2^-24 to
+// 2^7.75), kErrorLevelNone for no bound (a row never pruned).
+constexpr int kErrorLevelZero = 192;
+constexpr int kErrorLevelsPerOctave = 8;
+constexpr int kErrorLevelNone = 255;
+inline float error_norm(int level) {
+  return level >= kErrorLevelNone
+             ? std::numeric_limits<float>::infinity()
+             : std::ldexp(std::exp2(static_cast<float>(level % kErrorLevelsPerOctave) /
+                                    kErrorLevelsPerOctave),
+                          level / kErrorLevelsPerOctave - kErrorLevelZero / kErrorLevelsPerOctave);
+}
+// error_norm of every level, made once (the rerank reads one a candidate).
+inline const float* error_norms() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int l = 0; l < 256; ++l) t[l] = error_norm(l);
+    return t;
+  }();
+  return table.data();
+}
+// The smallest level whose norm is at least v (v >= 0; beyond the last finite level: none).
+inline uint8_t error_level(float v) {
+  if (!(v <= error_norm(kErrorLevelNone - 1))) return kErrorLevelNone;
+  int l = static_cast<int>(std::ceil(std::log2(std::max(v, 1e-30f)) * kErrorLevelsPerOctave)) +
+          kErrorLevelZero;
+  l = std::max(l, 0);
+  while (l > 0 && error_norm(l - 1) >= v) --l;  // log2's rounding either way
+  while (error_norm(l) < v) ++l;
+  return static_cast<uint8_t>(l);
+}
 
 enum class StoreType { kNone = 0, kFloat32 = 1, kFloat16 = 2, kInt8 = 3 };
 
@@ -156,6 +197,7 @@ struct Plan {
   int nprobe = 0;          // partitions or lists probed; 0 with partitions: exact
   int64_t probe_rows = 0;  // with a filter: probe lists until this many allowed rows were seen
   float probe_spread = 0;  // ivf lists are probed by <q, c> + probe_spread |q| radius
+  float bound = 0;  // ivf: rerank stops once no candidate's estimate + bound sigma beats the k-th
   bool rerank = false;
   bool exact_allowed = false;   // the allowed rows are few: rerank them all, no code stage
   bool quantized_only = false;  // asymmetric: return the first stage's quantized distances

@@ -725,6 +725,55 @@ void rerank(const Ctx& c, QueryState& st) {
   select_smallest(pool, static_cast<size_t>(c.p.k));
 }
 
+// The rerank with the error bound: candidates in order of their upper bound, estimate + bound
+// sigma (sigma = |q - c| |v| / sqrt(dim): snapshot.h), until the next one's cannot beat the k-th
+// exact score found. A hard query reranks more candidates, an easy one fewer.
+template <class A>
+void rerank_bounded(const Ctx& c, QueryState& st) {
+  const FloatLists& L = c.s.lists;
+  const VectorStore& vs = c.s.store;
+  const float* qv = st.vec;
+  const float* norms = error_norms();
+  float qq = 0;
+  for (int d = 0; d < L.dim; ++d) qq += qv[d] * qv[d];
+  const float per_dim = c.p.bound / std::sqrt(static_cast<float>(L.dim));
+  auto& pool = st.pool;
+  for (auto& e : pool) {  // key: -estimate, now -(estimate + bound sigma)
+    const int64_t g = L.row_lists[e.row];
+    const float qc2 = std::max(qq - 2 * st.centre_scores[g] + L.centre_norms[g], 0.0f);
+    e.key -= per_dim * std::sqrt(qc2) * norms[L.error_levels[e.row]];
+  }
+  std::sort(pool.begin(), pool.end());
+  thread_local std::vector<float> tmp;
+  tmp.resize(vs.dim);
+  const size_t k = static_cast<size_t>(c.p.k);
+  thread_local std::vector<float> best;  // the k best exact scores, a min-heap
+  best.clear();
+  auto prefetch_row = [&](size_t j) {
+    float s;
+    const char* p = static_cast<const char*>(vs.row(pool[j].row, &s));
+    for (size_t o = 0; o < vs.row_bytes; o += 64) __builtin_prefetch(p + o);
+  };
+  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j) prefetch_row(j);
+  size_t m = 0;
+  for (; m < pool.size(); ++m) {
+    if (best.size() >= k && -pool[m].key <= best.front()) break;  // no later one can enter
+    if (m + kRerankAhead < pool.size()) prefetch_row(m + kRerankAhead);
+    float scale = 1.0f;
+    const void* row = vs.row(pool[m].row, &scale);
+    const float s = stored_dot<A>(vs, qv, row, scale, tmp.data());
+    pool[m].key = -s;
+    best.push_back(s);
+    std::push_heap(best.begin(), best.end(), std::greater<float>());
+    if (best.size() > k) {
+      std::pop_heap(best.begin(), best.end(), std::greater<float>());
+      best.pop_back();
+    }
+  }
+  pool.resize(m);
+  select_smallest(pool, k);
+}
+
 // Scores (or Hamming distances) and ids of one query, padded with (-inf or n_bits + 1, -1).
 inline void write(const Ctx& c, const QueryState& st, int64_t qi, Results& r) {
   const int k = c.p.k;
@@ -751,7 +800,11 @@ template <class A>
 void finish(const Ctx& c, QueryState& st, int64_t qi, Results& r) {
   if (c.p.scoring == Scoring::kAsymmetric && !c.p.exact_allowed && !c.p.quantized_only)
     rescore(c, st);
-  if (c.p.rerank) rerank<A>(c, st);
+  if (c.p.rerank && c.p.bound > 0 && c.s.lists.error_levels && !c.p.exact_allowed &&
+      c.p.scoring == Scoring::kAsymmetric && !c.p.quantized_only)
+    rerank_bounded<A>(c, st);
+  else if (c.p.rerank)
+    rerank<A>(c, st);
   keep_smallest(st.pool, static_cast<size_t>(c.p.k));  // the k best, in order
   write(c, st, qi, r);
 }

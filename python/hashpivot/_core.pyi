@@ -13,6 +13,8 @@ MAX_PIVOTS: int
 MAX_DIM: int
 MAX_SEGMENTS: int
 MAX_SORTED_LEVELS: int
+MAX_LISTS: int
+ERROR_LEVEL_NONE: int
 NARROW_TABLE_MAX_BITS: int
 
 class CpuFeatures(TypedDict):
@@ -25,6 +27,8 @@ class CpuFeatures(TypedDict):
     threads: int  # the pool's threads (CPU affinity, HASHPIVOT_NUM_THREADS)
 
 def cpu_features() -> CpuFeatures: ...
+def error_levels(norms: npt.ArrayLike) -> npt.NDArray[np.uint8]: ...
+def error_norms(levels: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 def set_isa(name: str) -> None: ...
 
 class Scoring:
@@ -51,6 +55,7 @@ class Plan:
     nprobe: int
     probe_rows: int
     probe_spread: float
+    bound: float
     rerank: bool
     exact_allowed: bool
     quantized_only: bool
@@ -92,6 +97,7 @@ class Snapshot:
         slots: Optional[npt.NDArray[np.int64]] = None,
         biases: Optional[npt.NDArray[np.float32]] = None,
         list_radii: Optional[npt.NDArray[np.float32]] = None,
+        error_levels: Optional[npt.NDArray[np.uint8]] = None,
     ) -> None: ...
     def search(
         self,

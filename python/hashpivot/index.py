@@ -254,6 +254,7 @@ class Index:
         scoring: ScoringName = "asymmetric",
         shortlist: Union[int, str, None] = "auto",
         nprobe: Optional[int] = None,
+        bound: Optional[float] = None,
         threshold: Optional[int] = None,
         threads: Optional[int] = None,
         allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None,
@@ -265,7 +266,10 @@ class Index:
         (:meth:`tune`), else 300. ``scoring``: "asymmetric" ranks codes by the float query
         projection against their +-1 bits (the default), "hamming" by Hamming distance.
         ``nprobe``: partitions or lists probed (partitioned: default exact; ivf: the tuned
-        setting, else 1/8 of the lists). ``threshold``: the research pivot band (an index built
+        setting, else 1/8 of the lists). ``bound`` (ivf): the rerank takes the candidates in
+        order of estimate + bound sigma (sigma: the estimate's error scale, |q - c| |v| /
+        sqrt(dim)) and stops at the first that cannot beat the k-th exact score; 0 reranks all
+        (default: the tuned bound with the tuned candidates, else 0). ``threshold``: the research pivot band (an index built
         with ``n_pivots > 0``; with asymmetric scoring it needs a Hamming ``shortlist=M``).
         ``allowed``: ids (or a mask, or an :class:`IdFilter`) the results may hold, applied
         inside the scan.
@@ -280,7 +284,7 @@ class Index:
         q = as_embeddings(queries, "queries", itq.dim, check_finite=False)
         options = dict(candidates=candidates, oversample=oversample, rerank=rerank)
         options.update(scoring=scoring, shortlist=shortlist, nprobe=nprobe, threshold=threshold)
-        return self._search(q, k, allowed, threads=threads, **options)
+        return self._search(q, k, allowed, threads=threads, bound=bound, **options)
 
     def search_codes(
         self,

@@ -39,9 +39,10 @@ import numpy as np
 
 from . import _core
 from ._io import atomic_write, file_mode, fsync_dir, sha256_array
-from ._validate import choice, count
+from ._validate import choice, count, number
 from .codes import check_n_bits
 from .documents import LEGACY_DOCS, LEGACY_OFFSETS, DocStore
+from .plan import MAX_BOUND
 from .errors import (
     CorruptFileError,
     FormatVersionError,
@@ -520,8 +521,8 @@ def _load_documents(
     return DocStore.open_fd(fd, str(root / str(entry["file"])), np.asarray(offsets), sha)
 
 
-VERSION = 6  # 4: the header carries its own checksum, documents are members; 5: ivf biases;
-# 6: ivf list radii
+VERSION = 7  # 4: the header carries its own checksum, documents are members; 5: ivf biases;
+# 6: ivf list radii; 7: ivf error levels
 OLDEST_VERSION = 1  # each layout is readable from the version that introduced it
 
 
@@ -593,6 +594,8 @@ class IndexHeader:
         for key, value in tuned.items():
             if key in ("nprobe", "candidates"):
                 check("tuned", lambda v, value=value, key=key: count(value, key, 1))
+            elif key == "bound":
+                check("tuned", lambda v, value=value: number(value, "bound", 0.0, MAX_BOUND))
         n = check("n", lambda v: count(v, "n", 0, MAX_ROWS))
         files = h.get("files")
         entries = h.get("arrays")

@@ -7,11 +7,14 @@ by bisection over a geometric ladder (steps of 1.5x); a second pass repeats the 
 steps of sqrt(1.5) at every nprobe that reached the target and at fine nprobes around the fastest
 one, so the setting kept does not overshoot by a whole step; those settings are then timed in
 turn and the fastest is kept, stored in ``index.tuned`` (saved with the index) and used by
-``search()`` when the caller gives none.
+``search()`` when the caller gives none. On an ivf index the fastest few settings are also tried
+with the rerank's error bound (plan.TUNED_BOUND sigmas), at their candidates and one step more,
+and timed with the rest: the bound is kept only where it is faster at the target.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ import numpy as np
 from ._validate import count, number
 from .errors import InvalidInputError, ZeroVectorError
 from .itq import as_embeddings
+from .plan import TUNED_BOUND
 from .truth import exact_topk as truth_rows
 from .truth import recall_at
 from .vectors import unit_rows
@@ -35,6 +39,7 @@ DEFAULT_MAX_CANDIDATES = 8192  # the default budget: beyond it a rerank costs mo
 # More lists cost more scan: once the cheapest setting at an nprobe is this much slower than the
 # fastest feasible one found, no larger nprobe can win (the margin absorbs timing noise).
 STOP_SLOWER = 1.3
+BOUND_TRIES = 3  # the fastest feasible settings of the search above also tried with the bound
 
 
 @dataclass
@@ -43,7 +48,7 @@ class TuneResult:
     their estimated ``recall`` and ``qps``, whether the target was ``reached``, and when not,
     ``advice`` on what would reach it. ``tried``: every setting measured."""
 
-    settings: Dict[str, int]
+    settings: Dict[str, Any]
     recall: float
     qps: float
     reached: bool
@@ -142,14 +147,15 @@ def tune(
 
     recalls: Dict[tuple, float] = {}
 
-    def measure(nprobe: Optional[int], L: int) -> float:
-        if (nprobe, L) in recalls:
-            return recalls[(nprobe, L)]
-        kw = {"candidates": L, **({} if nprobe is None else {"nprobe": nprobe})}
+    def measure(nprobe: Optional[int], L: int, bound: float = 0.0) -> float:
+        key = (nprobe, L) if not bound else (nprobe, L, bound)
+        if key in recalls:
+            return recalls[key]
+        kw = _keywords(nprobe, L, bound)
         t0 = time.perf_counter()
         _, ids = index.search(q, k, threads=threads, **kw)
-        seconds[(nprobe, L)] = time.perf_counter() - t0
-        r = recalls[(nprobe, L)] = recall_at(ids, truth, k)
+        seconds[key] = time.perf_counter() - t0
+        r = recalls[key] = recall_at(ids, truth, k)
         tried.append({**kw, "recall": r})
         return r
 
@@ -197,12 +203,17 @@ def tune(
     reached = bool(feasible)
     if not reached:
         feasible = [best_seen[1:]]
+    elif index.capabilities.source == "lists":
+        fastest = sorted(feasible, key=lambda f: seconds[f])[:BOUND_TRIES]
+        for p, L in fastest:
+            for L2 in (L, min(max_L, math.ceil(L * LADDER_STEP))):
+                if measure(p, L2, TUNED_BOUND) >= target:
+                    feasible.append((p, L2, TUNED_BOUND))
+                    break
     timed = _time(index, q, k, feasible, threads)
-    nprobe, L, qps = max(timed, key=lambda t: t[2])
-    settings = {"candidates": int(L), **({} if nprobe is None else {"nprobe": int(nprobe)})}
-    recall = next(
-        t["recall"] for t in reversed(tried) if t["candidates"] == L and t.get("nprobe") == nprobe
-    )
+    nprobe, L, bound, qps = max(timed, key=lambda t: t[3])
+    settings = _keywords(nprobe, L, bound)
+    recall = recalls[(nprobe, L) if not bound else (nprobe, L, bound)]
     advice = None if reached else _advice(index, q, truth, k, target, max_L, probes, recall)
     result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried)
     if not reached:
@@ -219,15 +230,26 @@ def tune(
     return result
 
 
+def _keywords(nprobe: Optional[int], L: int, bound: float = 0.0) -> Dict[str, Any]:
+    """search()'s keyword arguments for one setting (no bound: none given)."""
+    kw: Dict[str, Any] = {"candidates": int(L)}
+    if nprobe is not None:
+        kw["nprobe"] = int(nprobe)
+    if bound:
+        kw["bound"] = float(bound)
+    return kw
+
+
 def _time(index, q: np.ndarray, k: int, settings, threads) -> List[tuple]:
-    rates: Dict[int, List[float]] = {i: [] for i in range(len(settings))}
+    """(nprobe, candidates, bound, median QPS) of each setting, timed in turn."""
+    full = [(*s, 0.0) if len(s) == 2 else s for s in settings]
+    rates: Dict[int, List[float]] = {i: [] for i in range(len(full))}
     for _ in range(TIMING_ROUNDS):
-        for i, (nprobe, L) in enumerate(settings):
-            kw = {"candidates": L, **({} if nprobe is None else {"nprobe": nprobe})}
+        for i, (nprobe, L, bound) in enumerate(full):
             t0 = time.perf_counter()
-            index.search(q, k, threads=threads, **kw)
+            index.search(q, k, threads=threads, **_keywords(nprobe, L, bound))
             rates[i].append(len(q) / max(time.perf_counter() - t0, 1e-9))
-    return [(nprobe, L, float(np.median(rates[i]))) for i, (nprobe, L) in enumerate(settings)]
+    return [(*s, float(np.median(rates[i]))) for i, s in enumerate(full)]
 
 
 def _advice(index, q, truth, k, target, max_L, probes, best) -> str:
@@ -253,9 +275,10 @@ def _advice(index, q, truth, k, target, max_L, probes, best) -> str:
 
 def settings_table(result: TuneResult) -> str:
     """The settings tried, as a Markdown table."""
-    lines = ["| nprobe | candidates | recall |", "|---|---|---|"]
+    lines = ["| nprobe | candidates | bound | recall |", "|---|---|---|---|"]
     for t in result.tried:
-        lines.append(f"| {t.get('nprobe', '')} | {t['candidates']} | {t['recall']:.3f} |")
+        row = f"| {t.get('nprobe', '')} | {t['candidates']} | {t.get('bound', '')} |"
+        lines.append(f"{row} {t['recall']:.3f} |")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ U8, I32, I64, F32 = np.dtype(np.uint8), np.dtype(np.int32), np.dtype(np.int64), 
 VERIFY_CHUNK = 1 << 20  # rows whose derived arrays a verifying load recomputes at once
 # Groups a saved header may declare beyond its rows (remove() can leave more lists than rows;
 # 4 * sqrt(N) lists at 10M rows is 12,650).
-MAX_GROUPS = 1 << 16
+MAX_GROUPS = _core.MAX_LISTS
 GROUPS_PER_SQRT_N = 4  # partitions or lists: C = 4 sqrt(N), faiss' guideline for IVF
 
 
@@ -54,6 +54,7 @@ class Rows:
     lists: Optional[np.ndarray] = None  # ivf: each row's list
     factors: Optional[np.ndarray] = None  # ivf: each row's residual scale a_x
     biases: Optional[np.ndarray] = None  # ivf: each row's exact centre share, less its estimate
+    errors: Optional[np.ndarray] = None  # ivf: each row's estimate error norm, a one-byte level
 
     def take(self, order: np.ndarray, **changed: Any) -> Rows:
         """These rows in another order (or a subset), with some arrays replaced. The store is
@@ -144,7 +145,18 @@ class Rows:
         return (*own, "vectors", "scales")
 
 
-PER_ROW = ("codes", "ids", "slots", "table", "parts", "cdist", "lists", "factors", "biases")
+PER_ROW = (
+    "codes",
+    "ids",
+    "slots",
+    "table",
+    "parts",
+    "cdist",
+    "lists",
+    "factors",
+    "biases",
+    "errors",
+)
 
 
 @dataclass(frozen=True)

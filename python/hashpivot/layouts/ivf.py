@@ -34,12 +34,14 @@ from .base import (
     F32,
     I32,
     I64,
+    U8,
     Capabilities,
     Derived,
     Expectation,
     Layout,
     Rows,
     TrainOptions,
+    MAX_GROUPS,
     default_groups,
     register,
     require,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 TRAIN_PER_LIST = 40
 BIASES_FROM = 5  # the index format version whose ivf files carry the per-row biases
 RADII_FROM = 6  # ... and the lists' radii (older files: zero radii, probed by <q, c> alone)
+ERRORS_FROM = 7  # ... and the rows' error levels (older files: none, never pruned by the bound)
 KMEANS_ITERS = 10  # as faiss' IVF training
 ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
 
@@ -105,7 +108,7 @@ def kmeans(
     n = len(x)
     if n == 0:
         raise InvalidInputError("cannot train lists on zero rows")
-    C = default_groups(n) if n_lists is None else count(n_lists, "n_lists", 1, n)
+    C = default_groups(n) if n_lists is None else count(n_lists, "n_lists", 1, min(n, MAX_GROUPS))
     iters = count(iters, "iters", 0, 1000)
     rng = np.random.default_rng(_seed(seed))
     size = min(n, count(sample, "sample", C) if sample is not None else max(TRAIN_PER_LIST * C, C))
@@ -149,13 +152,15 @@ def list_radii(
 def residual_codes(
     itq: ITQ, x: np.ndarray, centres: np.ndarray, lists: np.ndarray, chunk: int = 1 << 16
 ) -> Tuple[np.ndarray, Derived]:
-    """(codes, {lists, factors, biases}) of rows x in lists: the sign of the residual's
-    projection, a_x = ||y||^2 / sum |y_j| (1 where y is zero) and
-    beta_x = <c, r> - a_x <W^T c, 2b - 1> (see the module docstring)."""
+    """(codes, {lists, factors, biases, errors}) of rows x in lists: the sign of the residual's
+    projection, a_x = ||y||^2 / sum |y_j| (1 where y is zero),
+    beta_x = <c, r> - a_x <W^T c, 2b - 1> (see the module docstring) and the level of
+    |v|, v = a_x W (2b - 1) - r: the estimate of <q, x> is off by <q - c, v> (the error bound)."""
     n = len(x)
     codes = np.empty((n, itq.n_bits // 8), dtype=np.uint8)
     factors = np.empty(n, dtype=np.float32)
     biases = np.empty(n, dtype=np.float32)
+    errors = np.empty(n, dtype=np.uint8)
     centres_w = centres @ itq.projection  # W^T c of every list
     for s in range(0, n, chunk):
         at = lists[s : s + chunk]
@@ -168,7 +173,9 @@ def residual_codes(
         centre_share = np.einsum("ij,ij->i", centres[at], r)
         biases[s : s + chunk] = centre_share - a * np.einsum("ij,ij->i", centres_w[at], signs)
         factors[s : s + chunk] = a
-    return codes, {"lists": lists, "factors": factors, "biases": biases}
+        v = (a[:, None] * signs) @ itq.projection.T - r
+        errors[s : s + chunk] = _core.error_levels(np.sqrt(np.einsum("ij,ij->i", v, v)))
+    return codes, {"lists": lists, "factors": factors, "biases": biases, "errors": errors}
 
 
 @register
@@ -228,7 +235,7 @@ class IVFLayout(Layout):
     def empty(self) -> Rows:
         rows = Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64))
         none = {"lists": np.zeros(0, np.int32), "factors": np.zeros(0, F32)}
-        return self.order(rows, {**none, "biases": np.zeros(0, F32)})
+        return self.order(rows, {**none, "biases": np.zeros(0, F32), "errors": np.zeros(0, U8)})
 
     def encode(self, x: np.ndarray) -> Tuple[np.ndarray, Derived]:
         return residual_codes(self.itq, x, self._centres, assign(x, self._centres, self.itq.device))
@@ -244,6 +251,7 @@ class IVFLayout(Layout):
             lists=lists,
             factors=derived.get("factors", rows.factors),
             biases=derived.get("biases", rows.biases),
+            errors=derived.get("errors", rows.errors),
         )
         return rows.take(order, offsets=_starts(lists[order], self.n_groups))
 
@@ -257,6 +265,7 @@ class IVFLayout(Layout):
             factors=rows.factors,
             biases=rows.biases,
             lists=rows.lists,
+            error_levels=rows.errors,
         )
 
     @classmethod
@@ -286,12 +295,19 @@ class IVFLayout(Layout):
             want["biases"] = (F32, (n,))
         if header.version >= RADII_FROM:
             want["list_radii"] = (F32, (C,))
+        if header.version >= ERRORS_FROM:
+            want["errors"] = (U8, (n,))
         return want
 
     def upgrade(self, rows: Rows) -> Rows:
         """An index saved before the biases: zero biases (the estimate of <q, r> from the code
-        alone, as it was built); rebuild it for the better ranking."""
-        return rows if rows.biases is not None else replace(rows, biases=np.zeros(rows.n, F32))
+        alone, as it was built); before the error levels: none (the bound never prunes a row).
+        Rebuild it for the better ranking."""
+        if rows.biases is None:
+            rows = replace(rows, biases=np.zeros(rows.n, F32))
+        if rows.errors is None:
+            rows = replace(rows, errors=np.full(rows.n, _core.ERROR_LEVEL_NONE, U8))
+        return rows
 
     def verify(self, rows: Rows) -> None:
         C = self.n_groups
