@@ -335,7 +335,7 @@ class Snapshot {
       ops.search(v_, plan, q, f, r);
     }
     return py::make_tuple(distances ? py::object(out.distances) : py::object(out.scores), out.ids,
-                          r.scanned);
+                          r.scanned, r.reranked);
   }
 
   // Arrays this snapshot holds in its own layout, by the name of the input a search then never

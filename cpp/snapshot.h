@@ -231,6 +231,7 @@ struct Results {
   int32_t* distances = nullptr;  // (n, k) when it is Hamming distances
   int64_t* ids = nullptr;        // (n, k)
   int64_t scanned = 0;           // rows scored by the first stage, all queries
+  int64_t reranked = 0;          // stored vectors the rerank read, all queries
 };
 
 }  // namespace hashpivot

@@ -145,7 +145,7 @@ void search(const SnapshotView& s, const Plan& p, const Queries& q, const RowFil
         fns.batch && !p.exact_allowed && (p.source == Source::kAll || p.source == Source::kBand);
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(kQueryChunk, nq / (4 * threads)));
     const int64_t n_chunks = (nq + chunk - 1) / chunk;
-    std::vector<int64_t> scanned(n_chunks, 0);
+    std::vector<int64_t> scanned(n_chunks, 0), reranked(n_chunks, 0);
     pool.parallel_for(n_chunks, threads, [&](int64_t t) {
       const int64_t q0 = t * chunk, q1 = std::min(nq, q0 + chunk);
       thread_local std::vector<QueryState> sts;
@@ -162,9 +162,11 @@ void search(const SnapshotView& s, const Plan& p, const Queries& q, const RowFil
       for (int64_t qi = q0; qi < q1; ++qi) {
         finish<A>(c, sts[qi - q0], qi, r);
         scanned[t] += sts[qi - q0].scanned;
+        reranked[t] += sts[qi - q0].reranked;
       }
     });
     for (int64_t v : scanned) r.scanned += v;
+    for (int64_t v : reranked) r.reranked += v;
     return;
   }
   // fewer queries than threads: each query's rows split into parts, merged
@@ -194,6 +196,7 @@ void search(const SnapshotView& s, const Plan& p, const Queries& q, const RowFil
     }
     finish<A>(c, st, qi, r);
     r.scanned += st.scanned;
+    r.reranked += st.reranked;
   }
 }
 

@@ -32,6 +32,7 @@ struct QueryState {
   std::vector<float> centre_scores;  // lists: <q, c> of every list
   std::vector<Scored<float>> pool;   // first stage, then each later stage, in place
   int64_t scanned = 0;
+  int64_t reranked = 0;  // stored vectors the rerank read
 };
 
 struct FirstStage {
@@ -223,6 +224,7 @@ void prepare(const Ctx& c, int64_t q0, int64_t q1, QueryState* sts) {
     st.code.resize(c.nb);
     st.z.resize(c.n_bits);
     st.scanned = 0;
+    st.reranked = 0;
     st.vec = c.q.vectors ? c.q.vectors + qi * c.q.dim : nullptr;
     if (st.vec && c.q.normalize) {  // scaled by the largest entry first: no underflow
       st.unit.resize(c.q.dim);
@@ -722,6 +724,7 @@ void rerank(const Ctx& c, QueryState& st) {
     if (j + kRerankAhead < pool.size()) prefetch_row(j + kRerankAhead);
     pool[j].key = -stored_dot<A>(vs, qv, at[j], scale[j], tmp.data());
   }
+  st.reranked = static_cast<int64_t>(pool.size());
   select_smallest(pool, static_cast<size_t>(c.p.k));
 }
 
@@ -771,6 +774,7 @@ void rerank_bounded(const Ctx& c, QueryState& st) {
     }
   }
   pool.resize(m);
+  st.reranked = static_cast<int64_t>(m);
   select_smallest(pool, k);
 }
 

@@ -105,8 +105,8 @@ class Snapshot:
         plan: Plan,
         filter_bits: Optional[npt.NDArray[np.uint64]] = None,
         filter_rows: Optional[npt.NDArray[np.int64]] = None,
-    ) -> Tuple[np.ndarray, npt.NDArray[np.int64], int]:
-        """(scores float32 or distances int32, ids, rows scanned)."""
+    ) -> Tuple[np.ndarray, npt.NDArray[np.int64], int, int]:
+        """(scores float32 or distances int32, ids, rows scanned, vectors reranked)."""
 
 def knn(
     queries: npt.NDArray[np.uint8],

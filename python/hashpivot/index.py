@@ -310,8 +310,8 @@ class Index:
         version = self._version  # one version for the whole search
         filt = version.allowed(allowed)
         plan = version.plan(k, filt, store, tuned=self.tuned, **options)
-        out, ids, scanned = version.run(q, plan, filt)
-        self._totals.record(q.shape[0], scanned, version.rows.n)
+        out, ids, scanned, reranked = version.run(q, plan, filt)
+        self._totals.record(q.shape[0], scanned, version.rows.n, reranked)
         return out, ids
 
     # ---- tuning ----

@@ -77,8 +77,11 @@ class Version:
                 remember(self._plans, key, plan)
         return plan
 
-    def run(self, q: np.ndarray, plan: Plan, filt: Allowed) -> Tuple[np.ndarray, np.ndarray, int]:
-        """(scores or distances, ids, rows scanned): the whole plan in one GIL-free call."""
+    def run(
+        self, q: np.ndarray, plan: Plan, filt: Allowed
+    ) -> Tuple[np.ndarray, np.ndarray, int, int]:
+        """(scores or distances, ids, rows scanned, vectors reranked): the whole plan in one
+        GIL-free call."""
         for guard in self.guards:
             guard.check()
         core = self._cores.get(plan)
@@ -128,19 +131,27 @@ def remember(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
 
 
 class SearchTotals:
-    """Searches, queries and rows scanned since the index was made (thread-safe)."""
+    """Searches, queries, rows scanned and stored vectors reranked since the index was made
+    (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts = {"searches": 0, "queries": 0, "rows_scanned": 0, "rows_possible": 0}
+        self._counts = {
+            "searches": 0,
+            "queries": 0,
+            "rows_scanned": 0,
+            "rows_possible": 0,
+            "rows_reranked": 0,
+        }
 
-    def record(self, n_queries: int, scanned: int, n_rows: int) -> None:
+    def record(self, n_queries: int, scanned: int, n_rows: int, reranked: int = 0) -> None:
         with self._lock:
             c = self._counts
             c["searches"] += 1
             c["queries"] += n_queries
             c["rows_scanned"] += int(scanned)
             c["rows_possible"] += n_queries * n_rows
+            c["rows_reranked"] += int(reranked)
 
     def as_dict(self) -> Dict[str, Any]:
         with self._lock:
