@@ -235,7 +235,8 @@ class Snapshot {
       const py::array rl = keep(lists);
       require_dtype(rl, py::dtype::of<int32_t>(), "lists", "int32");
       require_shape(rl, "lists", {n});
-      if (L.C > kMaxLists) fail("an ivf snapshot holds at most " + std::to_string(kMaxLists) + " lists");
+      if (L.C > kMaxLists)
+        fail("an ivf snapshot holds at most " + std::to_string(kMaxLists) + " lists");
       // a search reads its own uint16 copy (MAX_GROUPS lists fit): half the bytes
       const int32_t* given = static_cast<const int32_t*>(rl.data());
       lists16_.resize(n);
@@ -248,7 +249,8 @@ class Snapshot {
       centre_norms_.resize(L.C);
       for (int64_t g = 0; g < L.C; ++g) {
         double sq = 0;
-        for (int d = 0; d < L.dim; ++d) sq += double(L.centres[g * L.dim + d]) * L.centres[g * L.dim + d];
+        for (int d = 0; d < L.dim; ++d)
+          sq += double(L.centres[g * L.dim + d]) * L.centres[g * L.dim + d];
         centre_norms_[g] = static_cast<float>(sq);
       }
       L.centre_norms = centre_norms_.data();

@@ -82,15 +82,15 @@ struct FloatLists {
   const float* centre_steps = nullptr;     // C: centre g ~ centre_steps[g] * its levels
   int64_t C = 0;
   int dim = 0;
-  const int64_t* offsets = nullptr;    // C + 1
-  const float* factors = nullptr;      // n
-  const float* biases = nullptr;       // n
-  const uint16_t* row_lists = nullptr;  // n: each row's list (the re-score's base score)
-  const uint8_t* blocked = nullptr;    // the codes in blocks of kScanBlock rows (asymmetric.h),
-                                       // where the CPU has a fast-scan kernel; else null
-  const float* radii = nullptr;        // C: each list's rms residual norm (null: none saved)
-  const float* centre_norms = nullptr;  // C: |c|^2 (the bound's |q - c|)
-  const uint8_t* error_levels = nullptr;  // n: |a W (2b - 1) - r| as error_norm() levels (null: none)
+  const int64_t* offsets = nullptr;       // C + 1
+  const float* factors = nullptr;         // n
+  const float* biases = nullptr;          // n
+  const uint16_t* row_lists = nullptr;    // n: each row's list (the re-score's base score)
+  const uint8_t* blocked = nullptr;       // the codes in blocks of kScanBlock rows (asymmetric.h),
+                                          // where the CPU has a fast-scan kernel; else null
+  const float* radii = nullptr;           // C: each list's rms residual norm (null: none saved)
+  const float* centre_norms = nullptr;    // C: |c|^2 (the bound's |q - c|)
+  const uint8_t* error_levels = nullptr;  // n: |v| as error_norm() levels (null: none)
 };
 
 // The estimate's error for query q is <q - c, v>, v = a W (2b - 1) - r (the row's error vector):

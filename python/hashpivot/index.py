@@ -269,8 +269,9 @@ class Index:
         setting, else 1/8 of the lists). ``bound`` (ivf): the rerank takes the candidates in
         order of estimate + bound sigma (sigma: the estimate's error scale, |q - c| |v| /
         sqrt(dim)) and stops at the first that cannot beat the k-th exact score; 0 reranks all
-        (default: the tuned bound with the tuned candidates, else 0). ``threshold``: the research pivot band (an index built
-        with ``n_pivots > 0``; with asymmetric scoring it needs a Hamming ``shortlist=M``).
+        (default: the tuned bound with the tuned candidates, else 0). ``threshold``: the
+        research pivot band (an index built with ``n_pivots > 0``; with asymmetric scoring it
+        needs a Hamming ``shortlist=M``).
         ``allowed``: ids (or a mask, or an :class:`IdFilter`) the results may hold, applied
         inside the scan.
 

@@ -164,7 +164,9 @@ def make_plan(
     if bound is not None:
         bound = number(bound, "bound", 0.0, MAX_BOUND)
         if bound and caps.source != "lists":
-            raise InvalidInputError("bound is the ivf layout's error bound: build with layout='ivf'")
+            raise InvalidInputError(
+                "bound is the ivf layout's error bound: build with layout='ivf'"
+            )
     elif candidates is None and oversample is None:
         bound = float(tuned.get("bound", 0.0))
     else:

@@ -42,7 +42,6 @@ from ._io import atomic_write, file_mode, fsync_dir, sha256_array
 from ._validate import choice, count, number
 from .codes import check_n_bits
 from .documents import LEGACY_DOCS, LEGACY_OFFSETS, DocStore
-from .plan import MAX_BOUND
 from .errors import (
     CorruptFileError,
     FormatVersionError,
@@ -53,6 +52,7 @@ from .errors import (
     MissingFileError,
     StorageError,
 )
+from .plan import MAX_BOUND
 
 PathLike = Union[str, "os.PathLike[str]"]
 HEADER = "header.json"
