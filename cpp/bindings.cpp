@@ -117,7 +117,8 @@ class Snapshot {
            const py::object& list_centres, const py::object& list_offsets,
            const py::object& factors, const py::object& lists, const py::object& vectors,
            const py::object& scales, const py::object& slots, const py::object& biases,
-           const py::object& list_radii, const py::object& error_levels) {
+           const py::object& list_radii, const py::object& error_levels, const py::object& extra,
+           const py::object& extra_factors, const py::object& extra_biases) {
     v_.codes = as_codes(codes, "codes");
     keep(codes);
     const int64_t n = v_.codes.n, nb = v_.codes.nbytes;
@@ -259,6 +260,28 @@ class Snapshot {
         require_dtype(el, py::dtype::of<uint8_t>(), "error levels", "uint8");
         require_shape(el, "error levels", {n});
         L.error_levels = static_cast<const uint8_t*>(el.data());
+      }
+      if (is_set(extra)) {
+        const py::array e = keep(extra);
+        require_dtype(e, py::dtype::of<uint8_t>(), "extra bits", "uint8");
+        require_shape(e, "extra bits", {n, -1});
+        if (e.shape(1) % nb || e.shape(1) / nb < 1 || e.shape(1) / nb > kMaxExtraBits)
+          fail("extra bits must be 1 to " + std::to_string(kMaxExtraBits) +
+               " planes of the code's width a row");
+        L.extra = static_cast<const uint8_t*>(e.data());
+        L.extra_planes = static_cast<int>(e.shape(1) / nb);
+        if (!is_set(extra_factors) || !is_set(extra_biases))
+          fail("extra bits need one factor and one bias a row");
+        const py::array ef = keep(extra_factors), eb = keep(extra_biases);
+        for (const auto& [a, name] : {std::pair{ef, "extra factors"}, {eb, "extra biases"}}) {
+          require_dtype(a, py::dtype::of<float>(), name, "float32");
+          require_shape(a, name, {n});
+          const float* v = static_cast<const float*>(a.data());
+          for (int64_t r = 0; r < n; ++r)
+            if (!std::isfinite(v[r])) fail(std::string(name) + " must be finite");
+        }
+        L.extra_factors = static_cast<const float*>(ef.data());
+        L.extra_biases = static_cast<const float*>(eb.data());
       }
       if (is_set(list_radii)) {
         const py::array lr = keep(list_radii);
@@ -770,6 +793,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("NARROW_TABLE_MAX_BITS") = kNarrowTableMaxBits;
   m.attr("MAX_LISTS") = kMaxLists;
   m.attr("ERROR_LEVEL_NONE") = kErrorLevelNone;
+  m.attr("MAX_EXTRA_BITS") = kMaxExtraBits;
   m.def(
       "error_levels",
       [](const py::array_t<float, py::array::c_style | py::array::forcecast>& norms) {
@@ -830,6 +854,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("probe_rows", &Plan::probe_rows)
       .def_readwrite("probe_spread", &Plan::probe_spread)
       .def_readwrite("bound", &Plan::bound)
+      .def_readwrite("reestimate", &Plan::reestimate)
       .def_readwrite("rerank", &Plan::rerank)
       .def_readwrite("exact_allowed", &Plan::exact_allowed)
       .def_readwrite("quantized_only", &Plan::quantized_only)
@@ -840,7 +865,7 @@ PYBIND11_MODULE(_core, m) {
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
                     const py::object&, const py::object&, const py::object&, const py::object&,
-                    const py::object&>(),
+                    const py::object&, const py::object&, const py::object&, const py::object&>(),
            py::arg("codes"), py::arg("ids") = py::none(), py::arg("mean") = py::none(),
            py::arg("projection") = py::none(), py::arg("pivots") = py::none(),
            py::arg("table") = py::none(), py::arg("cells") = py::none(), py::arg("levels") = 0,
@@ -850,7 +875,9 @@ PYBIND11_MODULE(_core, m) {
            py::arg("factors") = py::none(), py::arg("lists") = py::none(),
            py::arg("vectors") = py::none(), py::arg("scales") = py::none(),
            py::arg("slots") = py::none(), py::arg("biases") = py::none(),
-           py::arg("list_radii") = py::none(), py::arg("error_levels") = py::none())
+           py::arg("list_radii") = py::none(), py::arg("error_levels") = py::none(),
+           py::arg("extra") = py::none(), py::arg("extra_factors") = py::none(),
+           py::arg("extra_biases") = py::none())
       .def("search", &Snapshot::search, py::arg("queries"), py::arg("plan"),
            py::arg("filter_bits") = py::none(), py::arg("filter_rows") = py::none())
       .def_property("normalize", &Snapshot::normalize, &Snapshot::set_normalize,

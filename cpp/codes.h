@@ -16,6 +16,7 @@ constexpr int kMaxPivots = 16;
 constexpr int kMaxDim = 65536;          // embedding dimensions a snapshot accepts
 constexpr int kMaxSegments = 64;        // store segments a snapshot accepts (add() merges them)
 constexpr int64_t kMaxLists = 1 << 16;  // ivf lists (or partitions): a row's list fits uint16
+constexpr int kMaxExtraBits = 3;        // ivf: bits a dimension beyond the sign (4 in all)
 constexpr int kMaxSortedLevels = 2;     // pivots whose distance orders the flat layout's rows
 // Pivot tables and centre distances are uint8 while every distance fits, uint16 beyond.
 constexpr int kNarrowTableMaxBits = 255;

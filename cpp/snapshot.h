@@ -91,6 +91,14 @@ struct FloatLists {
   const float* radii = nullptr;           // C: each list's rms residual norm (null: none saved)
   const float* centre_norms = nullptr;    // C: |c|^2 (the bound's |q - c|)
   const uint8_t* error_levels = nullptr;  // n: |v| as error_norm() levels (null: none)
+  // Extra bits (Extended RaBitQ): row r's levels l_j = sum_p 2^p (2 b_pj - 1) over its bit
+  // planes, the top one its sign code, the others extra_planes x nbytes bytes at
+  // extra + r * extra_planes * nbytes; its re-estimate of <q, x> is
+  // <q, c> + extra_biases[r] + extra_factors[r] <z, l>. Read only for the rows re-estimated.
+  const uint8_t* extra = nullptr;
+  int extra_planes = 0;
+  const float* extra_factors = nullptr;
+  const float* extra_biases = nullptr;
 };
 
 // The estimate's error for query q is <q - c, v>, v = a W (2b - 1) - r (the row's error vector):
@@ -197,6 +205,7 @@ struct Plan {
   int nprobe = 0;          // partitions or lists probed; 0 with partitions: exact
   int64_t probe_rows = 0;  // with a filter: probe lists until this many allowed rows were seen
   float probe_spread = 0;  // ivf lists are probed by <q, c> + probe_spread |q| radius
+  int reestimate = 0;  // ivf with extra bits: rows the re-score keeps for the re-estimate (0: none)
   float bound = 0;  // ivf: rerank stops once no candidate's estimate + bound sigma beats the k-th
   bool rerank = false;
   bool exact_allowed = false;   // the allowed rows are few: rerank them all, no code stage

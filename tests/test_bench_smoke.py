@@ -51,6 +51,7 @@ SCRIPTS = {
     "bench_ubinary.py": ([], "recall@10"),
     "engine_instructions.py": ([], "|"),
     "estimator_study.py": (["--n", N, "--bits", "64"], "|"),
+    "estimator_study.py#extended": (["--n", N, "--bits", "64", "--extended"], "re-estimate"),
     "gpu_itq.py": (["--rows", N], "fit cpu"),
     "pivot_block_bound.py": (["--n", N], "skipped leaves"),
     "scale_corpus.py": (["--n", N, "--kind", "realistic", "--hnsw"], "recall"),

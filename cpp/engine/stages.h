@@ -659,7 +659,37 @@ void exact_partitions(const Ctx& c, const QueryState& st, int64_t, int64_t, Firs
 
 // ---- later stages ----
 
-// Exact asymmetric scores of the pool (float tables), the best `candidates` kept.
+// The extra bits' re-estimate of each row of the pool: <z, l> = 2^planes <z, 2s - 1> (the sign
+// code, in the scan's blocks) + sum_p 2^p <z, 2b_p - 1>, each from the re-score's byte tables.
+inline void reestimate(const Ctx& c, QueryState& st, const AsymTables& tables) {
+  const FloatLists& L = c.s.lists;
+  const int planes = L.extra_planes;
+  const int64_t stride = static_cast<int64_t>(planes) * c.nb;
+  auto& pool = st.pool;
+  auto fetch = [&](size_t j) {  // random rows: their extra planes, factor and bias ahead
+    const int64_t r = pool[j].row;
+    for (int64_t o = 0; o < stride; o += 64) __builtin_prefetch(L.extra + r * stride + o);
+    __builtin_prefetch(L.extra_factors + r);
+    __builtin_prefetch(L.extra_biases + r);
+  };
+  for (size_t j = 0; j < std::min<size_t>(pool.size(), kGatherAhead); ++j) fetch(j);
+  for (size_t j = 0; j < pool.size(); ++j) {
+    if (j + kGatherAhead < pool.size()) fetch(j + kGatherAhead);
+    const int64_t r = pool[j].row;
+    const float sign =
+        L.blocked ? tables.score(L.blocked + (r / kScanBlock * kScanBlock * c.nb + r % kScanBlock),
+                                 kScanBlock)
+                  : tables.score(c.s.codes.data + r * c.nb);
+    float dot = static_cast<float>(1 << planes) * sign;
+    for (int p = 0; p < planes; ++p)
+      dot += static_cast<float>(1 << p) * tables.score(L.extra + r * stride + p * c.nb);
+    pool[j].key =
+        -((st.centre_scores[L.row_lists[r]] + L.extra_biases[r]) + L.extra_factors[r] * dot);
+  }
+}
+
+// Exact asymmetric scores of the pool (float tables), the best `candidates` kept (with extra
+// bits, the best `reestimate` re-estimated first).
 inline void rescore(const Ctx& c, QueryState& st) {
   thread_local AsymTables tables;
   tables.build(st.z.data(), c.n_bits);
@@ -681,6 +711,10 @@ inline void rescore(const Ctx& c, QueryState& st) {
       s = (st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.biases[r]) +
           c.s.lists.factors[r] * s;
     pool[j].key = -s;
+  }
+  if (c.p.reestimate > 0 && lists && c.s.lists.extra) {
+    select_smallest(pool, static_cast<size_t>(c.p.reestimate));
+    reestimate(c, st, tables);
   }
   select_smallest(pool, static_cast<size_t>(c.p.candidates));  // the rerank or write sorts
 }

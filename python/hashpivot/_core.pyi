@@ -15,6 +15,7 @@ MAX_SEGMENTS: int
 MAX_SORTED_LEVELS: int
 MAX_LISTS: int
 ERROR_LEVEL_NONE: int
+MAX_EXTRA_BITS: int
 NARROW_TABLE_MAX_BITS: int
 
 class CpuFeatures(TypedDict):
@@ -56,6 +57,7 @@ class Plan:
     probe_rows: int
     probe_spread: float
     bound: float
+    reestimate: int
     rerank: bool
     exact_allowed: bool
     quantized_only: bool
@@ -98,6 +100,9 @@ class Snapshot:
         biases: Optional[npt.NDArray[np.float32]] = None,
         list_radii: Optional[npt.NDArray[np.float32]] = None,
         error_levels: Optional[npt.NDArray[np.uint8]] = None,
+        extra: Optional[npt.NDArray[np.uint8]] = None,
+        extra_factors: Optional[npt.NDArray[np.float32]] = None,
+        extra_biases: Optional[npt.NDArray[np.float32]] = None,
     ) -> None: ...
     def search(
         self,

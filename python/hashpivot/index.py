@@ -16,7 +16,8 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._validate import choice
+from . import _core
+from ._validate import choice, count
 from .codes import as_codes, check_n_bits
 from .documents import DocStore
 from .errors import (
@@ -124,6 +125,7 @@ class Index:
         n_partitions: Optional[int] = None,
         n_lists: Optional[int] = None,
         metric: Metric = "cosine",
+        extra_bits: int = 0,
     ) -> Index:
         """Trains the codes on the embeddings and adds every row.
 
@@ -135,8 +137,14 @@ class Index:
         ("float32", "float16", "int8" with a scale per row, or None for codes only).
         ``n_pivots``: a pivot table for the research band (``threshold``); off by default, as it
         costs P bytes a row and saves no time on current CPUs (bench/PIVOT_RESULTS.md).
+        ``extra_bits`` (ivf): bits a dimension kept beyond the sign code, on disk beside the
+        stored vectors, for a re-estimate of the best rows before the rerank (Extended RaBitQ;
+        ``search(reestimate=...)``).
         """
         choice(layout, "layout", LAYOUTS)
+        extra_bits = count(extra_bits, "extra_bits", 0, _core.MAX_EXTRA_BITS)
+        if extra_bits and layout_class(layout).capabilities.source != "lists":
+            raise InvalidInputError("extra_bits needs layout='ivf'")
         choice(store, "store", STORES)
         choice(metric, "metric", METRICS)
         groups = n_partitions if n_partitions is not None else n_lists
@@ -148,6 +156,7 @@ class Index:
             n_iter=n_iter,
             max_train=max_train,
             progress=progress,
+            extra_bits=extra_bits,
         )
         x = prepare(as_embeddings(embeddings), metric)
         lay, codes, derived = layout_class(layout).train(x, opts)
@@ -255,6 +264,7 @@ class Index:
         shortlist: Union[int, str, None] = "auto",
         nprobe: Optional[int] = None,
         bound: Optional[float] = None,
+        reestimate: Optional[int] = None,
         threshold: Optional[int] = None,
         threads: Optional[int] = None,
         allowed: Union[np.ndarray, Sequence[int], IdFilter, None] = None,
@@ -269,7 +279,10 @@ class Index:
         setting, else 1/8 of the lists). ``bound`` (ivf): the rerank takes the candidates in
         order of estimate + bound sigma (sigma: the estimate's error scale, |q - c| |v| /
         sqrt(dim)) and stops at the first that cannot beat the k-th exact score; 0 reranks all
-        (default: the tuned bound with the tuned candidates, else 0). ``threshold``: the
+        (default: the tuned bound with the tuned candidates, else 0). ``reestimate`` (ivf built
+        with ``extra_bits``): rows re-estimated with the extra bits before the best
+        ``candidates`` of them are reranked (0: none; default the tuned value, else 5 x
+        candidates). ``threshold``: the
         research pivot band (an index built with ``n_pivots > 0``; with asymmetric scoring it
         needs a Hamming ``shortlist=M``).
         ``allowed``: ids (or a mask, or an :class:`IdFilter`) the results may hold, applied
@@ -285,7 +298,8 @@ class Index:
         q = as_embeddings(queries, "queries", itq.dim, check_finite=False)
         options = dict(candidates=candidates, oversample=oversample, rerank=rerank)
         options.update(scoring=scoring, shortlist=shortlist, nprobe=nprobe, threshold=threshold)
-        return self._search(q, k, allowed, threads=threads, bound=bound, **options)
+        options.update(bound=bound, reestimate=reestimate)
+        return self._search(q, k, allowed, threads=threads, **options)
 
     def search_codes(
         self,

@@ -522,7 +522,7 @@ def _load_documents(
 
 
 VERSION = 7  # 4: the header carries its own checksum, documents are members; 5: ivf biases;
-# 6: ivf list radii; 7: ivf error levels
+# 6: ivf list radii; 7: ivf error levels and extra bits
 OLDEST_VERSION = 1  # each layout is readable from the version that introduced it
 
 
@@ -540,6 +540,7 @@ class IndexHeader:
     levels: int = 0
     n_pivots: int = 0
     groups: int = 0
+    extra_bits: int = 0  # ivf: bits a dimension beyond the sign, kept for the re-estimate
     meta: Dict[str, Any] = field(default_factory=dict)
     tuned: Dict[str, Any] = field(default_factory=dict)
     has_itq: bool = False
@@ -556,6 +557,7 @@ class IndexHeader:
             "levels": self.levels,
             "n_pivots": self.n_pivots,
             "groups": self.groups,
+            "extra_bits": self.extra_bits,
             "store": self.store,
             "metric": self.metric,
             "meta": self.meta,
@@ -592,7 +594,7 @@ class IndexHeader:
             )
         tuned = check("tuned", lambda v: mapping(v, "tuned"))
         for key, value in tuned.items():
-            if key in ("nprobe", "candidates"):
+            if key in ("nprobe", "candidates", "reestimate"):
                 check("tuned", lambda v, value=value, key=key: count(value, key, 1))
             elif key == "bound":
                 check("tuned", lambda v, value=value: number(value, "bound", 0.0, MAX_BOUND))
@@ -614,12 +616,18 @@ class IndexHeader:
                 "n_pivots", lambda v: count(0 if v is None else v, "n_pivots", 0, _core.MAX_PIVOTS)
             ),
             groups=cls_.group_count(entries, n) if isinstance(entries, dict) else 0,
+            extra_bits=check(
+                "extra_bits",
+                lambda v: count(0 if v is None else v, "extra_bits", 0, _core.MAX_EXTRA_BITS),
+            ),
             meta=check("meta", lambda v: mapping(v, "meta")),
             tuned=tuned,
             has_itq=bool(h.get("itq")) or bool(isinstance(files, dict) and files.get("itq")),
             version=version,
         )
         problem = cls_.check_header(out)
+        if problem is None and out.extra_bits and cls_.capabilities.source != "lists":
+            problem = "extra bits belong to the ivf layout"
         if problem is None and (out.store is not None or out.has_itq) and out.dim is None:
             problem = "stored vectors or an ITQ model need dim"
         if problem:

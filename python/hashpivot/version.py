@@ -12,6 +12,7 @@ import numpy as np
 from . import _core
 from .filters import IdMap, as_filter
 from .layouts import Layout, Rows
+from .layouts.base import PER_CANDIDATE
 from .plan import IndexShape, Plan, make_plan
 
 Allowed = Tuple[Optional[np.ndarray], Optional[np.ndarray]]  # (row bitmap, allowed rows)
@@ -50,6 +51,7 @@ class Version:
             has_store=store and self.rows.store is not None,
             n_groups=lay.n_groups,
             n_pivots=lay.n_pivots,
+            extra_bits=self.rows.extra_bits,
         )
 
     def allowed(self, allowed: object) -> Allowed:
@@ -93,14 +95,19 @@ class Version:
     def stats(self) -> Dict[str, Any]:
         """What the rows are and cost: bytes per document (everything a search reads counted:
         an ivf snapshot's blocked codes and int8 centres in place of the arrays they were made
-        from, which an index loaded with mmap leaves on disk) and group sizes."""
+        from, which an index loaded with mmap leaves on disk; ``index_bytes_per_doc`` leaves out
+        the stored vectors and the extra bits, read only for the rows reranked or re-estimated)
+        and group sizes."""
         rows, lay = self.rows, self.layout
         n, store = rows.n, 0 if rows.store is None else rows.store.nbytes
+        # read only for the rows a search re-estimates, as the store for those it reranks
+        store += sum(a.nbytes for f, a in rows.arrays().items() if f in PER_CANDIDATE)
         # what a search reads: the snapshot's own copies in place of the arrays they replace
         copies = self.snapshot.copies
         replaced = {**rows.arrays(), **lay.model_arrays()}
         replaced = {k: a for k, a in replaced.items() if k in copies}
-        own = sum(a.nbytes for a in rows.arrays().values()) + lay.model_bytes()
+        own = sum(a.nbytes for f, a in rows.arrays().items() if f not in PER_CANDIDATE)
+        own += lay.model_bytes()
         own += sum(copies.values()) - sum(a.nbytes for a in replaced.values())
         out: Dict[str, Any] = {
             "n": n,

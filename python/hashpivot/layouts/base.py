@@ -55,6 +55,9 @@ class Rows:
     factors: Optional[np.ndarray] = None  # ivf: each row's residual scale a_x
     biases: Optional[np.ndarray] = None  # ivf: each row's exact centre share, less its estimate
     errors: Optional[np.ndarray] = None  # ivf: each row's estimate error norm, a one-byte level
+    extra: Optional[np.ndarray] = None  # ivf: each row's extra bit planes (the re-estimate)
+    extra_factors: Optional[np.ndarray] = None  # ivf: ... their scale
+    extra_biases: Optional[np.ndarray] = None  # ivf: ... their exact centre share, less estimate
 
     def take(self, order: np.ndarray, **changed: Any) -> Rows:
         """These rows in another order (or a subset), with some arrays replaced. The store is
@@ -138,6 +141,13 @@ class Rows:
     def n(self) -> int:
         return int(self.ids.shape[0])
 
+    @property
+    def extra_bits(self) -> int:
+        """ivf: bits a dimension the extra planes hold beyond the sign (0: none)."""
+        if self.extra is None or self.codes.shape[1] == 0:
+            return 0
+        return int(self.extra.shape[1] // self.codes.shape[1])
+
     @classmethod
     def fields(cls) -> Tuple[str, ...]:
         """The names of what an index file holds for its rows."""
@@ -156,7 +166,13 @@ PER_ROW = (
     "factors",
     "biases",
     "errors",
+    "extra",
+    "extra_factors",
+    "extra_biases",
 )
+# Per-row arrays a search reads only for the rows it re-estimates (as the stored vectors for the
+# rows it reranks): memory-mapped, they stay on disk but for those rows.
+PER_CANDIDATE = ("extra", "extra_factors", "extra_biases")
 
 
 @dataclass(frozen=True)
@@ -185,6 +201,7 @@ class TrainOptions:
     n_iter: int = 50
     max_train: Optional[int] = None
     progress: Optional[bool] = None
+    extra_bits: int = 0  # ivf: bits a dimension beyond the sign, for the re-estimate
 
     @classmethod
     def checked(

@@ -58,6 +58,9 @@ TRAIN_PER_LIST = 40
 BIASES_FROM = 5  # the index format version whose ivf files carry the per-row biases
 RADII_FROM = 6  # ... and the lists' radii (older files: zero radii, probed by <q, c> alone)
 ERRORS_FROM = 7  # ... and the rows' error levels (older files: none, never pruned by the bound)
+# and, built with extra_bits > 0, the rows' extra bit planes
+EXTRA_STEPS = 16  # per-row steps tried for the extra bits (the share of max |y| at the top level)
+EXTRA_LOWEST_SHARE = 0.3  # ... from this share to all of it
 KMEANS_ITERS = 10  # as faiss' IVF training
 ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
 
@@ -149,18 +152,57 @@ def list_radii(
     return np.sqrt(sq / np.maximum(sizes, 1)).astype(np.float32)
 
 
+def multibit_levels(y: np.ndarray, bits: int) -> np.ndarray:
+    """(n, d) int8 odd levels l in [-(2^bits - 1), 2^bits - 1], l_j of the sign of y_j: y on a
+    grid of step s (l s ~ y) with the per-row s, of EXTRA_STEPS tried, whose levels have the best
+    cosine with y (Extended RaBitQ's code, by a grid search instead of its exact one)."""
+    top = 2**bits - 1
+    amax = np.abs(y).max(1, keepdims=True)
+    y_norm = np.linalg.norm(y, axis=1)
+    best = np.ones(y.shape, np.int8)
+    best_cos = np.full(len(y), -np.inf)
+    for share in np.linspace(EXTRA_LOWEST_SHARE, 1.0, EXTRA_STEPS):
+        step = np.maximum(amax * (share / top), np.finfo(np.float32).tiny)
+        lv = np.clip(2 * np.floor(y / (2 * step)) + 1, -top, top)
+        cos = np.einsum("ij,ij->i", lv, y) / np.maximum(np.linalg.norm(lv, axis=1) * y_norm, 1e-30)
+        better = cos > best_cos
+        best[better] = lv[better].astype(np.int8)
+        best_cos[better] = cos[better]
+    return best
+
+
+def extra_planes(levels: np.ndarray, extra_bits: int) -> np.ndarray:
+    """(n, extra_bits * d / 8) uint8: bit planes 0 .. extra_bits - 1 of v = (l + 2^B - 1) / 2,
+    each packed as the codes are (the top plane, B = extra_bits + 1, is the sign code)."""
+    v = (levels.astype(np.int16) + (2 ** (extra_bits + 1) - 1)) // 2
+    return np.concatenate(
+        [np.packbits(((v >> p) & 1).astype(np.uint8), axis=1) for p in range(extra_bits)], axis=1
+    )
+
+
 def residual_codes(
-    itq: ITQ, x: np.ndarray, centres: np.ndarray, lists: np.ndarray, chunk: int = 1 << 16
+    itq: ITQ,
+    x: np.ndarray,
+    centres: np.ndarray,
+    lists: np.ndarray,
+    extra_bits: int = 0,
+    chunk: int = 1 << 16,
 ) -> Tuple[np.ndarray, Derived]:
     """(codes, {lists, factors, biases, errors}) of rows x in lists: the sign of the residual's
     projection, a_x = ||y||^2 / sum |y_j| (1 where y is zero),
     beta_x = <c, r> - a_x <W^T c, 2b - 1> (see the module docstring) and the level of
-    |v|, v = a_x W (2b - 1) - r: the estimate of <q, x> is off by <q - c, v> (the error bound)."""
+    |v|, v = a_x W (2b - 1) - r: the estimate of <q, x> is off by <q - c, v> (the error bound).
+    With ``extra_bits``: {extra, extra_factors, extra_biases}, the multi-bit levels l of y
+    (multibit_levels) as bit planes, f = ||y||^2 / <l, y> and <c, r> - f <W^T c, l>."""
     n = len(x)
     codes = np.empty((n, itq.n_bits // 8), dtype=np.uint8)
     factors = np.empty(n, dtype=np.float32)
     biases = np.empty(n, dtype=np.float32)
     errors = np.empty(n, dtype=np.uint8)
+    if extra_bits:
+        extra = np.empty((n, extra_bits * itq.n_bits // 8), dtype=np.uint8)
+        extra_factors = np.empty(n, dtype=np.float32)
+        extra_biases = np.empty(n, dtype=np.float32)
     centres_w = centres @ itq.projection  # W^T c of every list
     for s in range(0, n, chunk):
         at = lists[s : s + chunk]
@@ -175,7 +217,19 @@ def residual_codes(
         factors[s : s + chunk] = a
         v = (a[:, None] * signs) @ itq.projection.T - r
         errors[s : s + chunk] = _core.error_levels(np.sqrt(np.einsum("ij,ij->i", v, v)))
-    return codes, {"lists": lists, "factors": factors, "biases": biases, "errors": errors}
+        if extra_bits:
+            lv = multibit_levels(y, extra_bits + 1)
+            ly = np.einsum("ij,ij->i", lv, y)
+            f = np.where(ly > 0, (y * y).sum(1) / np.maximum(ly, 1e-30), 0.0)
+            extra[s : s + chunk] = extra_planes(lv, extra_bits)
+            extra_factors[s : s + chunk] = f
+            extra_biases[s : s + chunk] = centre_share - f * np.einsum(
+                "ij,ij->i", centres_w[at], lv
+            )
+    derived = {"lists": lists, "factors": factors, "biases": biases, "errors": errors}
+    if extra_bits:
+        derived.update(extra=extra, extra_factors=extra_factors, extra_biases=extra_biases)
+    return codes, derived
 
 
 @register
@@ -193,9 +247,15 @@ class IVFLayout(Layout):
     )
 
     def __init__(
-        self, n_bits: int, itq: ITQ, centres: np.ndarray, radii: Optional[np.ndarray] = None
+        self,
+        n_bits: int,
+        itq: ITQ,
+        centres: np.ndarray,
+        radii: Optional[np.ndarray] = None,
+        extra_bits: int = 0,
     ) -> None:
         super().__init__(n_bits, itq)
+        self.extra_bits = count(extra_bits, "extra_bits", 0, _core.MAX_EXTRA_BITS)
         self._centres = np.ascontiguousarray(centres, dtype=np.float32)
         self._radii = np.ascontiguousarray(
             np.zeros(len(self._centres)) if radii is None else radii, dtype=np.float32
@@ -217,8 +277,9 @@ class IVFLayout(Layout):
         itq.fit(
             np.asarray(x[rows], dtype=np.float32) - centres[lists[rows]], progress=opts.progress
         )
-        layout = cls(opts.n_bits, itq, centres, list_radii(x, centres, lists))
-        codes, derived = residual_codes(itq, x, centres, lists)
+        radii = list_radii(x, centres, lists)
+        layout = cls(opts.n_bits, itq, centres, radii, opts.extra_bits)
+        codes, derived = residual_codes(itq, x, centres, lists, opts.extra_bits)
         return layout, codes, derived
 
     @property
@@ -235,10 +296,18 @@ class IVFLayout(Layout):
     def empty(self) -> Rows:
         rows = Rows(np.zeros((0, self.n_bits // 8), np.uint8), np.zeros(0, np.int64))
         none = {"lists": np.zeros(0, np.int32), "factors": np.zeros(0, F32)}
-        return self.order(rows, {**none, "biases": np.zeros(0, F32), "errors": np.zeros(0, U8)})
+        none.update(biases=np.zeros(0, F32), errors=np.zeros(0, U8))
+        if self.extra_bits:
+            none.update(
+                extra=np.zeros((0, self.extra_bits * self.n_bits // 8), np.uint8),
+                extra_factors=np.zeros(0, F32),
+                extra_biases=np.zeros(0, F32),
+            )
+        return self.order(rows, none)
 
     def encode(self, x: np.ndarray) -> Tuple[np.ndarray, Derived]:
-        return residual_codes(self.itq, x, self._centres, assign(x, self._centres, self.itq.device))
+        lists = assign(x, self._centres, self.itq.device)
+        return residual_codes(self.itq, x, self._centres, lists, self.extra_bits)
 
     def derive(self, codes: np.ndarray, x: Optional[np.ndarray]) -> Derived:
         raise InvalidInputError("an ivf index encodes embeddings itself: use add()")
@@ -252,6 +321,9 @@ class IVFLayout(Layout):
             factors=derived.get("factors", rows.factors),
             biases=derived.get("biases", rows.biases),
             errors=derived.get("errors", rows.errors),
+            extra=derived.get("extra", rows.extra),
+            extra_factors=derived.get("extra_factors", rows.extra_factors),
+            extra_biases=derived.get("extra_biases", rows.extra_biases),
         )
         return rows.take(order, offsets=_starts(lists[order], self.n_groups))
 
@@ -266,13 +338,20 @@ class IVFLayout(Layout):
             biases=rows.biases,
             lists=rows.lists,
             error_levels=rows.errors,
+            extra=rows.extra,
+            extra_factors=rows.extra_factors,
+            extra_biases=rows.extra_biases,
         )
 
     @classmethod
     def from_header(
         cls, header: IndexHeader, itq: Optional[ITQ], model: Dict[str, np.ndarray]
     ) -> IVFLayout:
-        return cls(header.n_bits, itq, model["list_centres"], model.get("list_radii"))
+        radii = model.get("list_radii")
+        return cls(header.n_bits, itq, model["list_centres"], radii, header.extra_bits)
+
+    def header(self) -> Dict[str, int]:
+        return {**super().header(), "extra_bits": self.extra_bits}
 
     @classmethod
     def check_header(cls, header: IndexHeader) -> Optional[str]:
@@ -297,6 +376,10 @@ class IVFLayout(Layout):
             want["list_radii"] = (F32, (C,))
         if header.version >= ERRORS_FROM:
             want["errors"] = (U8, (n,))
+            if header.extra_bits:
+                want["extra"] = (U8, (n, header.extra_bits * header.n_bits // 8))
+                want["extra_factors"] = (F32, (n,))
+                want["extra_biases"] = (F32, (n,))
         return want
 
     def upgrade(self, rows: Rows) -> Rows:
@@ -322,4 +405,16 @@ class IVFLayout(Layout):
             "non-finite factors or centres",
         )
         require(bool(np.isfinite(rows.biases).all()), "non-finite biases")
+        if self.extra_bits:
+            require(
+                rows.extra is not None
+                and rows.extra.shape == (rows.n, self.extra_bits * self.n_bits // 8),
+                "extra bits do not match the header",
+            )
+            require(
+                bool(
+                    np.isfinite(rows.extra_factors).all() and np.isfinite(rows.extra_biases).all()
+                ),
+                "non-finite extra factors or biases",
+            )
         require(bool((self._radii >= 0).all() and np.isfinite(self._radii).all()), "bad radii")
