@@ -174,3 +174,20 @@ def test_extra_bits_and_reestimate_errors_are_named(data):
     with pytest.raises(InvalidInputError, match="at least candidates"):
         extra.search(q, candidates=50, reestimate=20)
     extra.search(q, candidates=50, reestimate=0)  # none: the plain re-score
+
+
+def test_tune_keeps_the_re_estimate_with_its_setting_and_stats_count_it_apart(data):
+    from hashpivot.plan import REESTIMATE_FACTOR
+
+    x, q = data
+    plain = Index.build(x, n_bits=64, layout="ivf", store="float32", n_lists=16, seed=3)
+    index = Index.build(
+        x, n_bits=64, layout="ivf", store="float32", n_lists=16, seed=3, extra_bits=2
+    )
+    result = index.tune(q[:100], target_recall=0.9)
+    L = result.settings["candidates"]
+    assert result.settings["reestimate"] in (min(REESTIMATE_FACTOR * L, len(index)), 0)
+    assert index.tuned["reestimate"] == result.settings["reestimate"]
+    a, b = plain.stats(), index.stats()
+    assert b["index_bytes_per_doc"] == pytest.approx(a["index_bytes_per_doc"], abs=0.05)
+    assert b["bytes_per_doc"] - a["bytes_per_doc"] == pytest.approx(16 + 8, abs=0.05)

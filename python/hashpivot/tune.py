@@ -9,7 +9,9 @@ one, so the setting kept does not overshoot by a whole step; those settings are 
 turn and the fastest is kept, stored in ``index.tuned`` (saved with the index) and used by
 ``search()`` when the caller gives none. On an ivf index the fastest few settings are also tried
 with the rerank's error bound (plan.TUNED_BOUND sigmas), at their candidates and one step more,
-and timed with the rest: the bound is kept only where it is faster at the target.
+and timed with the rest: the bound is kept only where it is faster at the target. With extra
+bits every setting re-estimates the default plan.REESTIMATE_FACTOR x candidates rows, and the
+setting kept records that count.
 """
 
 from __future__ import annotations
@@ -214,6 +216,8 @@ def tune(
     nprobe, L, bound, qps = max(timed, key=lambda t: t[3])
     settings = _keywords(nprobe, L, bound)
     recall = recalls[(nprobe, L) if not bound else (nprobe, L, bound)]
+    if index.shape().extra_bits:  # what the default re-estimate was, kept with the setting
+        settings["reestimate"] = index.plan(k, **settings).reestimate
     advice = None if reached else _advice(index, q, truth, k, target, max_L, probes, recall)
     result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried)
     if not reached:
