@@ -365,7 +365,7 @@ struct RandomLists {
   std::vector<uint8_t> codes;
   std::vector<float> centres, factors, biases, proj, x, steps;
   std::vector<int64_t> offsets;
-  std::vector<int32_t> row_lists;
+  std::vector<uint16_t> row_lists;
   std::vector<uint8_t> blocks;
   FloatLists lists;
   RandomLists(std::mt19937_64& rng, int nbytes, int64_t rows, int C)
