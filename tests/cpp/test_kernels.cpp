@@ -470,6 +470,109 @@ static void test_lists(std::mt19937_64& rng, int nbytes, int64_t n, int C, int k
   }
 }
 
+// Extra bit planes (Extended RaBitQ): every row re-estimated, no rerank, the scores are
+// <x, c> (int8 levels) + extra bias + extra factor * sum_p 2^p <x, 2b_p - 1> over the planes, the
+// sign code the top one. Then the rerank's error bound over a float32 store: rows without a
+// bound are all reranked (the exact top-k); with random levels the scores stay exact, descending.
+static void test_reestimate_and_bound(std::mt19937_64& rng, int nbytes, int planes) {
+  const int64_t n = 700;
+  const int C = 7, k = 10;
+  RandomLists R(rng, nbytes, n, C);
+  const int n_bits = R.n_bits, dim = R.dim;
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> g;
+  std::vector<uint8_t> extra(static_cast<size_t>(n) * planes * nbytes), levels(n);
+  std::vector<float> ef(n), eb(n), store(static_cast<size_t>(n) * dim), norms(C, 0);
+  for (auto& v : extra) v = static_cast<uint8_t>(byte(rng));
+  for (auto& v : ef) v = 0.1f + std::fabs(g(rng));
+  for (auto& v : eb) v = g(rng);
+  for (auto& v : store) v = g(rng);
+  for (auto& v : levels) v = static_cast<uint8_t>(byte(rng) % 255);
+  for (int c = 0; c < C; ++c)
+    for (int d = 0; d < dim; ++d) norms[c] += R.centres[c * dim + d] * R.centres[c * dim + d];
+  R.blocks.clear();  // blocked codes: the scan's copy, as bindings.cpp makes it
+  std::vector<uint8_t> blocked((n + kScanBlock - 1) / kScanBlock * kScanBlock * nbytes, 0);
+  block_codes(R.codes.data(), n, nbytes, blocked.data());
+  SnapshotView v = R.view();
+  v.lists.blocked = blocked.data();
+  v.lists.extra = extra.data();
+  v.lists.extra_planes = planes;
+  v.lists.extra_factors = ef.data();
+  v.lists.extra_biases = eb.data();
+  std::vector<float> x(dim);
+  for (auto& e : x) e = g(rng);
+  Queries q;
+  q.n = 1;
+  q.vectors = x.data();
+  q.dim = dim;
+  Plan p;
+  p.k = p.candidates = k;
+  p.reestimate = static_cast<int>(n);
+  p.pool = static_cast<int>(n);
+  p.scoring = Scoring::kAsymmetric;
+  p.source = Source::kLists;
+  p.nprobe = C;
+  std::vector<float> S;
+  std::vector<int64_t> I;
+  run(v, p, q, RowFilter{}, nullptr, &S, &I);
+  CentreQuery cq;
+  cq.set(x.data(), dim);
+  std::vector<int8_t> l(dim);
+  std::vector<Scored<float>> all;
+  auto plane_dot = [&](const uint8_t* b) {
+    double s = 0;
+    for (int j = 0; j < n_bits; ++j) s += x[j] * (((b[j / 8] >> (7 - j % 8)) & 1) ? 1 : -1);
+    return s;
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const int c = R.row_lists[i];
+    quantize_levels(R.centres.data() + c * dim, dim, l.data());
+    int64_t dot = 0;
+    for (int d = 0; d < dim; ++d) dot += static_cast<int64_t>(l[d]) * cq.levels[d];
+    double s = (1 << planes) * plane_dot(R.codes.data() + i * nbytes);
+    for (int pl = 0; pl < planes; ++pl)
+      s += (1 << pl) * plane_dot(extra.data() + (i * planes + pl) * nbytes);
+    const float cs = cq.step * R.steps[c] * static_cast<float>(dot);
+    all.push_back({static_cast<float>(-(cs + eb[i] + ef[i] * s)), i});
+  }
+  auto want = best(all, k);
+  for (int j = 0; j < k; ++j)
+    CHECK(std::fabs(-want[j].key - S[j]) < 1e-3f * (1 + std::fabs(S[j])),
+          "re-estimate isa=%s planes=%d j=%d: %f vs %f", isa_name(engine().isa), planes, j,
+          -want[j].key, S[j]);
+
+  VectorSegment seg{store.data(), nullptr, n};
+  v.store.type = StoreType::kFloat32;
+  v.store.dim = dim;
+  v.store.row_bytes = sizeof(float) * dim;
+  v.store.segments = &seg;
+  v.store.n_segments = 1;
+  v.lists.centre_norms = norms.data();
+  p.rerank = true;
+  p.candidates = static_cast<int>(n);
+  p.reestimate = 0;
+  std::vector<Scored<float>> exact;
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int d = 0; d < dim; ++d) s += x[d] * store[i * dim + d];
+    exact.push_back({static_cast<float>(-s), i});
+  }
+  auto top = best(exact, k);
+  std::vector<uint8_t> none(n, kErrorLevelNone);
+  for (int pass = 0; pass < 2; ++pass) {  // every row unbounded, then random levels
+    v.lists.error_levels = pass ? levels.data() : none.data();
+    p.bound = 0.5f;
+    run(v, p, q, RowFilter{}, nullptr, &S, &I);
+    for (int j = 0; j < k; ++j) {
+      const int64_t r = I[j];
+      CHECK(r >= 0 && r < n && std::fabs(S[j] + exact[r].key) < 1e-3f * (1 + std::fabs(S[j])),
+            "bounded rerank score isa=%s pass=%d j=%d", isa_name(engine().isa), pass, j);
+      CHECK(j == 0 || S[j] <= S[j - 1], "bounded rerank order");
+      if (!pass) CHECK(r == top[j].row, "no bound: the exact top-k j=%d", j);
+    }
+  }
+}
+
 // IVF lists scanned from the blocked copy of the codes (fast scan, asymmetric.h) give the same
 // keys as the row-major bit-plane path: identical scores and ids, unfiltered, with a filter
 // bitmap and over a list of allowed rows; and every row's nibble-table distance equals the
@@ -554,6 +657,9 @@ int main() {
       for (int64_t n : {1, 15, 17, 600}) test_blocked_lists(rng, nbytes, n, n < 7 ? 1 : 7, 20);
     // many lists and larger pools (the reservoir's shrinks, the split of one query's lists)
     for (int k : {20, 300, 1000}) test_blocked_lists(rng, 32, 5000, 40, k);
+    for (int nbytes : {16, 32})
+      for (int planes = 1; planes <= kMaxExtraBits; ++planes)
+        test_reestimate_and_bound(rng, nbytes, planes);
   }
   std::printf("%d checks, %d failed\n", checks, failures);
   return failures ? 1 : 0;
