@@ -265,11 +265,15 @@ class Snapshot {
         const py::array e = keep(extra);
         require_dtype(e, py::dtype::of<uint8_t>(), "extra bits", "uint8");
         require_shape(e, "extra bits", {n, -1});
-        if (e.shape(1) % nb || e.shape(1) / nb < 1 || e.shape(1) / nb > kMaxExtraBits)
-          fail("extra bits must be 1 to " + std::to_string(kMaxExtraBits) +
+        const int64_t planes = e.shape(1) / nb;  // the extra ones and the sign code
+        if (e.shape(1) % nb || planes < 2 || planes > kMaxExtraBits + 1)
+          fail("extra bits must be 2 to " + std::to_string(kMaxExtraBits + 1) +
                " planes of the code's width a row");
         L.extra = static_cast<const uint8_t*>(e.data());
-        L.extra_planes = static_cast<int>(e.shape(1) / nb);
+        L.extra_planes = static_cast<int>(planes);
+        for (int64_t r = 0; r < n; ++r)  // the top plane is the sign code
+          if (std::memcmp(L.extra + (r * planes + planes - 1) * nb, v_.codes.data + r * nb, nb))
+            fail("the extra bits' top plane must be each row's code");
         if (!is_set(extra_factors) || !is_set(extra_biases))
           fail("extra bits need one factor and one bias a row");
         const py::array ef = keep(extra_factors), eb = keep(extra_biases);

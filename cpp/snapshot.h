@@ -91,8 +91,8 @@ struct FloatLists {
   const float* radii = nullptr;           // C: each list's rms residual norm (null: none saved)
   const float* centre_norms = nullptr;    // C: |c|^2 (the bound's |q - c|)
   const uint8_t* error_levels = nullptr;  // n: |v| as error_norm() levels (null: none)
-  // Extra bits (Extended RaBitQ): row r's levels l_j = sum_p 2^p (2 b_pj - 1) over its bit
-  // planes, the top one its sign code, the others extra_planes x nbytes bytes at
+  // Extra bits (Extended RaBitQ): row r's levels l_j = sum_p 2^p (2 b_pj - 1) over its
+  // extra_planes bit planes (lowest first, the top one a copy of its sign code), nbytes each at
   // extra + r * extra_planes * nbytes; its re-estimate of <q, x> is
   // <q, c> + extra_biases[r] + extra_factors[r] <z, l>. Read only for the rows re-estimated.
   const uint8_t* extra = nullptr;

@@ -43,11 +43,12 @@ def built(request, data):
 
 
 def decoded(index, extra_bits):
-    """Each row's levels l from its sign code and extra planes (numpy)."""
+    """Each row's levels l from its planes, the top one its sign code (numpy)."""
     rows = index._version.rows
     nb = index.n_bits // 8
-    v = np.unpackbits(rows.codes, axis=1).astype(np.int32) << extra_bits
-    for p in range(extra_bits):
+    np.testing.assert_array_equal(rows.extra[:, extra_bits * nb :], rows.codes)  # top: the sign
+    v = np.zeros((rows.n, index.n_bits), np.int32)
+    for p in range(extra_bits + 1):
         v += np.unpackbits(rows.extra[:, p * nb : (p + 1) * nb], axis=1).astype(np.int32) << p
     return 2 * v - (2 ** (extra_bits + 1) - 1)
 
@@ -136,7 +137,7 @@ def test_extra_bits_survive_save_load_and_add(data, tmp_path):
     x, q = data
     index = Index.build(x[:3000], n_bits=64, layout="ivf", n_lists=16, seed=3, extra_bits=2)
     index.add(x[3000:])
-    assert index._version.rows.extra.shape == (4000, 16)
+    assert index._version.rows.extra.shape == (4000, 24)
     _, ids = index.search(x[3000:3050], 1, candidates=10)
     assert (ids[:, 0] == np.arange(3000, 3050)).mean() > 0.95  # added rows find themselves
     index.save(tmp_path / "i")
@@ -190,4 +191,4 @@ def test_tune_keeps_the_re_estimate_with_its_setting_and_stats_count_it_apart(da
     assert index.tuned["reestimate"] == result.settings["reestimate"]
     a, b = plain.stats(), index.stats()
     assert b["index_bytes_per_doc"] == pytest.approx(a["index_bytes_per_doc"], abs=0.05)
-    assert b["bytes_per_doc"] - a["bytes_per_doc"] == pytest.approx(16 + 8, abs=0.05)
+    assert b["bytes_per_doc"] - a["bytes_per_doc"] == pytest.approx(3 * 8 + 8, abs=0.05)

@@ -659,44 +659,67 @@ void exact_partitions(const Ctx& c, const QueryState& st, int64_t, int64_t, Firs
 
 // ---- later stages ----
 
-// The extra bits' re-estimate of each row of the pool: <z, l> = 2^planes <z, 2s - 1> (the sign
-// code, in the scan's blocks) + sum_p 2^p <z, 2b_p - 1>, each from the re-score's byte tables.
-inline void reestimate(const Ctx& c, QueryState& st, const AsymTables& tables) {
+// The extra bits' re-estimate of each row of the pool: <z, l> = sum_p 2^p <z, 2b_p - 1> over its
+// planes (the top one its sign code) = sum_p 2^(p+1) (z over the bits set in plane p) -
+// (2^planes - 1) sum z; with masked adds (AVX-512) or from the re-score's byte tables.
+template <class A>
+void reestimate(const Ctx& c, QueryState& st, AsymTables& tables) {
   const FloatLists& L = c.s.lists;
-  const int planes = L.extra_planes;
-  const int64_t stride = static_cast<int64_t>(planes) * c.nb;
+  const int planes = L.extra_planes, nb = c.nb;
+  const int64_t stride = static_cast<int64_t>(planes) * nb;
+  thread_local std::vector<float> zw;  // z in each word's bit order, a copy a plane, weighted
+  float zsum = 0;
+  if constexpr (A::kMaskedPlanes) {
+    zw.resize(static_cast<size_t>(planes) * c.n_bits);
+    for (int j = 0; j < c.n_bits; ++j) zsum += st.z[j];
+    for (int p = 0; p < planes; ++p)
+      for (int j = 0; j < c.n_bits; ++j)  // lane i of word w: bit i of bytes 2w, 2w + 1 (LSB first)
+        zw[p * c.n_bits + (j & ~7) + 7 - (j & 7)] = static_cast<float>(2 << p) * st.z[j];
+  } else {
+    tables.build(st.z.data(), c.n_bits);
+  }
   auto& pool = st.pool;
-  auto fetch = [&](size_t j) {  // random rows: their extra planes, factor and bias ahead
+  auto fetch = [&](size_t j) {  // random rows: their planes, factor and bias ahead
     const int64_t r = pool[j].row;
-    for (int64_t o = 0; o < stride; o += 64) __builtin_prefetch(L.extra + r * stride + o);
+    const uint8_t* row = L.extra + r * stride;
+    for (int64_t o = 0; o < stride; o += 64) __builtin_prefetch(row + o);
+    __builtin_prefetch(row + stride - 1);
     __builtin_prefetch(L.extra_factors + r);
     __builtin_prefetch(L.extra_biases + r);
   };
   for (size_t j = 0; j < std::min<size_t>(pool.size(), kGatherAhead); ++j) fetch(j);
+  const float all_planes = static_cast<float>((1 << planes) - 1);
   for (size_t j = 0; j < pool.size(); ++j) {
     if (j + kGatherAhead < pool.size()) fetch(j + kGatherAhead);
     const int64_t r = pool[j].row;
-    const float sign =
-        L.blocked ? tables.score(L.blocked + (r / kScanBlock * kScanBlock * c.nb + r % kScanBlock),
-                                 kScanBlock)
-                  : tables.score(c.s.codes.data + r * c.nb);
-    float dot = static_cast<float>(1 << planes) * sign;
-    for (int p = 0; p < planes; ++p)
-      dot += static_cast<float>(1 << p) * tables.score(L.extra + r * stride + p * c.nb);
+    const uint8_t* row = L.extra + r * stride;
+    float dot = 0;
+    if constexpr (A::kMaskedPlanes) {
+      dot = A::masked_planes(zw.data(), row, planes, nb) - all_planes * zsum;
+    } else {
+      for (int p = 0; p < planes; ++p)
+        dot += static_cast<float>(1 << p) * tables.score(row + static_cast<int64_t>(p) * nb);
+    }
     pool[j].key =
         -((st.centre_scores[L.row_lists[r]] + L.extra_biases[r]) + L.extra_factors[r] * dot);
   }
 }
 
-// Exact asymmetric scores of the pool (float tables), the best `candidates` kept (with extra
-// bits, the best `reestimate` re-estimated first).
-inline void rescore(const Ctx& c, QueryState& st) {
+// Exact asymmetric scores of the pool (float tables), the best `candidates` kept; with extra
+// bits the pool (the scan's best `reestimate`) is re-estimated instead.
+template <class A>
+void rescore(const Ctx& c, QueryState& st) {
   thread_local AsymTables tables;
-  tables.build(st.z.data(), c.n_bits);
   const uint8_t* codes = c.s.codes.data;
   const bool lists = c.s.lists.C > 0;  // ivf rows: base score of the list + factor * code score
   const uint8_t* blocked = c.s.lists.blocked;  // ivf: the scan's blocks (just read: in cache)
   auto& pool = st.pool;
+  if (c.p.reestimate > 0 && lists && c.s.lists.extra) {  // the pool is what it re-estimates
+    reestimate<A>(c, st, tables);
+    select_smallest(pool, static_cast<size_t>(c.p.candidates));
+    return;
+  }
+  tables.build(st.z.data(), c.n_bits);
   for (size_t j = 0; !blocked && j < std::min<size_t>(pool.size(), kGatherAhead); ++j)
     __builtin_prefetch(codes + pool[j].row * c.nb);
   for (size_t j = 0; j < pool.size(); ++j) {
@@ -711,10 +734,6 @@ inline void rescore(const Ctx& c, QueryState& st) {
       s = (st.centre_scores[c.s.lists.row_lists[r]] + c.s.lists.biases[r]) +
           c.s.lists.factors[r] * s;
     pool[j].key = -s;
-  }
-  if (c.p.reestimate > 0 && lists && c.s.lists.extra) {
-    select_smallest(pool, static_cast<size_t>(c.p.reestimate));
-    reestimate(c, st, tables);
   }
   select_smallest(pool, static_cast<size_t>(c.p.candidates));  // the rerank or write sorts
 }
@@ -837,7 +856,7 @@ inline void write(const Ctx& c, const QueryState& st, int64_t qi, Results& r) {
 template <class A>
 void finish(const Ctx& c, QueryState& st, int64_t qi, Results& r) {
   if (c.p.scoring == Scoring::kAsymmetric && !c.p.exact_allowed && !c.p.quantized_only)
-    rescore(c, st);
+    rescore<A>(c, st);
   if (c.p.rerank && c.p.bound > 0 && c.s.lists.error_levels && !c.p.exact_allowed &&
       c.p.scoring == Scoring::kAsymmetric && !c.p.quantized_only)
     rerank_bounded<A>(c, st);

@@ -20,6 +20,28 @@ struct Avx512 : Avx2 {
   static constexpr int kProjectRows = 4;  // 4 x 4 sums: 32 zmm registers
   static constexpr int kProjectVecs = 4;
 
+  // The extra bits' re-estimate (stages.h): sum over a row's bit planes (nbytes each, lowest
+  // first) of the set bits' entries of zw, the query's z in the order of each 16-bit word's bits
+  // (lane i: bit i), one copy a plane, scaled by its weight: a masked add a word.
+  static constexpr bool kMaskedPlanes = true;
+  static HP_INLINE float masked_planes(const float* zw, const uint8_t* bits, int planes,
+                                       int nbytes) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    const int words = nbytes / 2;  // a multiple of 4: codes are whole 64-bit words
+    for (int p = 0; p < planes; ++p) {
+      const float* z = zw + static_cast<int64_t>(p) * words * 16;
+      const uint8_t* b = bits + static_cast<int64_t>(p) * nbytes;
+      for (int w = 0; w < words; w += 2) {
+        uint16_t m0, m1;
+        std::memcpy(&m0, b + 2 * w, 2);
+        std::memcpy(&m1, b + 2 * w + 2, 2);
+        acc0 = _mm512_mask_add_ps(acc0, m0, acc0, _mm512_loadu_ps(z + 16 * w));
+        acc1 = _mm512_mask_add_ps(acc1, m1, acc1, _mm512_loadu_ps(z + 16 * w + 16));
+      }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  }
+
   // lt_mask is Avx2's movemask: with the compare-into-mask form, GCC 12 builds reported lanes
   // past the 8 rows of a group (AddressSanitizer caught the read).
 

@@ -91,7 +91,7 @@ class Plan:
     source: SourceName
     pool: int  # rows the first stage keeps
     candidates: int  # rows after the exact asymmetric re-score (reranked when rerank)
-    reestimate: int  # ivf with extra bits: rows the re-score keeps for the re-estimate (0: none)
+    reestimate: int  # ivf with extra bits: the scan's rows re-estimated (0: none): the pool
     hamming_first: bool  # asymmetric scoring over a Hamming shortlist
     threshold: Optional[int]
     nprobe: int  # partitions or lists probed (0 with partitions: exact mode)
@@ -268,8 +268,10 @@ def make_plan(
         source = "all"
     if hamming_first:
         pool = max(int(shortlist), L)
+    elif scoring == "asymmetric" and M:  # the scan's best M, all re-estimated
+        pool = max(M, quantized_pool(L))
     elif scoring == "asymmetric":
-        pool = quantized_pool(max(L, M))
+        pool = quantized_pool(L)
     else:
         pool = L
     pool = max(1, min(pool, max(rows, 1)))

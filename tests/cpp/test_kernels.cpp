@@ -481,9 +481,13 @@ static void test_reestimate_and_bound(std::mt19937_64& rng, int nbytes, int plan
   const int n_bits = R.n_bits, dim = R.dim;
   std::uniform_int_distribution<int> byte(0, 255);
   std::normal_distribution<float> g;
-  std::vector<uint8_t> extra(static_cast<size_t>(n) * planes * nbytes), levels(n);
+  const int stacked = planes + 1;  // the extra planes and a copy of the sign code on top
+  std::vector<uint8_t> extra(static_cast<size_t>(n) * stacked * nbytes), levels(n);
   std::vector<float> ef(n), eb(n), store(static_cast<size_t>(n) * dim), norms(C, 0);
   for (auto& v : extra) v = static_cast<uint8_t>(byte(rng));
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(extra.data() + (i * stacked + planes) * nbytes, R.codes.data() + i * nbytes,
+                nbytes);
   for (auto& v : ef) v = 0.1f + std::fabs(g(rng));
   for (auto& v : eb) v = g(rng);
   for (auto& v : store) v = g(rng);
@@ -496,7 +500,7 @@ static void test_reestimate_and_bound(std::mt19937_64& rng, int nbytes, int plan
   SnapshotView v = R.view();
   v.lists.blocked = blocked.data();
   v.lists.extra = extra.data();
-  v.lists.extra_planes = planes;
+  v.lists.extra_planes = stacked;
   v.lists.extra_factors = ef.data();
   v.lists.extra_biases = eb.data();
   std::vector<float> x(dim);
@@ -531,7 +535,7 @@ static void test_reestimate_and_bound(std::mt19937_64& rng, int nbytes, int plan
     for (int d = 0; d < dim; ++d) dot += static_cast<int64_t>(l[d]) * cq.levels[d];
     double s = (1 << planes) * plane_dot(R.codes.data() + i * nbytes);
     for (int pl = 0; pl < planes; ++pl)
-      s += (1 << pl) * plane_dot(extra.data() + (i * planes + pl) * nbytes);
+      s += (1 << pl) * plane_dot(extra.data() + (i * stacked + pl) * nbytes);
     const float cs = cq.step * R.steps[c] * static_cast<float>(dot);
     all.push_back({static_cast<float>(-(cs + eb[i] + ef[i] * s)), i});
   }

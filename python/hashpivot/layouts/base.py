@@ -146,7 +146,7 @@ class Rows:
         """ivf: bits a dimension the extra planes hold beyond the sign (0: none)."""
         if self.extra is None or self.codes.shape[1] == 0:
             return 0
-        return int(self.extra.shape[1] // self.codes.shape[1])
+        return int(self.extra.shape[1] // self.codes.shape[1]) - 1  # the top plane: the sign
 
     @classmethod
     def fields(cls) -> Tuple[str, ...]:

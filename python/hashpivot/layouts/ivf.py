@@ -172,11 +172,13 @@ def multibit_levels(y: np.ndarray, bits: int) -> np.ndarray:
 
 
 def extra_planes(levels: np.ndarray, extra_bits: int) -> np.ndarray:
-    """(n, extra_bits * d / 8) uint8: bit planes 0 .. extra_bits - 1 of v = (l + 2^B - 1) / 2,
-    each packed as the codes are (the top plane, B = extra_bits + 1, is the sign code)."""
+    """(n, (extra_bits + 1) * d / 8) uint8: bit planes 0 .. extra_bits of v = (l + 2^B - 1) / 2,
+    B = extra_bits + 1, each packed as the codes are; the top plane is the sign code, kept here
+    too so that a re-estimate reads one contiguous row."""
     v = (levels.astype(np.int16) + (2 ** (extra_bits + 1) - 1)) // 2
     return np.concatenate(
-        [np.packbits(((v >> p) & 1).astype(np.uint8), axis=1) for p in range(extra_bits)], axis=1
+        [np.packbits(((v >> p) & 1).astype(np.uint8), axis=1) for p in range(extra_bits + 1)],
+        axis=1,
     )
 
 
@@ -200,7 +202,7 @@ def residual_codes(
     biases = np.empty(n, dtype=np.float32)
     errors = np.empty(n, dtype=np.uint8)
     if extra_bits:
-        extra = np.empty((n, extra_bits * itq.n_bits // 8), dtype=np.uint8)
+        extra = np.empty((n, (extra_bits + 1) * itq.n_bits // 8), dtype=np.uint8)
         extra_factors = np.empty(n, dtype=np.float32)
         extra_biases = np.empty(n, dtype=np.float32)
     centres_w = centres @ itq.projection  # W^T c of every list
@@ -299,7 +301,7 @@ class IVFLayout(Layout):
         none.update(biases=np.zeros(0, F32), errors=np.zeros(0, U8))
         if self.extra_bits:
             none.update(
-                extra=np.zeros((0, self.extra_bits * self.n_bits // 8), np.uint8),
+                extra=np.zeros((0, (self.extra_bits + 1) * self.n_bits // 8), np.uint8),
                 extra_factors=np.zeros(0, F32),
                 extra_biases=np.zeros(0, F32),
             )
@@ -377,7 +379,7 @@ class IVFLayout(Layout):
         if header.version >= ERRORS_FROM:
             want["errors"] = (U8, (n,))
             if header.extra_bits:
-                want["extra"] = (U8, (n, header.extra_bits * header.n_bits // 8))
+                want["extra"] = (U8, (n, (header.extra_bits + 1) * header.n_bits // 8))
                 want["extra_factors"] = (F32, (n,))
                 want["extra_biases"] = (F32, (n,))
         return want
@@ -408,7 +410,7 @@ class IVFLayout(Layout):
         if self.extra_bits:
             require(
                 rows.extra is not None
-                and rows.extra.shape == (rows.n, self.extra_bits * self.n_bits // 8),
+                and rows.extra.shape == (rows.n, (self.extra_bits + 1) * self.n_bits // 8),
                 "extra bits do not match the header",
             )
             require(
