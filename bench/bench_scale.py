@@ -1,8 +1,8 @@
-"""Recall and speed from 10k to 1M documents: hashpivot (flat and ivf, 128 and 256 bits, swept
-and tuned) against faiss IndexFlatIP, IndexHNSWFlat (M=32, efConstruction=64, efSearch swept),
-IndexIVFScalarQuantizer (SQ8), IVF-RaBitQ + Refine(Flat) (1 bit with qb 0/4/8, fast-scan, 4 bits;
-nprobe and k_factor swept), ScaNN (tree + AH + reorder) and usearch HNSW, in one process, engines
-timed in turn.
+"""Recall and speed from 10k to 1M documents: hashpivot (flat and ivf, 128 and 256 bits, ivf 256
+bits with 2 extra bits, swept and tuned) against faiss IndexFlatIP, IndexHNSWFlat (M=32,
+efConstruction=64, efSearch swept), IndexIVFScalarQuantizer (SQ8), IVF-RaBitQ + Refine(Flat)
+(1 bit with qb 0/4/8, fast-scan, 4 bits; nprobe and k_factor swept), ScaNN (tree + AH +
+reorder) and usearch HNSW, in one process, engines timed in turn.
 
     python bench/bench_scale.py --n 10000 100000 1000000 --kind realistic mixture \\
         --out bench/SCALE_RESULTS.md --plot docs/scale_bench.png
@@ -44,6 +44,7 @@ from hashpivot.truth import recall_at
 
 K = 10
 TARGETS = (0.90, 0.95, 0.99)
+EXTRA_BITS = 2  # the ivf variant with extra bits: 3 a dimension in all (estimator_study.py)
 TUNE_QUERIES = scale_corpus.TUNE_QUERIES
 ROUNDS = 3
 LATENCY_QUERIES = 100
@@ -262,22 +263,22 @@ def hashpivot_engines(
     x: np.ndarray, n: int, tune_q: np.ndarray, quick: bool, cache: Path, kind: str
 ) -> List[Setting]:
     out = []
-    configs = (
-        [("flat", 128), ("ivf", 128), ("ivf", 256)]
+    configs = (  # layout, bits, extra bits
+        [("flat", 128, 0), ("ivf", 128, 0), ("ivf", 256, 0), ("ivf", 256, EXTRA_BITS)]
         if n > 10_000
-        else [("flat", 128), ("flat", 256), ("ivf", 128)]
+        else [("flat", 128, 0), ("flat", 256, 0), ("ivf", 128, 0)]
     )
     if quick:
-        configs = configs[:2]
-    for layout, bits in configs:
+        configs = [configs[0], ("ivf", 128, EXTRA_BITS)]
+    for layout, bits, extra in configs:
         t0 = time.perf_counter()
-        index = hp.Index.build(x, n_bits=bits, layout=layout, store="float32")
+        index = hp.Index.build(x, n_bits=bits, layout=layout, store="float32", extra_bits=extra)
         build = time.perf_counter() - t0
-        path = cache / f"hp-{layout}{bits}-{kind}-{n}"
+        path = cache / f"hp-{layout}{bits}x{extra}-{kind}-{n}"
         index.save(path)  # searched memory-mapped, as a user would run it
         index = hp.Index.load(path, mmap=True, verify=False)
         st = index.stats()
-        name = f"hashpivot {layout} {bits}b"
+        name = f"hashpivot {layout} {bits}b" + (f" +{extra}" if extra else "")
         cands = [100, 300, 1000] if quick else [30, 100, 300, 1000, 3000]
         probes = (
             [None]
