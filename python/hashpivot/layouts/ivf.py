@@ -16,6 +16,12 @@ realistic corpus, 300 real queries, 10% of the lists: recall@10 within the estim
 0.583 with one scale for all rows, 0.621 with the least-squares a_x = sum |y| / n_bits, 0.668
 with this one (100 candidates, mixture corpus); probing lists by <q, c> beat probing by L2
 distance at equal rows scanned (bench/SCALE_RESULTS.md), and <q, c> + s |q| r_c beat both.
+
+The estimate is off by exactly <q - c, v>, v = a_x W (2b - 1) - r: each row keeps |v| as a
+one-byte level (rounded up), for the rerank's error bound (RaBitQ's: sigma = |q - c| |v| /
+sqrt(dim) for a uniform direction of q - c; tests/test_error_bound.py). With ``extra_bits`` each
+row also keeps y coded with 1 + extra_bits bits a dimension (Extended RaBitQ; the planes on disk
+beside the stored vectors), which re-estimates the scan's best rows before the rerank.
 """
 
 from __future__ import annotations
