@@ -158,23 +158,29 @@ def list_radii(
     return np.sqrt(sq / np.maximum(sizes, 1)).astype(np.float32)
 
 
-def multibit_levels(y: np.ndarray, bits: int) -> np.ndarray:
+def multibit_levels(y: np.ndarray, bits: int, device: str = "auto") -> np.ndarray:
     """(n, d) int8 odd levels l in [-(2^bits - 1), 2^bits - 1], l_j of the sign of y_j: y on a
     grid of step s (l s ~ y) with the per-row s, of EXTRA_STEPS tried, whose levels have the best
-    cosine with y (Extended RaBitQ's code, by a grid search instead of its exact one)."""
+    cosine with y (Extended RaBitQ's code, by a grid search instead of its exact one; in torch:
+    half the time of numpy on two cores, CUDA when present)."""
+    import torch
+
+    yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(resolve_device(device))
     top = 2**bits - 1
-    amax = np.abs(y).max(1, keepdims=True)
-    y_norm = np.linalg.norm(y, axis=1)
-    best = np.ones(y.shape, np.int8)
-    best_cos = np.full(len(y), -np.inf)
+    amax = yt.abs().amax(1, keepdim=True)
+    y_norm = torch.linalg.vector_norm(yt, dim=1)
+    best = torch.ones(yt.shape, dtype=torch.int8, device=yt.device)
+    best_cos = torch.full((len(yt),), -float("inf"), device=yt.device)
     for share in np.linspace(EXTRA_LOWEST_SHARE, 1.0, EXTRA_STEPS):
-        step = np.maximum(amax * (share / top), np.finfo(np.float32).tiny)
-        lv = np.clip(2 * np.floor(y / (2 * step)) + 1, -top, top)
-        cos = np.einsum("ij,ij->i", lv, y) / np.maximum(np.linalg.norm(lv, axis=1) * y_norm, 1e-30)
+        step = torch.clamp(amax * float(share / top), min=float(np.finfo(np.float32).tiny))
+        lv = torch.clamp(2 * torch.floor(yt / (2 * step)) + 1, -top, top)
+        cos = (lv * yt).sum(1) / torch.clamp(
+            torch.linalg.vector_norm(lv, dim=1) * y_norm, min=1e-30
+        )
         better = cos > best_cos
-        best[better] = lv[better].astype(np.int8)
-        best_cos[better] = cos[better]
-    return best
+        best[better] = lv[better].to(torch.int8)
+        best_cos = torch.where(better, cos, best_cos)
+    return best.cpu().numpy()
 
 
 def extra_planes(levels: np.ndarray, extra_bits: int) -> np.ndarray:
@@ -226,7 +232,7 @@ def residual_codes(
         v = (a[:, None] * signs) @ itq.projection.T - r
         errors[s : s + chunk] = _core.error_levels(np.sqrt(np.einsum("ij,ij->i", v, v)))
         if extra_bits:
-            lv = multibit_levels(y, extra_bits + 1)
+            lv = multibit_levels(y, extra_bits + 1, itq.device)
             ly = np.einsum("ij,ij->i", lv, y)
             f = np.where(ly > 0, (y * y).sum(1) / np.maximum(ly, 1e-30), 0.0)
             extra[s : s + chunk] = extra_planes(lv, extra_bits)
