@@ -229,6 +229,27 @@ def test_cli_end_to_end(tmp_path, tiny_model, capsys):
     )
 
 
+def test_cli_builds_ivf_with_extra_bits_and_searches_with_reestimate_and_bound(
+    tmp_path, tiny_model, capsys
+):
+    from hashpivot import Index
+
+    corpus, _ = make_corpus(tmp_path)
+    out = tmp_path / "ivf"
+    args = ["build", str(corpus), "--out", str(out), "--model", tiny_model, "--bits", "64"]
+    args += ["--layout", "ivf", "--extra-bits", "2", "--min-chars", "10", "--device", "cpu"]
+    assert main(args) == 0
+    assert Index.load(out)._version.rows.extra_bits == 2
+    capsys.readouterr()
+    query = ["search", str(out), "ファイル 圧縮", "-k", "5", "--json", "--nprobe", "4"]
+    assert main([*query, "--candidates", "10"]) == 0
+    plain = json.loads(capsys.readouterr().out)["results"]
+    assert main([*query, "--candidates", "10", "--reestimate", "40", "--bound", "3"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == len(plain) == 5
+    assert main([*query, "--candidates", "10", "--reestimate", "5"]) == 2  # fewer than candidates
+    assert "at least candidates" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line(tmp_path, tiny_model, capsys):
     assert main(["search", str(tmp_path / "missing"), "x"]) == 2
     err = capsys.readouterr().err

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, get_args
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _core
 from .codes import MAX_BITS, MIN_BITS
 from .documents import ranked_results
 from .errors import HashpivotError, one_line
@@ -143,6 +143,7 @@ def cmd_build(a) -> None:
         a.pivot_method,
         a.metric,
         a.download,
+        a.extra_bits,
     )
     how = "precomputed embeddings" if pre is not None else f"embedding {t['docs_per_s']:.1f} docs/s"
     print(
@@ -182,6 +183,8 @@ def search_options(a) -> Dict:
         "candidates": a.candidates,
         "oversample": a.oversample,
         "nprobe": a.nprobe,
+        "reestimate": a.reestimate,
+        "bound": a.bound,
         "threshold": a.threshold,
         "scoring": a.scoring,
     }
@@ -391,6 +394,12 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--metric", default="cosine", choices=list(METRICS))
     b.add_argument("--bits", type=_int_in(MIN_BITS, MAX_BITS), default=128)
     b.add_argument(
+        "--extra-bits",
+        type=_int_in(0, _core.MAX_EXTRA_BITS),
+        default=0,
+        help="ivf: bits a dimension kept on disk to re-estimate the best rows before the rerank",
+    )
+    b.add_argument(
         "--pivots",
         type=_int_in(0, MAX_PIVOTS),
         default=0,
@@ -435,6 +444,15 @@ def make_parser() -> argparse.ArgumentParser:
         "--oversample", type=_float_in(1, 1e6), default=None, help="candidates as a factor of k"
     )
     s.add_argument("--nprobe", type=_int_in(1), default=None, help="partitions or lists probed")
+    s.add_argument(
+        "--reestimate", type=_int_in(0), default=None, help="ivf: rows the extra bits re-estimate"
+    )
+    s.add_argument(
+        "--bound",
+        type=_float_in(0, 1e6),
+        default=None,
+        help="ivf: stop the rerank at this error bound (standard deviations)",
+    )
     s.add_argument("--threshold", type=_int_in(0), default=None, help="pivot band threshold t")
     s.add_argument("--scoring", default="asymmetric", choices=list(get_args(ScoringName)))
     s.add_argument(

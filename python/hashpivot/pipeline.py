@@ -42,6 +42,7 @@ def build_index(
     pivot_method: str = "furthest_first",
     metric: str = "cosine",
     allow_download: bool = False,
+    extra_bits: int = 0,
 ):
     """Embeds the records (or takes ``embeddings``, row i = record i), builds the index and
     saves it with the records as its documents, in one generation: a failure leaves the
@@ -77,6 +78,7 @@ def build_index(
         seed=seed,
         pivot_method=pivot_method,
         metric=metric,
+        extra_bits=extra_bits,
         meta={"encoder": enc.info(), "corpus_size": len(records)},
     )
     build_s = time.perf_counter() - t0
