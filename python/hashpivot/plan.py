@@ -55,9 +55,9 @@ PROBE_SPREAD = 0.15
 TUNED_BOUND = 3.0
 MAX_BOUND = 1e6
 # With extra bits, the rows the re-score keeps for the re-estimate: this many times the
-# candidates reranked. bench/estimator_study.py --extended (realistic 100k, 256 bits, 3 bits a
-# dimension in all): the 1-bit estimate's top 150 re-estimated hold 0.947 of the true top-10 in
-# their top 20, as the 1-bit estimate's own top 75 do (0.948).
+# candidates reranked. bench/ESTIMATOR_RESULTS.md (realistic 100k, 256 bits, 3 bits a dimension
+# in all, nprobe 157): the 1-bit estimate's top 150 re-estimated hold 0.948 of the true top-10
+# in their top 20, the 1-bit estimate's own top 75 0.951.
 REESTIMATE_FACTOR = 5
 
 
