@@ -228,7 +228,7 @@ def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed
     plan.k = plan.pool = plan.candidates = M
     plan.scoring, plan.source = hp._core.Scoring.asymmetric, hp._core.Source.partitions
     plan.nprobe, plan.quantized_only = nprobe, True
-    D, I, scanned = snap.search(z, plan)
+    D, I, scanned, _ = snap.search(z, plan)
     M = min(M, n)
     dc = quantized_distances(z, index.centres)
     dr = quantized_distances(z, np.asarray(rows.codes))
