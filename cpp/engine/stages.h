@@ -756,69 +756,55 @@ float stored_dot(const VectorStore& st, const float* q, const void* row, float s
   }
 }
 
+// The error bound's order (snapshot.h): each candidate's key becomes -(estimate + bound sigma),
+// sigma = |q - c| |v| / sqrt(dim), and the pool is sorted by it.
+inline void order_by_upper_bound(const Ctx& c, QueryState& st) {
+  const FloatLists& L = c.s.lists;
+  const float* norms = error_norms();
+  float qq = 0;
+  for (int d = 0; d < L.dim; ++d) qq += st.vec[d] * st.vec[d];
+  const float per_dim = c.p.bound / std::sqrt(static_cast<float>(L.dim));
+  for (auto& e : st.pool) {
+    const int64_t g = L.row_lists[e.row];
+    const float qc2 = std::max(qq - 2 * st.centre_scores[g] + L.centre_norms[g], 0.0f);
+    e.key -= per_dim * std::sqrt(qc2) * norms[L.error_levels[e.row]];
+  }
+  std::sort(st.pool.begin(), st.pool.end());
+}
+
+// Exact scores from the stored vectors, the best k kept. With the error bound the candidates come
+// in order of their upper bound and the rerank stops at the first whose bound cannot beat the
+// k-th exact score found: a hard query reranks more candidates, an easy one fewer.
 template <class A>
 void rerank(const Ctx& c, QueryState& st) {
   const VectorStore& vs = c.s.store;
   const float* qv = st.vec;
+  const bool bounded = c.p.bound > 0 && c.s.lists.error_levels && !c.p.exact_allowed &&
+                       c.p.scoring == Scoring::kAsymmetric && !c.p.quantized_only;
+  if (bounded) order_by_upper_bound(c, st);
   thread_local std::vector<float> tmp;
   thread_local std::vector<const void*> at;  // each candidate's stored row, found once
   thread_local std::vector<float> scale;
+  thread_local std::vector<float> best;  // bounded: the k best exact scores, a min-heap
   auto& pool = st.pool;
+  const size_t k = static_cast<size_t>(c.p.k);
   tmp.resize(vs.dim);
   at.resize(pool.size());
   scale.assign(pool.size(), 1.0f);
+  best.clear();
   for (size_t j = 0; j < pool.size(); ++j) at[j] = vs.row(pool[j].row, &scale[j]);
   auto prefetch_row = [&](size_t j) {  // candidates are random rows: fetch ahead
     const char* p = static_cast<const char*>(at[j]);
     for (size_t o = 0; o < vs.row_bytes; o += 64) __builtin_prefetch(p + o);
   };
   for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j) prefetch_row(j);
-  for (size_t j = 0; j < pool.size(); ++j) {
-    if (j + kRerankAhead < pool.size()) prefetch_row(j + kRerankAhead);
-    pool[j].key = -stored_dot<A>(vs, qv, at[j], scale[j], tmp.data());
-  }
-  st.reranked = static_cast<int64_t>(pool.size());
-  select_smallest(pool, static_cast<size_t>(c.p.k));
-}
-
-// The rerank with the error bound: candidates in order of their upper bound, estimate + bound
-// sigma (sigma = |q - c| |v| / sqrt(dim): snapshot.h), until the next one's cannot beat the k-th
-// exact score found. A hard query reranks more candidates, an easy one fewer.
-template <class A>
-void rerank_bounded(const Ctx& c, QueryState& st) {
-  const FloatLists& L = c.s.lists;
-  const VectorStore& vs = c.s.store;
-  const float* qv = st.vec;
-  const float* norms = error_norms();
-  float qq = 0;
-  for (int d = 0; d < L.dim; ++d) qq += qv[d] * qv[d];
-  const float per_dim = c.p.bound / std::sqrt(static_cast<float>(L.dim));
-  auto& pool = st.pool;
-  for (auto& e : pool) {  // key: -estimate, now -(estimate + bound sigma)
-    const int64_t g = L.row_lists[e.row];
-    const float qc2 = std::max(qq - 2 * st.centre_scores[g] + L.centre_norms[g], 0.0f);
-    e.key -= per_dim * std::sqrt(qc2) * norms[L.error_levels[e.row]];
-  }
-  std::sort(pool.begin(), pool.end());
-  thread_local std::vector<float> tmp;
-  tmp.resize(vs.dim);
-  const size_t k = static_cast<size_t>(c.p.k);
-  thread_local std::vector<float> best;  // the k best exact scores, a min-heap
-  best.clear();
-  auto prefetch_row = [&](size_t j) {
-    float s;
-    const char* p = static_cast<const char*>(vs.row(pool[j].row, &s));
-    for (size_t o = 0; o < vs.row_bytes; o += 64) __builtin_prefetch(p + o);
-  };
-  for (size_t j = 0; j < std::min<size_t>(pool.size(), kRerankAhead); ++j) prefetch_row(j);
   size_t m = 0;
   for (; m < pool.size(); ++m) {
-    if (best.size() >= k && -pool[m].key <= best.front()) break;  // no later one can enter
+    if (bounded && best.size() >= k && -pool[m].key <= best.front()) break;  // none can enter
     if (m + kRerankAhead < pool.size()) prefetch_row(m + kRerankAhead);
-    float scale = 1.0f;
-    const void* row = vs.row(pool[m].row, &scale);
-    const float s = stored_dot<A>(vs, qv, row, scale, tmp.data());
+    const float s = stored_dot<A>(vs, qv, at[m], scale[m], tmp.data());
     pool[m].key = -s;
+    if (!bounded) continue;
     best.push_back(s);
     std::push_heap(best.begin(), best.end(), std::greater<float>());
     if (best.size() > k) {
@@ -857,11 +843,7 @@ template <class A>
 void finish(const Ctx& c, QueryState& st, int64_t qi, Results& r) {
   if (c.p.scoring == Scoring::kAsymmetric && !c.p.exact_allowed && !c.p.quantized_only)
     rescore<A>(c, st);
-  if (c.p.rerank && c.p.bound > 0 && c.s.lists.error_levels && !c.p.exact_allowed &&
-      c.p.scoring == Scoring::kAsymmetric && !c.p.quantized_only)
-    rerank_bounded<A>(c, st);
-  else if (c.p.rerank)
-    rerank<A>(c, st);
+  if (c.p.rerank) rerank<A>(c, st);
   keep_smallest(st.pool, static_cast<size_t>(c.p.k));  // the k best, in order
   write(c, st, qi, r);
 }

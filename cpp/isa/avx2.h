@@ -26,7 +26,6 @@ struct Avx2 {
   static constexpr int kProjectRows = 4;
   static constexpr int kProjectVecs = 2;
   static constexpr bool kMaskedPlanes = false;  // the re-estimate reads byte tables (stages.h)
-  static HP_INLINE float masked_planes(const float*, const uint8_t*, int, int) { return 0; }
 
   static HP_INLINE uint32_t lt_mask(V d, int32_t thr) {
     return static_cast<uint32_t>(

@@ -21,7 +21,6 @@ struct Scalar {
   static constexpr int kProjectRows = 2;
   static constexpr int kProjectVecs = 4;
   static constexpr bool kMaskedPlanes = false;  // the re-estimate reads byte tables (stages.h)
-  static HP_INLINE float masked_planes(const float*, const uint8_t*, int, int) { return 0; }
 
   template <int W>
   struct Hamming8 {
