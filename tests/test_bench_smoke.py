@@ -47,6 +47,7 @@ SCRIPTS = {
     "bench_partition.py": (["--n", N, "--queries", "20", "--components", "8"], "Best QPS"),
     "bench_pivot.py": (["--synthetic", N, "--n-queries", "20", "--repeats", "1"], "|"),
     "bench_scale.py": (["--n", N, "--quick"], "Best one-thread"),
+    "bench_second_stage.py": (["--n", N, "--nprobe", "8", "--rounds", "1"], "reranked"),
     "bench_tune.py": (["--n", N], "|"),
     "bench_ubinary.py": ([], "recall@10"),
     "engine_instructions.py": ([], "|"),
