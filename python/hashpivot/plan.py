@@ -48,10 +48,9 @@ DEFAULT_PROBE_SHARE = 1 / 8
 # 0.978 to 0.988 (documents as queries); 0.1-0.2 were within 0.003 of the best on both.
 PROBE_SPREAD = 0.15
 # The ivf rerank's error bound, in standard deviations of the estimate's error (RaBitQ's
-# epsilon_0 is 1.9): tune() tries it against none. Realistic 100k, 256 bits, nprobe=157, 300
-# real queries: 150 candidates bounded at 3 reranked 83 a query for recall@10 0.955 (a fixed
-# 150: 0.956; a fixed 75: 0.948); the normalised error's tail beyond 3 was 0.26% (Gaussian:
-# 0.13%).
+# epsilon_0 is 1.9): tune() tries it against none. bench/SECOND_STAGE_RESULTS.md (realistic 1M,
+# 256 bits, nprobe 120): 100 candidates bounded at 3 reranked 68.4 a query, recall@10 0.958 as
+# with all 100.
 TUNED_BOUND = 3.0
 MAX_BOUND = 1e6
 # With extra bits, the rows the re-score keeps for the re-estimate: this many times the
