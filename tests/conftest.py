@@ -134,6 +134,19 @@ def tiny_model(tmp_path_factory):
     return str(path)
 
 
+def probed_groups(keys, offsets, nprobe, k):
+    """The engine's probe rule (numpy's reading of it): groups in order of (key, group), empty
+    ones skipped; the nprobe nearest, then more in the same order until k rows are seen."""
+    sizes = np.diff(np.asarray(offsets))
+    order = [g for g in np.lexsort((np.arange(len(keys)), keys)) if sizes[g] > 0]
+    take = order[:nprobe]
+    j = len(take)
+    while sizes[take].sum() < k and j < len(order):
+        take.append(order[j])
+        j += 1
+    return np.asarray(take, dtype=np.int64)
+
+
 def make_corpus(tmp_path, n=120):
     rng = np.random.default_rng(0)
     topics = [

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hashpivot as hp
-from conftest import banded_answer, ref_knn, write_header
+from conftest import banded_answer, probed_groups, ref_knn, write_header
 from hashpivot import Index
 from hashpivot._io import sha256_array
 from hashpivot.errors import IndexFormatError
@@ -87,8 +87,9 @@ def test_exact_mode_equals_flat_scan(isa, n, k, kind, nbytes, seed):
     seed=st.integers(0, 2**32 - 1),
 )
 def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, ties, band, seed):
-    """nprobe=K: the K centres nearest the query (ties by partition), then the top-k by
-    (distance, row) over their rows (and inside the pivot band when one is given)."""
+    """nprobe=K: the K populated partitions nearest the query (ties by partition; more until
+    they hold k rows), then the top-k by (distance, row) over their rows (and inside the pivot
+    band when one is given)."""
     rng = np.random.default_rng(seed)
     codes = clustered_codes(rng, n, 16, alphabet=3 if ties else None)
     index = Index.from_codes(codes, layout="partitioned", seed=seed % 1000, n_pivots=8)
@@ -99,7 +100,7 @@ def test_nprobe_equals_brute_force_over_probed_partitions(isa, n, k, nprobe, tie
     offsets = np.asarray(index.offsets)
     keep = []
     for j in range(len(q)):
-        probed = np.lexsort((np.arange(len(index.centres)), dc[j]))[:nprobe]
+        probed = probed_groups(dc[j], offsets, nprobe, min(k, len(index)))
         keep.append(
             np.sort(np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in probed]))
         )
@@ -208,8 +209,9 @@ def test_partition_bad_input():
     seed=st.integers(0, 2**32 - 1),
 )
 def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed):
-    """The nprobe partitions whose centres have the best quantized asymmetric score, then the
-    best M rows of those partitions by the same score (ties by smaller partition / row)."""
+    """The nprobe populated partitions whose centres have the best quantized asymmetric score
+    (more until they hold M rows), then the best M rows of those partitions by the same score
+    (ties by smaller partition / row)."""
     rng = np.random.default_rng(seed)
     codes = clustered_codes(rng, n, n_bits // 8)
     index = Index.from_codes(codes, layout="partitioned", n_partitions=max(1, min(n, 10)))
@@ -235,8 +237,7 @@ def test_asymmetric_partition_scan_matches_numpy(isa, n, nprobe, M, n_bits, seed
     parts = np.asarray(rows.parts)
     read = 0
     for j in range(3):
-        C = len(index.centres)
-        best = np.lexsort((np.arange(C), dc[j]))[:nprobe]
+        best = probed_groups(dc[j], rows.offsets, nprobe, M)
         cand = np.flatnonzero(np.isin(parts, best))
         read += cand.size
         want = cand[np.lexsort((cand, dr[j, cand]))][:M]

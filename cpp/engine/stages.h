@@ -310,23 +310,45 @@ inline void band_windows(const Ctx& c, const QueryState& st, std::vector<Segment
   }
 }
 
-// The probed groups (partitions or lists) given each group's key (smaller = nearer): the
-// `nprobe` nearest, and with a filter as many more as it takes to see `probe_rows` allowed
-// rows; segments in memory order.
-inline void probe(const Ctx& c, const int64_t* offsets, int64_t C, std::vector<Scored<float>>& keys,
-                  const float* scores, const int32_t* dists, std::vector<Segment>& out) {
-  const int64_t nprobe = std::min<int64_t>(std::max(c.p.nprobe, 1), C);
+// The probed groups (partitions or lists) given each group's key (smaller = nearer, made by
+// make_keys): the `nprobe` nearest populated ones (an empty group, e.g. a centre k-means left on
+// top of another, never takes a probe's place), and as many more as it takes to see k rows, or
+// with a filter `probe_rows` allowed rows; segments in memory order.
+template <class MakeKeys>
+void probe(const Ctx& c, const int64_t* offsets, const MakeKeys& make_keys, const float* scores,
+           const int32_t* dists, std::vector<Segment>& out) {
+  thread_local std::vector<Scored<float>> keys;
+  auto populated_keys = [&] {
+    make_keys(keys);
+    keys.erase(std::remove_if(
+                   keys.begin(), keys.end(),
+                   [&](const Scored<float>& k) { return offsets[k.row] == offsets[k.row + 1]; }),
+               keys.end());
+  };
+  populated_keys();
+  const size_t take = static_cast<size_t>(
+      std::min<int64_t>(std::max(c.p.nprobe, 1), static_cast<int64_t>(keys.size())));
   const bool adaptive = c.f.active() && c.p.probe_rows > 0;
-  size_t take = static_cast<size_t>(nprobe);
+  bool enough = false;
   if (!adaptive) {
-    select_smallest(keys, take);
-  } else {
+    select_front(keys.data(), keys.size(), take);  // what lies beyond `take` is left unspecified
+    int64_t rows = 0;
+    for (size_t j = 0; j < take; ++j) rows += offsets[keys[j].row + 1] - offsets[keys[j].row];
+    enough = rows >= c.p.k;
+    if (enough)
+      keys.resize(take);
+    else
+      populated_keys();  // the nearest few hold fewer than k rows: all keys again, in order
+  }
+  if (!enough) {  // in order, until enough rows (allowed ones with a filter) are seen
     std::sort(keys.begin(), keys.end());
+    const int64_t need = adaptive ? std::max<int64_t>(c.p.probe_rows, c.p.k) : c.p.k;
     int64_t seen = 0;
     size_t j = 0;
-    for (; j < keys.size() && (j < take || seen < c.p.probe_rows); ++j) {
+    for (; j < keys.size() && (j < take || seen < need); ++j) {
       const int64_t g = keys[j].row;
-      seen += count_bits(c.f.bits, offsets[g], offsets[g + 1]);
+      seen +=
+          adaptive ? count_bits(c.f.bits, offsets[g], offsets[g + 1]) : offsets[g + 1] - offsets[g];
     }
     keys.resize(j);
   }
@@ -334,9 +356,7 @@ inline void probe(const Ctx& c, const int64_t* offsets, int64_t C, std::vector<S
             [](const Scored<float>& a, const Scored<float>& b) { return a.row < b.row; });
   for (const auto& k : keys) {
     const int64_t g = k.row;
-    if (offsets[g] < offsets[g + 1])
-      out.push_back(
-          {offsets[g], offsets[g + 1], scores ? scores[g] : 0.0f, dists ? dists[g] : 0, g});
+    out.push_back({offsets[g], offsets[g + 1], scores ? scores[g] : 0.0f, dists ? dists[g] : 0, g});
   }
 }
 
@@ -348,13 +368,17 @@ inline void nearest_partitions(const Ctx& c, const int32_t* d, std::vector<Segme
   int64_t tied = std::min<int64_t>(std::max(c.p.nprobe, 1), P.C);
   thread_local std::vector<int64_t> counts;
   counts.assign(static_cast<size_t>(c.n_bits) + 1, 0);
-  for (int64_t g = 0; g < P.C; ++g) ++counts[d[g]];
+  for (int64_t g = 0; g < P.C; ++g)  // empty partitions never take a probe's place
+    if (P.offsets[g] < P.offsets[g + 1]) ++counts[d[g]];
+  int64_t populated = 0;
+  for (const int64_t n : counts) populated += n;
+  tied = std::min(tied, populated);
+  if (tied == 0) return;
   int32_t edge = 0;  // the distance of the farthest partition taken
   while (tied > counts[edge]) tied -= counts[edge++];
   for (int64_t g = 0; g < P.C; ++g) {  // tied: how many at the edge distance are still taken
-    if (d[g] > edge || (d[g] == edge && tied-- <= 0)) continue;
-    if (P.offsets[g] < P.offsets[g + 1])
-      out.push_back({P.offsets[g], P.offsets[g + 1], 0.0f, d[g], g});
+    if (P.offsets[g] == P.offsets[g + 1] || d[g] > edge || (d[g] == edge && tied-- <= 0)) continue;
+    out.push_back({P.offsets[g], P.offsets[g + 1], 0.0f, d[g], g});
   }
 }
 
@@ -391,25 +415,34 @@ void list_segments(const Ctx& c, QueryState& st) {
         all_keys(AsymMetric<A, kAsymWidth<A, W>>(st.asym), P.centres, c.nb, P.C, d.data());
       if (hamming && !(c.f.active() && c.p.probe_rows > 0)) {
         nearest_partitions(c, d.data(), st.segs);
-        break;
+        int64_t rows = 0;
+        for (const Segment& g : st.segs) rows += g.end - g.begin;
+        if (rows >= c.p.k) break;
+        st.segs.clear();  // fewer than k rows: probe() takes more partitions, nearest first
       }
-      std::vector<Scored<float>> keys(P.C);
-      for (int64_t g = 0; g < P.C; ++g) keys[g] = {static_cast<float>(d[g]), g};
-      probe(c, P.offsets, P.C, keys, nullptr, d.data(), st.segs);
+      auto keys = [&](std::vector<Scored<float>>& k) {
+        k.resize(P.C);
+        for (int64_t g = 0; g < P.C; ++g) k[g] = {static_cast<float>(d[g]), g};
+      };
+      probe(c, P.offsets, keys, nullptr, d.data(), st.segs);
       break;
     }
     case Source::kLists: {
       const FloatLists& L = s.lists;
-      std::vector<Scored<float>> keys(L.C);
       // a list's best rows lie about its radius beyond its centre (toward q): wide lists first
-      for (int64_t g = 0; g < L.C; ++g) keys[g] = {-st.centre_scores[g], g};
+      float spread = 0;
       if (L.radii && c.p.probe_spread > 0 && st.vec) {
         float qq = 0;
         for (int d = 0; d < L.dim; ++d) qq += st.vec[d] * st.vec[d];
-        const float spread = c.p.probe_spread * std::sqrt(qq);
-        for (int64_t g = 0; g < L.C; ++g) keys[g].key -= spread * L.radii[g];
+        spread = c.p.probe_spread * std::sqrt(qq);
       }
-      probe(c, L.offsets, L.C, keys, st.centre_scores.data(), nullptr, st.segs);
+      auto keys = [&](std::vector<Scored<float>>& k) {
+        k.resize(L.C);
+        for (int64_t g = 0; g < L.C; ++g)
+          k[g] = {spread > 0 ? -st.centre_scores[g] - spread * L.radii[g] : -st.centre_scores[g],
+                  g};
+      };
+      probe(c, L.offsets, keys, st.centre_scores.data(), nullptr, st.segs);
       break;
     }
     case Source::kAllowed:
@@ -763,11 +796,26 @@ inline void order_by_upper_bound(const Ctx& c, QueryState& st) {
   const float* norms = error_norms();
   float qq = 0;
   for (int d = 0; d < L.dim; ++d) qq += st.vec[d] * st.vec[d];
-  const float per_dim = c.p.bound / std::sqrt(static_cast<float>(L.dim));
+  // The estimate's <q, c> is int8 levels' (centres.h): each side rounded by up to half a step,
+  // an error of standard deviation sqrt((s_q^2 |c|^2 + s_c^2 |q|^2) / 12) that the bound adds
+  // to the code's in quadrature, so that a query on a centre (|q - c| = 0) is bounded too.
+  thread_local std::vector<int8_t> levels;
+  levels.resize(L.dim);
+  const float q_step = quantize_levels(st.vec, L.dim, levels.data());
+  constexpr float kUniformVariance = 1.0f / 12;  // of a rounding error in [-1/2, 1/2] steps
   for (auto& e : st.pool) {
+    const uint8_t level = L.error_levels[e.row];
+    if (level == kErrorLevelNone) {  // no bound: first in line, never pruned (not 0 x inf = NaN)
+      e.key = -std::numeric_limits<float>::infinity();
+      continue;
+    }
     const int64_t g = L.row_lists[e.row];
     const float qc2 = std::max(qq - 2 * st.centre_scores[g] + L.centre_norms[g], 0.0f);
-    e.key -= per_dim * std::sqrt(qc2) * norms[L.error_levels[e.row]];
+    const float code = std::sqrt(qc2) * norms[level] / std::sqrt(static_cast<float>(L.dim));
+    const float c_step = L.centre_steps[g];
+    const float rounding =
+        kUniformVariance * (q_step * q_step * L.centre_norms[g] + c_step * c_step * qq);
+    e.key -= c.p.bound * std::sqrt(code * code + rounding);
   }
   std::sort(st.pool.begin(), st.pool.end());
 }
