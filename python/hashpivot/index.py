@@ -30,7 +30,7 @@ from .errors import (
 from .filters import IdFilter
 from .ids import id_set, new_ids
 from .itq import ITQ, as_embeddings
-from .layouts import Layout, Rows, TrainOptions, layout_class
+from .layouts import Layout, Rows, TrainOptions, check_build_options, layout_class
 from .options import LAYOUTS, MAX_ROWS, METRICS, STORES, LayoutName, Metric, ScoringName, StoreName
 from .plan import IndexShape, Plan
 from .storage import load_index, save_index
@@ -143,10 +143,18 @@ class Index:
         """
         choice(layout, "layout", LAYOUTS)
         extra_bits = count(extra_bits, "extra_bits", 0, _core.MAX_EXTRA_BITS)
-        if extra_bits and layout_class(layout).capabilities.source != "lists":
-            raise InvalidInputError("extra_bits needs layout='ivf'")
         choice(store, "store", STORES)
         choice(metric, "metric", METRICS)
+        embeddings = as_embeddings(embeddings, convert=False)
+        check_build_options(
+            layout,
+            dim=embeddings.shape[1],
+            n_bits=check_n_bits(n_bits),
+            n_pivots=n_pivots,
+            n_partitions=n_partitions,
+            n_lists=n_lists,
+            extra_bits=extra_bits,
+        )
         groups = n_partitions if n_partitions is not None else n_lists
         opts = replace(
             TrainOptions.checked(
@@ -158,7 +166,7 @@ class Index:
             progress=progress,
             extra_bits=extra_bits,
         )
-        x = prepare(as_embeddings(embeddings), metric)
+        x = prepare(embeddings, metric)
         lay, codes, derived = layout_class(layout).train(x, opts)
         rows, _ = _grown(lay, store, lay.empty(), x, codes, derived, ids)
         return cls(lay, store, metric, rows, meta)
@@ -210,7 +218,7 @@ class Index:
     def add(self, embeddings: np.ndarray, ids: Optional[Sequence[int]] = None) -> np.ndarray:
         """Adds rows; ``ids`` default to max(id) + 1, + 2, ... Returns the ids given."""
         itq = self._require_itq()
-        x = prepare(as_embeddings(embeddings, "embeddings", itq.dim), self.metric)
+        x = prepare(as_embeddings(embeddings, "embeddings", itq.dim, convert=False), self.metric)
         codes, derived = self._layout.encode(x)
         return self._append(x, codes, derived, ids)
 

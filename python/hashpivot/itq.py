@@ -34,6 +34,7 @@ FORMAT = "hashpivot-itq"
 VERSION = 1
 MAX_META_BYTES = 1 << 16  # a model's JSON header is a few hundred bytes
 MAX_ITERATIONS = 100_000
+FINITE_CHUNK = 1 << 16  # rows whose finiteness is checked at once
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -47,10 +48,16 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def as_embeddings(
-    x: object, name: str = "embeddings", dim: Optional[int] = None, check_finite: bool = True
+    x: object,
+    name: str = "embeddings",
+    dim: Optional[int] = None,
+    check_finite: bool = True,
+    convert: bool = True,
 ) -> np.ndarray:
     """A 2-D float array of finite values (1-D: one row). float16/float64 are converted to
-    float32 (that conversion is the only copy made); a torch tensor is taken without a copy."""
+    float32 (that conversion is the only copy made); a torch tensor is taken without a copy.
+    ``convert=False``: the array as given, its shape and dtype checked only (for a caller that
+    converts and checks it a chunk at a time, hashpivot.vectors.prepare)."""
     x = to_numpy(x)
     if not isinstance(x, np.ndarray):
         raise InvalidTypeError(
@@ -67,10 +74,16 @@ def as_embeddings(
             f"{name} have dimension {x.shape[1]}, but this model/index expects {dim}; "
             "embed them with the same model"
         )
+    if not convert:
+        return x
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if check_finite and x.size and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise NonFiniteError(f"{name} contain NaN or inf in {bad} row(s); fix or drop them")
+    if check_finite:
+        bad = sum(  # a chunk at a time: no boolean copy of a large input
+            int((~np.isfinite(x[s : s + FINITE_CHUNK])).any(axis=1).sum())
+            for s in range(0, len(x), FINITE_CHUNK)
+        )
+        if bad:
+            raise NonFiniteError(f"{name} contain NaN or inf in {bad} row(s); fix or drop them")
     return x
 
 

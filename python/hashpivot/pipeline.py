@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from .errors import InvalidInputError
+from .layouts import check_build_options
 
 
 def check_out(out: Path) -> None:
@@ -55,7 +56,10 @@ def build_index(
         raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
     check_out(out)
     docs = DocStore.from_records(records)  # a value JSON cannot hold fails before the work
+    check_build_options(layout, n_bits=bits, n_pivots=pivots, extra_bits=extra_bits)
     enc = get_encoder(model, device=device, allow_download=allow_download)
+    # the model's dimension is known before a passage is embedded: check n_bits against it
+    check_build_options(layout, dim=enc.dim, n_bits=bits)
     t0 = time.perf_counter()
     if embeddings is None:
         x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)

@@ -6,7 +6,15 @@
 * ``ivf`` (layouts/ivf.py): float k-means lists of residual codes.
 """
 
-from .base import REGISTRY, Capabilities, Layout, Rows, TrainOptions, layout_class
+from .base import (
+    REGISTRY,
+    Capabilities,
+    Layout,
+    Rows,
+    TrainOptions,
+    check_build_options,
+    layout_class,
+)
 from .flat import FlatLayout
 from .ivf import IVFLayout
 from .partitioned import PartitionedLayout
@@ -23,5 +31,6 @@ __all__ = [
     "PartitionedLayout",
     "Rows",
     "TrainOptions",
+    "check_build_options",
     "layout_class",
 ]

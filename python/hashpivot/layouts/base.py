@@ -6,6 +6,8 @@ package branches on a layout's name: callers ask :attr:`Layout.capabilities`."""
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
@@ -63,10 +65,14 @@ class Rows:
         """These rows in another order (or a subset), with some arrays replaced. The store is
         not copied: the rows' slots follow them."""
 
-        def pick(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
-            return None if a is None else np.ascontiguousarray(a[order])
+        def pick(f: str, a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            if a is None:
+                return None
+            if f in PER_CANDIDATE and is_mapped(a):  # on disk it stays (add() on an mmap load)
+                return mapped_rows([a], order)
+            return np.ascontiguousarray(a[order])
 
-        per_row = {f: pick(getattr(self, f)) for f in PER_ROW}
+        per_row = {f: pick(f, getattr(self, f)) for f in PER_ROW}
         if self.store is not None and self.slots is None:
             per_row["slots"] = np.asarray(order, np.int64)
         per_row.update(changed)
@@ -239,7 +245,47 @@ class TrainOptions:
 def concat(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.ndarray]:
     if b is None:
         return a
+    if a is not None and is_mapped(a):  # a memory-mapped array stays on disk: so does a + b
+        return mapped_rows([a, b])
     return b if a is None else np.concatenate([a, b])
+
+
+MAPPED_CHUNK = 1 << 13  # rows copied at once into a mapped array (small: no heap it keeps)
+
+
+def is_mapped(a: np.ndarray) -> bool:
+    """Whether an array's memory is a file's mapping (np.memmap's own, not a copy of one)."""
+    return isinstance(a, np.memmap) and getattr(a, "_mmap", None) is not None
+
+
+def mapped_rows(parts: List[np.ndarray], order: Optional[np.ndarray] = None) -> np.ndarray:
+    """The rows of ``parts`` one after the other (then taken in ``order``) as an array on an
+    unlinked temporary file beside the first part's file: the per-candidate arrays of an index
+    loaded with mmap stay on disk when rows are added, instead of being read into memory. Copied
+    a chunk of rows at a time; the file goes when the array does."""
+    first = parts[0]
+    n = sum(len(p) for p in parts) if order is None else len(order)
+    shape, dtype = (n, *first.shape[1:]), first.dtype
+    if n == 0 or dtype.itemsize * int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype)
+    folder = os.path.dirname(first.filename) if getattr(first, "filename", None) else None
+    try:
+        f = tempfile.TemporaryFile(dir=folder)
+    except OSError:  # a read-only index directory: the system's temporary folder
+        f = tempfile.TemporaryFile()
+    with f:
+        out = np.memmap(f, dtype=dtype, mode="w+", shape=shape)
+    ends = np.cumsum([len(p) for p in parts])
+    for s in range(0, n, MAPPED_CHUNK):
+        at = (
+            np.arange(s, min(n, s + MAPPED_CHUNK)) if order is None else order[s : s + MAPPED_CHUNK]
+        )
+        part = np.searchsorted(ends, at, side="right")
+        for g in np.unique(part):
+            sel = part == g
+            local = at[sel] - (ends[g - 1] if g else 0)
+            out[s : s + len(at)][sel] = parts[g][local]
+    return out
 
 
 def starts(groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -261,6 +307,8 @@ class Layout:
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    # the Index.build options this layout reads beyond the shared ones: giving another is an error
+    build_options: ClassVar[Tuple[str, ...]] = ()
     first_version: ClassVar[int]  # the index format version that introduced the layout
     group_array: ClassVar[Optional[str]] = None  # the model array with one row per group
 
@@ -408,6 +456,33 @@ class Layout:
 
     def verify(self, rows: Rows) -> None:
         """Recomputes what the rows' derived arrays must hold (a verifying load)."""
+
+
+SHARED_BUILD_DEFAULTS = {"n_pivots": 0, "n_partitions": None, "n_lists": None, "extra_bits": 0}
+
+
+def check_build_options(layout: str, dim: Optional[int] = None, **options: Any) -> None:
+    """Index.build's layout options checked before any work (the CLI calls it before it embeds
+    a corpus): each one given (not at its default) must be one the layout reads, and n_bits
+    must fit the embedding dimension when it is known."""
+    cls = layout_class(layout)
+    for name, value in options.items():
+        if name == "n_bits":
+            continue
+        if value != SHARED_BUILD_DEFAULTS.get(name) and name not in cls.build_options:
+            takes = ", ".join(cls.build_options) or "none"
+            owners = " or ".join(repr(n) for n, c in REGISTRY.items() if name in c.build_options)
+            raise InvalidInputError(
+                f"{name}={value!r} is not an option of layout={layout!r} (its options: {takes}); "
+                f"build with layout={owners}"
+            )
+    n_bits = options.get("n_bits")
+    if dim is not None and n_bits is not None and n_bits > dim:
+        hint = f"use n_bits <= {dim - dim % 64}" if dim >= 64 else "use embeddings of >= 64 dims"
+        raise InvalidInputError(
+            f"n_bits={n_bits} is more than the embedding dimension {dim}; "
+            f"PCA can give at most {dim} bits: {hint}"
+        )
 
 
 REGISTRY: Dict[str, Type[Layout]] = {}

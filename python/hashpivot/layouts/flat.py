@@ -25,6 +25,7 @@ WIDE_CELLS_BITS = 256  # beyond this many bits, (n_bits + 1)^2 cell offsets are 
 class FlatLayout(PivotedLayout):
     name = "flat"
     first_version = 1
+    build_options = ("n_pivots",)
     capabilities = Capabilities(
         source="all",
         scorings=("asymmetric", "hamming"),

@@ -69,6 +69,7 @@ EXTRA_STEPS = 16  # per-row steps tried for the extra bits (the share of max |y|
 EXTRA_LOWEST_SHARE = 0.3  # ... from this share to all of it
 KMEANS_ITERS = 10  # as faiss' IVF training
 ASSIGN_CHUNK = 8192  # rows a k-means assignment step scores at once (C x 8192 floats)
+RESIDUAL_CHUNK = 1 << 14  # rows coded at once: a few (rows x dim) float32 temporaries (25 MB each)
 
 
 def _scorer(ct):
@@ -200,7 +201,7 @@ def residual_codes(
     centres: np.ndarray,
     lists: np.ndarray,
     extra_bits: int = 0,
-    chunk: int = 1 << 16,
+    chunk: int = RESIDUAL_CHUNK,
 ) -> Tuple[np.ndarray, Derived]:
     """(codes, {lists, factors, biases, errors}) of rows x in lists: the sign of the residual's
     projection, a_x = ||y||^2 / sum |y_j| (1 where y is zero),
@@ -250,6 +251,7 @@ def residual_codes(
 class IVFLayout(Layout):
     name = "ivf"
     first_version = 3
+    build_options = ("n_lists", "extra_bits")
     group_array = "list_centres"
     capabilities = Capabilities(
         source="lists",

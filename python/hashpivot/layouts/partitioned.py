@@ -106,6 +106,7 @@ def assign(
 class PartitionedLayout(PivotedLayout):
     name = "partitioned"
     first_version = 2
+    build_options = ("n_pivots", "n_partitions")
     group_array = "centres"
     capabilities = Capabilities(
         source="partitions",
