@@ -65,6 +65,23 @@ def quantized_pool(L: int) -> int:
     return max(QUANTIZED_POOL_FACTOR * L, L + QUANTIZED_POOL_EXTRA)
 
 
+def tuned_candidates(tuned: Mapping[str, Any], k: int) -> int:
+    """The candidates of a search that gives none: the tuned count, a rule rather than a fixed
+    number: tuned at k_t, a search for more results reranks k / k_t times as many (else 300)."""
+    if "candidates" not in tuned:
+        return DEFAULT_CANDIDATES
+    L = int(tuned["candidates"])
+    k_tuned = max(int(tuned.get("k", k)), 1)
+    return L if k <= k_tuned else math.ceil(L * k / k_tuned)
+
+
+def tuned_reestimate(tuned: Mapping[str, Any], L: int) -> int:
+    """The tuned re-estimate as a share of the tuned candidates: it grows with the candidates
+    that a larger k asks for, so a tuned setting never makes a valid search an error."""
+    rows, base = int(tuned["reestimate"]), max(int(tuned.get("candidates", L)), 1)
+    return rows if rows == 0 or base >= L else math.ceil(rows * L / base)
+
+
 def default_nprobe(n_lists: int) -> int:
     return max(1, min(n_lists, math.ceil(n_lists * DEFAULT_PROBE_SHARE)))
 
@@ -171,7 +188,7 @@ def make_plan(
         L = math.ceil(number(oversample, "oversample", 1.0, 1e9) * k)
         L = min(L, 2**31 - 1)
     else:
-        L = int(tuned.get("candidates", DEFAULT_CANDIDATES))
+        L = tuned_candidates(tuned, k)
     if bound is not None:
         bound = number(bound, "bound", 0.0, MAX_BOUND)
         if bound and caps.source != "lists":
@@ -192,7 +209,7 @@ def make_plan(
     elif not shape.extra_bits:
         reestimate = 0
     elif candidates is None and oversample is None and "reestimate" in tuned:
-        reestimate = int(tuned["reestimate"])
+        reestimate = tuned_reestimate(tuned, L)
     else:
         reestimate = None  # REESTIMATE_FACTOR x the candidates, once they are known
     if nprobe is not None:

@@ -5,8 +5,10 @@ Saving never touches a file that hashpivot did not write for this index:
 * a directory holding files but no hashpivot header is refused (:class:`IndexDirectoryError`);
 * each save writes a new generation of files (``codes-<gen>.npy`` ...), fsyncs them, replaces the
   header atomically, then removes only the files the *previous header* named;
-* a journal (``.hashpivot-pending.json``) lists the files a save is about to write, so the next
-  save can remove what a killed one left behind; after a save it is gone;
+* a journal (``.hashpivot-pending.json``) lists the files a save is about to write and the
+  previous generation's, so that the next save removes whatever of them the header then does not
+  name: a save killed at any point (before or after the header switch) leaves nothing behind
+  for good; after a save it is gone;
 * saves to one directory are serialised by an exclusive ``flock`` on the directory itself (no
   lock file), across threads and processes;
 * a failed save (disk full) removes what it wrote and raises :class:`StorageError` with the file
@@ -262,10 +264,13 @@ def save_dir(
             docs_name, offsets_name = f"docs-{gen}.jsonl", f"docs-offsets-{gen}.npy"
             new_files += [docs_name, offsets_name]
         pending = new_files + [f".{f}.tmp" for f in new_files] + [f".{HEADER}.tmp"]
-        _write_file(root, JOURNAL, lambda f: f.write(json.dumps(pending).encode()), mode)
+        # the journal also lists the old generation: a save killed after the header switch
+        # leaves it to the next save, which removes whatever the header then does not name
+        journal = pending + sorted(old_files - set(new_files))
         need = sum(a.nbytes for a in arrays.values())
         current, current_size = JOURNAL, 0
         try:
+            _write_file(root, JOURNAL, lambda f: f.write(json.dumps(journal).encode()), mode)
             entries = {}
             for name, a in arrays.items():
                 a = np.ascontiguousarray(a)
@@ -288,7 +293,7 @@ def save_dir(
             _write_file(root, HEADER, lambda f: f.write(json.dumps(full, indent=1).encode()), mode)
         except BaseException as e:
             full = isinstance(e, OSError) and _disk_full(root, e, current_size)
-            _remove(root, pending)
+            _remove(root, [*pending, f".{JOURNAL}.tmp"])
             try:
                 os.unlink(root / JOURNAL)
             except OSError:
