@@ -144,6 +144,23 @@ def test_post_batches_texts_and_embeddings_and_filters(server):
     assert health["rows"] == 120 and health["n_bits"] == 64
 
 
+def test_a_filter_on_a_field_no_document_has_is_a_400_naming_the_fields(server):
+    base, idx = server
+    status, body = get(base + "/search?q=x&where=nosuch=1")
+    assert status == 400 and "'nosuch'" in body and "title" in body, body
+    status, res = post(base + "/search", {"queries": ["x"], "where": {"titel": "a"}})
+    assert status == 400 and "'titel'" in res["detail"], res
+    status, body = get(base + "/search?q=x&where=id=no-such-id")  # a known field: no error
+    assert status == 200 and json.loads(body)["results"] == []
+    r = subprocess.run(
+        [sys.executable, "-m", "hashpivot.cli", "search", str(idx), "x", "--where", "nosuch=1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "no document has the field 'nosuch'" in r.stderr, r.stderr
+
+
 def test_search_page_in_headless_chromium(server):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

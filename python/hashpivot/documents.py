@@ -202,12 +202,20 @@ class DocStore:
         return field, value
 
     def where(self, conditions: Sequence[Tuple[str, str]]) -> np.ndarray:
-        """Ids (rows) of the documents whose fields equal every (field, value) given."""
-        keep = [
-            i
-            for i, d in enumerate(self.all())
-            if all(str(d.get(field, "")) == value for field, value in conditions)
-        ]
+        """Ids (rows) of the documents whose fields equal every (field, value) given. A field
+        that no document has is an error naming the fields they have (a misspelt filter
+        matches nothing, silently, otherwise)."""
+        keep, fields = [], set()
+        for i, d in enumerate(self.all()):
+            fields.update(d)
+            if all(str(d.get(field, "")) == value for field, value in conditions):
+                keep.append(i)
+        unknown = sorted({f for f, _ in conditions} - fields)
+        if unknown:
+            raise InvalidInputError(
+                f"no document has the field {unknown[0]!r}: filter on one of "
+                f"{', '.join(sorted(fields)) or '(none: the documents have no fields)'}"
+            )
         return np.asarray(keep, dtype=np.int64)
 
 
