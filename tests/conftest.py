@@ -147,6 +147,29 @@ def probed_groups(keys, offsets, nprobe, k):
     return np.asarray(take, dtype=np.int64)
 
 
+def run_on_tmpfs(script: str, mount: str, size: str) -> dict:
+    """Runs a Python script in a private mount namespace with a tmpfs of ``size`` at ``mount``
+    (a small real file system to fill up); its stdout lines "key value" as a dict. Skips where
+    no tmpfs can be mounted."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    cmd = ["unshare", "-rm", "sh", "-c"]
+    cmd += [
+        f"mkdir -p {mount} && mount -t tmpfs -o size={size} none {mount} && "
+        f'exec {sys.executable} -c "$0"',
+        script,
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and "mount" in r.stderr and "Traceback" not in r.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+
+
 def make_corpus(tmp_path, n=120):
     rng = np.random.default_rng(0)
     topics = [

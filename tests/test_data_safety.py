@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import hashpivot as hp
-from conftest import write_header
+from conftest import run_on_tmpfs, write_header
 from hashpivot import ITQ, Index, errors
 from hashpivot.cli import main
 from hashpivot.storage import HEADER
@@ -259,24 +259,9 @@ TMPFS_SAVE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 def test_4_disk_full_on_a_real_small_tmpfs(tmp_path):
     np.save(tmp_path / "x.npy", data(6000, d=256, seed=99))
-    script = TMPFS_SAVE.format(vecs=str(tmp_path / "x.npy"))
-    cmd = [
-        "unshare",
-        "-rm",
-        "sh",
-        "-c",
-        "mkdir -p /tmp/hp-tmpfs && mount -t tmpfs -o size=2m "
-        f'none /tmp/hp-tmpfs && exec {sys.executable} -c "$0"',
-        script,
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if r.returncode != 0 and "mount" in r.stderr and "Traceback" not in r.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}")
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+    out = run_on_tmpfs(TMPFS_SAVE.format(vecs=str(tmp_path / "x.npy")), "/tmp/hp-tmpfs", "2m")
     assert "no space left" in out["error"] and "MB free" in out["error"]
     assert out["loads"] == "200" and out["again"] == "200"
 

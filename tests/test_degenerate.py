@@ -17,24 +17,20 @@ import hashpivot as hp
 warnings.filterwarnings("ignore", category=UserWarning)
 
 
+def as_metric(a, metric):
+    """Rows in float64 as the metric compares them (unit rows under cosine)."""
+    a = np.asarray(a, np.float64)
+    return a / np.linalg.norm(a, axis=1, keepdims=True) if metric == "cosine" else a
+
+
 def brute(x, q, k, metric):
     """numpy's exact top-k scores (the reference): cosine or raw inner products."""
-    x = np.asarray(x, np.float64)
-    q = np.asarray(q, np.float64)
-    if metric == "cosine":
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    s = q @ x.T
+    s = as_metric(q, metric) @ as_metric(x, metric).T
     return -np.sort(-s, axis=1)[:, :k]
 
 
 def exact_scores(x, q, ids, metric):
-    x = np.asarray(x, np.float64)
-    q = np.asarray(q, np.float64)
-    if metric == "cosine":
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    return np.einsum("qd,qkd->qk", q, x[ids])
+    return np.einsum("qd,qkd->qk", as_metric(q, metric), as_metric(x, metric)[ids])
 
 
 # ---- the bound: a row without a bound is never pruned; the int8 <q, c> is covered ----

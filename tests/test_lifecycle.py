@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import hashpivot as hp
+from conftest import run_on_tmpfs
 from hashpivot import errors
 
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -147,22 +148,8 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(
-    not os.path.exists("/usr/bin/unshare") and not os.path.exists("/bin/unshare"),
-    reason="needs unshare (util-linux)",
-)
 def test_a_full_disk_at_the_journal_is_a_storage_error():
-    cmd = ["unshare", "-rm", "sh", "-c"]
-    cmd += [
-        "mkdir -p /tmp/hp-full && mount -t tmpfs -o size=1m none /tmp/hp-full && "
-        f'exec {sys.executable} -c "$0"',
-        FULL_DISK,
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if r.returncode != 0 and "mount" in r.stderr and "Traceback" not in r.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}")
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+    out = run_on_tmpfs(FULL_DISK, "/tmp/hp-full", "1m")
     assert out["error"].startswith("StorageError"), out
     assert "no space left" in out["error"] and ".hashpivot-pending.json" in out["error"]
     assert out["loads"] == "300" and out["again"] == "299"
