@@ -83,6 +83,15 @@ def test_the_index_does_not_alias_the_callers_buffer():
         small[:] = 0
         after = idx.search(q2, 5)
         assert np.array_equal(before[1], after[1]) and np.array_equal(before[0], after[0])
+        for name in ("codes", "ids", "offsets", "centres"):  # what it hands out is read-only
+            a = getattr(idx, name)
+            if isinstance(a, np.ndarray):
+                with pytest.raises(ValueError, match="read-only"):
+                    a[...] = 0
+    flat = hp.Index.build(rng.standard_normal((300, 64)).astype(np.float32), n_bits=64)
+    with pytest.raises(ValueError, match="read-only"):
+        flat.vectors[:] = 0  # the flat store is one array: handed out read-only too
+    assert np.allclose(np.linalg.norm(flat.vectors, axis=1), 1)
 
 
 # ---- the property test ----

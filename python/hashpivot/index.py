@@ -70,19 +70,19 @@ class Index:
     def _set_rows(self, rows: Rows) -> None:
         self._version = Version(self._layout, rows, self.metric == "cosine")
 
-    # ---- what it is ----
+    # ---- what it is (arrays as read-only views: a stray write cannot change the index) ----
     layout = property(lambda self: self._layout.name, doc="'flat', 'partitioned' or 'ivf'")
     n_bits = property(lambda self: self._layout.n_bits, doc="bits per code")
     itq = property(lambda self: self._layout.itq, doc="the ITQ model (None: built from codes)")
-    codes = property(lambda self: self._version.rows.codes, doc="packed codes, in row order")
-    ids = property(lambda self: self._version.rows.ids, doc="user id of each row")
-    table = property(lambda self: self._version.rows.table, doc="pivot distances (n, P)")
-    offsets = property(lambda self: self._version.rows.offsets, doc="cell/group starts")
-    vectors = property(lambda self: self._version.rows.vectors, doc="stored vectors")
-    scales = property(lambda self: self._version.rows.scales, doc="int8 scales")
+    codes = property(lambda self: _read_only(self._version.rows.codes), doc="packed codes")
+    ids = property(lambda self: _read_only(self._version.rows.ids), doc="user id of each row")
+    table = property(lambda self: _read_only(self._version.rows.table), doc="pivot distances")
+    offsets = property(lambda self: _read_only(self._version.rows.offsets), doc="group starts")
+    vectors = property(lambda self: _read_only(self._version.rows.vectors), doc="stored vectors")
+    scales = property(lambda self: _read_only(self._version.rows.scales), doc="int8 scales")
 
-    pivots = property(lambda self: self._layout.pivots, doc="pivot codes (None: no pivot table)")
-    centres = property(lambda self: self._layout.centres, doc="partition or list centres")
+    pivots = property(lambda self: _read_only(self._layout.pivots), doc="pivot codes (or None)")
+    centres = property(lambda self: _read_only(self._layout.centres), doc="group centres")
     levels = property(lambda self: self._layout.levels, doc="pivots the rows are sorted by")
     capabilities = property(lambda self: self._layout.capabilities, doc="what the layout can do")
 
@@ -390,6 +390,15 @@ class Index:
             layout.verify(rows)
         index.documents = documents
         return index
+
+
+def _read_only(a: Any) -> Any:
+    """A read-only view of an array the index holds (anything else as it is)."""
+    if not isinstance(a, np.ndarray):
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def _grown(
