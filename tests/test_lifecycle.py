@@ -71,6 +71,16 @@ def test_tuned_settings_adapt_to_k_over_http(tmp_path, tiny_model):
         proc.wait(timeout=30)
 
 
+def test_a_given_reestimate_below_the_tuned_candidates_reranks_what_it_re_estimates(tuned_extra):
+    x, idx = tuned_extra
+    small = max(10, idx.tuned["candidates"] // 2)
+    plan = idx.plan(10, reestimate=small)  # the caller's count; the candidates were a default
+    assert plan.candidates == small and plan.reestimate in (0, small)  # 0: the same rows
+    assert idx.search(x[:2], 10, reestimate=small)[1].shape == (2, 10)
+    with pytest.raises(errors.InvalidInputError, match="must be at least candidates"):
+        idx.search(x[:2], 10, reestimate=small, candidates=small + 1)  # both given: a mistake
+
+
 # ---- 3. a save killed after the header switch leaves nothing behind for good ----
 KILLED_SAVE = textwrap.dedent("""
     import os, sys, numpy as np, hashpivot as hp, hashpivot.storage as st

@@ -246,6 +246,8 @@ def make_plan(
     L = max(k, L) if exact else k
     L = max(1, min(L, max(rows, 1)))
     M = REESTIMATE_FACTOR * L if reestimate is None else reestimate
+    if M and M < L and candidates is None and oversample is None:
+        L = max(M, min(k, max(rows, 1)))  # the default candidates give way to the caller's count
     if M and M < L:
         raise InvalidInputError(
             f"reestimate ({M}) must be at least candidates ({L}), or 0 for no re-estimate"
