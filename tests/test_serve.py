@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -46,18 +47,23 @@ def post(url: str, body: dict):
 
 
 def start_server(idx, *extra):
-    """`hashpivot serve IDX` on a free loopback port, once /healthz answers: (process, url)."""
+    """`hashpivot serve IDX` on a free loopback port, once /healthz answers: (process, url).
+    Its output (the URL line, uvicorn's access log) goes to a file, ``proc.log`` (a pipe nobody
+    reads would fill up and stall the server)."""
     port = free_port()
+    log = tempfile.TemporaryFile(mode="a+")  # O_APPEND: the server writes at the end always
     proc = subprocess.Popen(
         [sys.executable, "-m", "hashpivot.cli", "serve", str(idx), "--port", str(port), *extra],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    proc.log = log
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         if proc.poll() is not None:
-            pytest.fail("server exited: " + proc.stdout.read())
+            log.seek(0)
+            pytest.fail("server exited: " + log.read())
         try:
             if get(base + "/healthz")[0] == 200:
                 break
@@ -93,9 +99,21 @@ def server(tmp_path_factory, tiny_model):
         == 0
     )
     proc, base = start_server(idx, "--device", "cpu")
+    SERVER_LOGS.append(proc.log)
     yield base, idx
     proc.terminate()
     proc.wait(timeout=30)
+
+
+SERVER_LOGS: list = []  # the module server's output file
+
+
+def server_log() -> str:
+    time.sleep(0.2)  # the access line is written after the response
+    f = SERVER_LOGS[-1]
+    f.flush()
+    f.seek(0)
+    return f.read()
 
 
 def test_search_returns_k_results_in_json(server):
@@ -142,6 +160,14 @@ def test_post_batches_texts_and_embeddings_and_filters(server):
     assert [r["id"] for r in json.loads(body)["results"]] == ["doc7"]
     health = json.loads(get(base + "/healthz")[1])
     assert health["rows"] == 120 and health["n_bits"] == 64
+
+
+def test_the_server_says_where_it_is_and_logs_each_request(server):
+    base, _ = server
+    get(base + "/search?" + urllib.parse.urlencode({"q": "ログ", "k": 2}))
+    log = server_log()
+    assert f"at {base}/ (the search page" in log, log
+    assert "GET /search?q=" in log and " 200" in log, log  # uvicorn's access log
 
 
 def test_a_filter_on_a_field_no_document_has_is_a_400_naming_the_fields(server):

@@ -297,8 +297,16 @@ def serve(
         return
     import uvicorn
 
-    app = create_app(SearchService.open(path, device))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    service = SearchService.open(path, device)
+    app = create_app(service)
+    index = service.index
+    url = f"http://{host}:{port}/"
+    print(
+        f"hashpivot: serving {path} ({len(index):,} rows, {index.layout}, {index.n_bits} bits) "
+        f"at {url} (the search page; JSON: {url}search?q=...&k=10); Ctrl-C stops",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
 
 
 def serve_with_ray(
