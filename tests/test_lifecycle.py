@@ -72,6 +72,13 @@ def test_tuned_settings_adapt_to_k_over_http(tmp_path, tiny_model):
         proc.wait(timeout=30)
 
 
+def test_tune_says_how_many_threads_its_qps_used(tuned_extra):
+    x, idx = tuned_extra
+    res = idx.tune(x[:50], target_recall=0.8, threads=1, store=False)
+    assert str(res).endswith("QPS on 1 thread") and res.threads == 1
+    assert idx.tuned["qps_threads"] >= 1  # saved with the setting
+
+
 def test_a_given_reestimate_below_the_tuned_candidates_reranks_what_it_re_estimates(tuned_extra):
     x, idx = tuned_extra
     small = max(10, idx.tuned["candidates"] // 2)

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import _core
 from ._validate import count, number
 from .errors import InvalidInputError, ZeroVectorError
 from .itq import as_embeddings
@@ -59,12 +60,14 @@ class TuneResult:
     queries: int
     advice: Optional[str] = None
     tried: List[Dict[str, Any]] = field(default_factory=list)
+    threads: int = 1  # the threads the QPS were measured with (batched searches of the queries)
 
     def __str__(self) -> str:
         s = ", ".join(f"{k}={v}" for k, v in self.settings.items())
         head = (
             f"{s}: recall@{self.k} {self.recall:.3f} (target {self.target_recall:.2f}, "
-            f"{self.queries} queries), {self.qps:,.0f} QPS"
+            f"{self.queries} queries), {self.qps:,.0f} QPS on {self.threads} "
+            f"thread{'s' if self.threads != 1 else ''}"
         )
         return head if self.reached else f"target not reached; best {head}. {self.advice}"
 
@@ -219,7 +222,8 @@ def tune(
     if index.shape().extra_bits:  # what the default re-estimate was, kept with the setting
         settings["reestimate"] = index.plan(k, **settings).reestimate
     advice = None if reached else _advice(index, q, truth, k, target, max_L, probes, recall)
-    result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried)
+    used = threads if threads is not None else int(_core.cpu_features()["threads"])
+    result = TuneResult(settings, recall, qps, reached, target, k, len(q), advice, tried, used)
     if not reached:
         warnings.warn(f"tune(): {result}", UserWarning, stacklevel=3)
     if store and reached and np.isfinite(recall) and np.isfinite(qps):  # JSON holds it
@@ -229,6 +233,7 @@ def tune(
             "k": k,
             "recall": round(recall, 4),
             "qps": round(qps, 1),
+            "qps_threads": used,
             "queries": source,
         }
     return result
