@@ -302,6 +302,18 @@ def test_console_script_help():
         assert r.returncode == 0 and "usage: hashpivot" in r.stdout
 
 
+def test_a_page_title_is_never_empty_nor_a_dangling_dash():
+    from hashpivot.manpages import page_title
+
+    assert page_title("gzip(1) - compress files", "man1/gzip") == (
+        "gzip(1) — compress files",
+        "compress files",
+    )
+    assert page_title("", "man1/troff") == ("troff", "")  # the demo once showed "man1/troff#3 —"
+    assert page_title("troff(1)", "man1/troff") == ("troff(1)", "")
+    assert page_title(" - a description", "man7/x") == ("x — a description", "a description")
+
+
 def test_demo_corpus_and_queries_shape():
     from hashpivot.manpages import shared_demo_dir
 

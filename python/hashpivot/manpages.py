@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .corpus import load_corpus, load_queries
 from .errors import InvalidInputError
@@ -195,7 +195,7 @@ def _read_manpages(work: Path, max_chars: int, min_chars: int, min_japanese: flo
         parsed = (render_manpage(src) if renderer == "auto" else None) or parse_manpage(src)
         name = str(parsed["name"])
         doc = f"{page.parent.name}/{page.name[:-3].rsplit('.', 1)[0]}"
-        title, _, desc = name.partition(" - ")
+        title, desc = page_title(name, doc)
         ids = []
         for i, text in enumerate(_passages(parsed["paragraphs"], max_chars, min_chars)):
             if _japanese_share(text) < min_japanese:
@@ -206,14 +206,22 @@ def _read_manpages(work: Path, max_chars: int, min_chars: int, min_japanese: flo
                 {
                     "id": rid,
                     "doc": doc,
-                    "title": f"{title.strip()} — {desc.strip()}",
+                    "title": title,
                     "source": "debian:manpages-ja",
                     "text": text,
                 }
             )
-        if ids and desc.strip():
-            queries.append({"qid": f"q:{doc}", "text": desc.strip(), "relevant": ids})
+        if ids and desc:
+            queries.append({"qid": f"q:{doc}", "text": desc, "relevant": ids})
     return records, queries
+
+
+def page_title(name: str, doc: str) -> Tuple[str, str]:
+    """(title, description) of a page from its NAME line ("gzip - compress files"): never
+    empty and never a dangling dash (a page whose NAME did not parse is titled by its file)."""
+    title, _, desc = (part.strip() for part in name.partition(" - "))
+    title = title or doc.rsplit("/", 1)[-1]
+    return (f"{title} — {desc}" if desc else title), desc
 
 
 def shared_demo_dir() -> Optional[Path]:
