@@ -313,3 +313,23 @@ def test_index_build_refuses_options_its_layout_ignores():
         hp.Index.build(x, layout="flat", n_lists=5, n_bits=64)
     with pytest.raises(errors.InvalidInputError, match="n_partitions=5 is not an option"):
         hp.Index.build(x, layout="ivf", n_partitions=5, n_bits=64)
+
+
+# ---- 4b. a full disk under the embedding cache is a StorageError, not a SIGBUS ----
+EMBED_FULL = textwrap.dedent("""
+    import sys
+    from hashpivot import StorageError
+    from hashpivot.embed import embed_corpus, get_encoder
+    enc = get_encoder({model!r}, device="cpu")
+    texts = [f"ファイル 圧縮 {{i}}" for i in range(2000)]  # 2,000 x 64 floats: 512 KB
+    try:
+        embed_corpus(enc, texts, "/tmp/hp-cache", progress=False)
+        print("embedded all")
+    except StorageError as e:
+        print("error", type(e).__name__, str(e).replace("\\n", " "))
+""")
+
+
+def test_a_full_disk_under_the_embedding_cache_is_a_storage_error(tiny_model):
+    out = run_on_tmpfs(EMBED_FULL.format(model=tiny_model), "/tmp/hp-cache", "256k")
+    assert out["error"].startswith("StorageError") and "--cache" in out["error"], out

