@@ -50,7 +50,7 @@ def test_tuned_settings_adapt_to_k(tuned_extra, k):
 def test_tuned_settings_adapt_to_k_over_http(tmp_path, tiny_model):
     from conftest import make_corpus
     from hashpivot.cli import main
-    from test_serve import get, start_server
+    from test_serve import get, start_server, stop_server
 
     corpus, _ = make_corpus(tmp_path, n=600)
     out = tmp_path / "idx"
@@ -68,8 +68,7 @@ def test_tuned_settings_adapt_to_k_over_http(tmp_path, tiny_model):
             status, body = get(f"{base}/search?{q}")
             assert status == 200, body
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def test_tune_says_how_many_threads_its_qps_used(tuned_extra):

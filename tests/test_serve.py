@@ -72,6 +72,13 @@ def start_server(idx, *extra):
     return proc, base
 
 
+def stop_server(proc) -> None:
+    """Stops a server start_server started, and closes its output file."""
+    proc.terminate()
+    proc.wait(timeout=30)
+    proc.log.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
     from hashpivot.cli import main
@@ -101,8 +108,7 @@ def server(tmp_path_factory, tiny_model):
     proc, base = start_server(idx, "--device", "cpu")
     SERVER_LOGS.append(proc.log)
     yield base, idx
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_server(proc)
 
 
 SERVER_LOGS: list = []  # the module server's output file

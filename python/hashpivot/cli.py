@@ -162,6 +162,36 @@ def cmd_build(a) -> None:
     )
 
 
+def cmd_add(a) -> None:
+    from .corpus import read_corpus
+    from .embed import DEFAULT_CACHE
+    from .pipeline import add_records, report_dropped
+
+    if a.min_chars > a.max_chars:
+        raise CliError(f"--min-chars {a.min_chars} is more than --max-chars {a.max_chars}")
+    corpus = read_corpus(
+        a.corpus,
+        text_field=a.text_field,
+        title_field=a.title_field,
+        max_chars=a.max_chars,
+        min_chars=a.min_chars,
+    )
+    report_dropped(corpus, a.min_chars)
+    cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
+    index, seconds = add_records(Path(a.index), corpus.records, cache, a.device)
+    print(
+        f"added {len(corpus.records)} documents to {a.index} ({len(index):,} rows now; "
+        f"embedding {seconds:.1f} s); a running `hashpivot serve` picks them up"
+    )
+
+
+def cmd_remove(a) -> None:
+    from .pipeline import remove_records
+
+    index = remove_records(Path(a.index), a.ids)
+    print(f"removed {len(set(a.ids))} documents from {a.index} ({len(index):,} rows now)")
+
+
 def _open(path: str, model: Optional[str], device: str = "auto"):
     from .serve import SearchService
 
@@ -434,6 +464,20 @@ def make_parser() -> argparse.ArgumentParser:
         "file, all of its records), if already computed",
     )
     b.add_argument("--device", default="auto")
+
+    ad = command("add", "embed more documents and add them to an index", cmd_add)
+    ad.add_argument("index")
+    ad.add_argument("corpus", help=".jsonl/.json/.parquet/.csv, as for build")
+    ad.add_argument("--text-field", default="text")
+    ad.add_argument("--title-field", default="title")
+    ad.add_argument("--max-chars", type=_int_in(1), default=500)
+    ad.add_argument("--min-chars", type=_int_in(0), default=50)
+    ad.add_argument("--cache", default=None, help="embedding cache root")
+    ad.add_argument("--device", default="auto")
+
+    rm = command("remove", "remove documents from an index by their record ids", cmd_remove)
+    rm.add_argument("index")
+    rm.add_argument("--ids", nargs="+", required=True, help="the records' `id` values")
 
     s = command("search", "search an index with text queries", cmd_search)
     s.add_argument("index")

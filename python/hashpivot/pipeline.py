@@ -123,3 +123,61 @@ def report_dropped(corpus, min_chars: int) -> None:
             f"{min_chars}: {shown}{more}",
             file=sys.stderr,
         )
+
+
+def _live_documents(index) -> Dict[str, int]:
+    """Each stored document's record id -> its row id, for the rows the index holds."""
+    docs = index.documents
+    if docs is None:
+        raise InvalidInputError("this index has no stored documents: it was not built by hashpivot")
+    live = set(np.asarray(index.ids).tolist())
+    return {str(d.get("id", i)): i for i, d in enumerate(docs.all()) if i in live}
+
+
+def add_records(path: Path, records: Sequence[Dict], cache: Optional[Path], device: str = "auto"):
+    """Embeds the records with the index's own encoder, adds them and saves the index and its
+    documents as one generation (a reader sees all of them or none). A record id the index
+    already holds is refused before anything is embedded. Returns (index, seconds embedding)."""
+    from .documents import DocStore
+    from .embed import embed_corpus, encoder_from_info
+    from .index import Index
+
+    if not records:
+        raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
+    index = Index.load(path)
+    live = _live_documents(index)
+    again = [r["id"] for r in records if str(r["id"]) in live]
+    if again:
+        raise InvalidInputError(
+            f"{len(again)} record id(s) are already in the index (e.g. {again[0]!r}): remove "
+            "them first (hashpivot remove) to replace them"
+        )
+    old = list(index.documents.all())
+    DocStore.from_records(records)  # a value JSON cannot hold fails before the embedding
+    info = index.meta.get("encoder")
+    if not info:
+        raise InvalidInputError(f"{path} records no encoder: add embeddings with Index.add()")
+    enc = encoder_from_info(info, device)
+    t0 = time.perf_counter()
+    x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
+    seconds = time.perf_counter() - t0
+    index.add(x, ids=np.arange(len(old), len(old) + len(records)))  # row i = document i
+    index.save(path, documents=old + list(records))
+    return index, seconds
+
+
+def remove_records(path: Path, record_ids: Sequence[str]):
+    """Removes the documents with these record ids and saves, as one generation. Every id must
+    be in the index (else nothing changes). Returns the index."""
+    from .index import Index
+
+    index = Index.load(path)
+    live = _live_documents(index)
+    missing = [r for r in record_ids if r not in live]
+    if missing:
+        raise InvalidInputError(
+            f"{len(missing)} id(s) are not in the index (e.g. {missing[0]!r}); nothing removed"
+        )
+    index.remove([live[r] for r in dict.fromkeys(record_ids)])
+    index.save(path)  # the documents of removed rows stay stored: ids are never reused
+    return index

@@ -18,6 +18,8 @@ app runs as a Ray Serve deployment over a sharded index (``hashpivot serve --ray
 """
 
 import html
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
@@ -26,6 +28,7 @@ import numpy as np
 
 from .documents import DocStore, ranked_results
 from .errors import ConfigurationError, HashpivotError, InvalidInputError, one_line
+from .storage import HEADER
 
 MAX_K = 1000  # results per query a request may ask for
 MAX_BATCH = 64  # queries (or embeddings) per POST request
@@ -35,6 +38,7 @@ MAX_WHERE = 16  # field=value filters per request
 MAX_FIELD_CHARS = 256  # characters of a filter's field or value
 REQUEST_SECONDS = 30.0  # embedding work one request may take before it is refused (503)
 SNIPPET_CHARS = 200  # characters of a document shown with a result
+RELOAD_CHECK_SECONDS = 0.5  # how often a server looks for a newer saved generation
 
 
 class RequestTooSlowError(HashpivotError):
@@ -196,8 +200,63 @@ def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
     )
 
 
+class ReloadingService:
+    """The service of an index directory that follows its saves: each request asks
+    :meth:`current` once and uses what it returns throughout (a search never mixes two
+    generations); a new header (a save by ``hashpivot add``/``remove``/``build``/``tune``) is
+    noticed within RELOAD_CHECK_SECONDS and loaded, the encoder kept when the model is the same."""
+
+    def __init__(self, path: str, device: str = "auto") -> None:
+        self.path, self.device = Path(path), device
+        self._service = SearchService.open(path, device)
+        self._stamp = self._read_stamp()
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _read_stamp(self) -> Optional[Tuple[int, int, int]]:
+        try:
+            st = os.stat(self.path / HEADER)  # a save replaces it: a new inode
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def current(self) -> SearchService:
+        """The service of the newest generation saved (checked at most every
+        RELOAD_CHECK_SECONDS; a generation that fails to load leaves the one in use)."""
+        now = time.monotonic()
+        if now - self._checked < RELOAD_CHECK_SECONDS:
+            return self._service
+        with self._lock:
+            if now - self._checked >= RELOAD_CHECK_SECONDS:
+                self._checked = now
+                stamp = self._read_stamp()
+                if stamp is not None and stamp != self._stamp:
+                    self._reload(stamp)
+        return self._service
+
+    def _reload(self, stamp: Tuple[int, int, int]) -> None:
+        from .index import Index
+
+        try:
+            index = Index.load(self.path)
+        except (HashpivotError, OSError):
+            return  # keeps answering from the generation it has; tries again next time
+        old = self._service
+        same_model = index.meta.get("encoder") == old.index.meta.get("encoder")
+        encoder = old.encoder if same_model else None
+        if not same_model and index.meta.get("encoder"):
+            from .embed import encoder_from_info
+
+            encoder = encoder_from_info(index.meta["encoder"], self.device)
+        self._service, self._stamp = SearchService(index, encoder, index.documents), stamp
+
+    def __getattr__(self, name: str):  # anything else: the current generation's service
+        return getattr(self.current(), name)
+
+
 def create_app(service: SearchService):
-    """The FastAPI app over a :class:`SearchService`."""
+    """The FastAPI app over a :class:`SearchService` (or a :class:`ReloadingService`: each
+    request then uses the generation current when it starts)."""
     try:
         from fastapi import FastAPI, HTTPException, Query, Request
         from fastapi.exceptions import RequestValidationError
@@ -209,6 +268,7 @@ def create_app(service: SearchService):
         ) from e
 
     app = FastAPI(title="hashpivot", description="Semantic search over compact binary codes")
+    current = getattr(service, "current", lambda: service)
 
     Text = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
     Vector = Annotated[List[float], Field(min_length=1, max_length=MAX_DIM)]
@@ -246,7 +306,8 @@ def create_app(service: SearchService):
         where: List[str] = Query([]),
     ):
         def go():
-            rows = service.search(service.embed([q]), k, parse_where(where))[0]
+            svc = current()
+            rows = svc.search(svc.embed([q]), k, parse_where(where))[0]
             return {"query": q, "results": rows}
 
         return run(go)
@@ -257,28 +318,30 @@ def create_app(service: SearchService):
             raise HTTPException(status_code=422, detail="give either queries or embeddings")
 
         def go():
+            svc = current()
             if req.queries is not None:
-                q = service.embed(req.queries) if req.queries else np.zeros((0, 1), np.float32)
+                q = svc.embed(req.queries) if req.queries else np.zeros((0, 1), np.float32)
             else:
                 q = embeddings_array(req.embeddings)
             if len(q) == 0:
                 return {"results": []}
-            return {"results": service.search(q, req.k, list(req.where.items()))}
+            return {"results": svc.search(q, req.k, list(req.where.items()))}
 
         return run(go)
 
     @app.get("/healthz")
     def healthz():
-        return service.health()
+        return current().health()
 
     @app.get("/", response_class=HTMLResponse)
     def page(q: str = Query("", max_length=MAX_QUERY_CHARS), k: int = Query(10, ge=1, le=MAX_K)):
+        svc = current()
         try:
-            return render_page(service, q, k)
+            return render_page(svc, q, k)
         except RequestTooSlowError as e:
-            return HTMLResponse(render_page(service, q, k, one_line(e)), status_code=503)
+            return HTMLResponse(render_page(svc, q, k, one_line(e)), status_code=503)
         except HashpivotError as e:
-            return HTMLResponse(render_page(service, q, k, one_line(e)), status_code=400)
+            return HTMLResponse(render_page(svc, q, k, one_line(e)), status_code=400)
 
     return app
 
@@ -297,7 +360,12 @@ def serve(
         return
     import uvicorn
 
-    service = SearchService.open(path, device)
+    root = Path(path)
+    service: Any = (
+        SearchService.open(path, device)
+        if (root / "manifest.json").is_file()  # a sharded index: as it was opened
+        else ReloadingService(path, device)
+    )
     app = create_app(service)
     index = service.index
     url = f"http://{host}:{port}/"
