@@ -131,6 +131,26 @@ def test_a_killed_save_leaves_no_generation_behind(tmp_path, where, layout):
         assert (d / name).read_bytes() == body
 
 
+def test_a_whole_orphaned_generation_is_collected_and_a_lookalike_stays(tmp_path):
+    """What a crash under an older hashpivot left (its journal did not list the previous
+    generation): a whole generation that no header names goes at the next save."""
+    import shutil
+
+    d = tmp_path / "idx"
+    hp.Index.build(data(300), n_bits=64, layout="ivf").save(d)
+    orphan = "0123456789ab"
+    for name in named_files(d) - {"header.json"}:
+        stem = name.rsplit("-", 1)[0]
+        shutil.copy(d / name, d / f"{stem}-{orphan}.{name.rsplit('.', 1)[1]}")
+    (d / "codes-000000000000.npy").write_bytes(b"looks like ours, is not")  # no ids: no generation
+    (d / "notes-0123456789ab.npy").write_bytes(b"not one of our arrays")
+    hp.Index.load(d).save(d)
+    left = {p.name for p in d.iterdir()}
+    assert not any(orphan in f for f in left - {"notes-0123456789ab.npy"}), sorted(left)
+    assert {"codes-000000000000.npy", "notes-0123456789ab.npy"} <= left
+    assert left - {"codes-000000000000.npy", "notes-0123456789ab.npy"} == named_files(d)
+
+
 # ---- 4. a full disk at the journal's write is a StorageError ----
 FULL_DISK = textwrap.dedent("""
     import numpy as np, os, sys

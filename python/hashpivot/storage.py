@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -140,6 +141,32 @@ def member_files(header: Dict[str, Any]) -> set:
             if isinstance(name, str):
                 files.add(name)
     return files
+
+
+# What a save names its files: <array>-<generation>.npy, <model>-<generation>.npz and
+# docs-<generation>.jsonl; every generation has codes and ids. Any array any format version saved.
+GENERATION_ARRAYS = (
+    *("codes", "ids", "table", "offsets", "parts", "radius", "cdist", "lists", "factors"),
+    *("biases", "errors", "extra", "extra_factors", "extra_biases", "vectors", "scales"),
+    *("pivots", "centres", "list_centres", "list_radii", "itq", "docs", "docs-offsets"),
+)
+_GENERATION_FILE = re.compile(
+    r"^(" + "|".join(map(re.escape, GENERATION_ARRAYS)) + r")-([0-9a-f]{12})\.(npy|npz|jsonl)$"
+)
+
+
+def _collect_generations(root: Path, keep: set) -> None:
+    """Removes the files of every whole generation the header does not name (its codes and ids
+    both there: what a save killed after its header switch left before the journal listed the
+    old generation). A lone file that looks like one of ours is not a generation: it stays."""
+    generations: Dict[str, list] = {}
+    for p in root.iterdir():
+        m = _GENERATION_FILE.match(p.name)
+        if m and p.name not in keep:
+            generations.setdefault(m.group(2), []).append((m.group(1), p.name))
+    for files in generations.values():
+        if {"codes", "ids"} <= {name for name, _ in files}:
+            _remove(root, [f for _, f in files])
 
 
 def _safe_name(name: object) -> bool:
@@ -308,6 +335,7 @@ def save_dir(
                 ) from e
             raise
         _remove(root, [f for f in old_files if f not in new_files])
+        _collect_generations(root, set(new_files))
         if raw is not None:  # documents beside a format-3 index belonged to that generation
             _remove_legacy_documents(root)
         os.unlink(root / JOURNAL)
