@@ -2,6 +2,7 @@
 filters, 4xx on bad input, /healthz, and the search page loaded in headless Chromium."""
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -216,6 +217,43 @@ def test_search_page_in_headless_chromium(server):
     dom = r.stdout
     assert '<ol id="results">' in dom, r.stderr[-2000:]
     assert dom.count("<li>") == 4 and "ファイル 圧縮" in dom
+
+
+def test_the_page_shows_one_passage_a_document_with_labelled_scores(tmp_path, tiny_model):
+    """Passages of one document collapse into its best one (with a count of the others); the
+    score is labelled; a cut snippet ends with an ellipsis. In headless Chromium."""
+    from hashpivot.cli import main
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("needs Debian's chromium (`.ci/run` installs it)")
+    recs = [
+        {
+            "id": f"page{i // 4}#{i % 4}",
+            "doc": f"page{i // 4}",
+            "title": f"ページ {i // 4}",
+            "text": "ファイル 圧縮 " * 60 + str(i),  # 421+ characters: cut at 200
+        }
+        for i in range(40)
+    ]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs))
+    idx = tmp_path / "idx"
+    build = ["build", str(corpus), "--out", str(idx), "--model", tiny_model, "--bits", "64"]
+    assert main([*build, "--min-chars", "10", "--device", "cpu"]) == 0
+    proc, base = start_server(idx, "--device", "cpu")
+    try:
+        url = base + "/?" + urllib.parse.urlencode({"q": "ファイル 圧縮", "k": 5})
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        r = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    finally:
+        stop_server(proc)
+    dom = r.stdout
+    assert dom.count("<li>") == 5, r.stderr[-2000:]
+    titles = re.findall(r'<div class="title">(.*?)</div>', dom)
+    assert len(set(titles)) == 5  # five documents, not five passages of fewer
+    assert dom.count("cosine similarity") == 5 and "more passage" in dom
+    assert dom.count("…</div>") == 5  # every snippet was cut, and says so
 
 
 def test_serve_with_ray_over_a_sharded_index(tmp_path):

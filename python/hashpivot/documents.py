@@ -219,10 +219,26 @@ class DocStore:
         return np.asarray(keep, dtype=np.int64)
 
 
+SNIPPET_WORD_SHARE = 0.6  # a cut snippet ends at a space when one is this far in, else mid-text
+
+
+def snippet_of(text: str, chars: int) -> str:
+    """The text's first ``chars`` characters; a cut one ends at a word (where words are spaced)
+    and with an ellipsis."""
+    if len(text) <= chars:
+        return text
+    cut = text[:chars]
+    space = cut.rfind(" ")
+    if space >= SNIPPET_WORD_SHARE * chars:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
 def ranked_results(
     docs: Optional[DocStore], scores: np.ndarray, ids: np.ndarray, snippet: int
 ) -> List[Dict]:
-    """Ranked results of one query, with each document's title and a snippet."""
+    """Ranked results of one query, with each document's title, the document it is a passage
+    of (its ``doc`` field, else its id) and a snippet."""
     found = [int(i) for i in ids if i >= 0]
     got = docs.get(found) if docs is not None else [None] * len(found)
     out = []
@@ -232,12 +248,25 @@ def ranked_results(
             {
                 "rank": rank,
                 "id": d["id"],
+                "doc": str(d.get("doc", d["id"])),
                 "title": d.get("title", ""),
                 "score": float(s),
-                "text": d.get("text", "")[:snippet],
+                "text": snippet_of(str(d.get("text", "")), snippet),
             }
         )
     return out
 
 
-__all__ = ["DocStore", "encode", "plain", "ranked_results"]
+def best_per_document(rows: List[Dict], k: int) -> List[Dict]:
+    """The best passage of each document, in rank order, at most k of them, each with the
+    count of its document's other passages among ``rows`` (as search engines collapse hits)."""
+    best: Dict[str, Dict] = {}
+    for r in rows:
+        if r["doc"] in best:
+            best[r["doc"]]["more"] += 1
+        elif len(best) < k:
+            best[r["doc"]] = {**r, "more": 0}
+    return list(best.values())
+
+
+__all__ = ["DocStore", "best_per_document", "encode", "plain", "ranked_results", "snippet_of"]

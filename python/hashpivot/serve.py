@@ -26,7 +26,7 @@ from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .documents import DocStore, ranked_results
+from .documents import DocStore, best_per_document, ranked_results
 from .errors import ConfigurationError, HashpivotError, InvalidInputError, one_line
 from .storage import HEADER
 
@@ -39,6 +39,8 @@ MAX_FIELD_CHARS = 256  # characters of a filter's field or value
 REQUEST_SECONDS = 30.0  # embedding work one request may take before it is refused (503)
 SNIPPET_CHARS = 200  # characters of a document shown with a result
 RELOAD_CHECK_SECONDS = 0.5  # how often a server looks for a newer saved generation
+PAGE_PASSAGES_PER_DOC = 5  # the page searches this many passages a document it shows
+SCORE_LABELS = {"cosine": "cosine similarity", "ip": "inner product"}
 
 
 class RequestTooSlowError(HashpivotError):
@@ -180,11 +182,15 @@ def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
     if error:
         body = f'<p class="error">{html.escape(error)}</p>'
     elif q:
-        rows = service.search(service.embed([q]), k)[0]
+        # the best passage of each document: k documents from up to PAGE_PASSAGES_PER_DOC x k
+        wide = min(MAX_K, PAGE_PASSAGES_PER_DOC * k)
+        rows = best_per_document(service.search(service.embed([q]), wide)[0], k)
+        label = SCORE_LABELS.get(getattr(service.index, "metric", ""), "score")
         items = "".join(
-            f'<li><div class="title">{html.escape(r["title"] or r["id"])}</div>'
-            f'<div class="score">{html.escape(r["id"])} · {r["score"]:.4f}</div>'
-            f'<div class="snippet">{html.escape(r["text"])}</div></li>'
+            f'<li><div class="title">{html.escape(r["title"] or r["doc"])}</div>'
+            f'<div class="score">{html.escape(r["id"])} · {label} {r["score"]:.4f}'
+            + (f" · {r['more']} more passage{'s' if r['more'] > 1 else ''}" if r["more"] else "")
+            + f'</div><div class="snippet">{html.escape(r["text"])}</div></li>'
             for r in rows
         )
         body = f'<ol id="results">{items}</ol>'
