@@ -219,9 +219,10 @@ def peak_build_bytes(path, layout):
 def test_a_build_from_a_memmap_holds_the_input_and_one_copy(tmp_path, layout):
     """The peak anonymous memory of a build grows by about one byte a byte of input (the
     float32 store the index keeps, its codes and per-row arrays) beyond a constant (torch's
-    training samples): measured at two sizes in child processes, 0.4-1.3 here. Before: 2.5-2.9
-    (normalisation copies, a boolean copy for the finiteness check)."""
-    sizes = (100_000, 400_000)
+    training samples): measured at two sizes in child processes, 0.4-1.6 here (a loaded CI
+    machine gave the 1.6). Before: 2.5-2.9 (normalisation copies, a boolean copy for the
+    finiteness check)."""
+    sizes = (100_000, 800_000)  # a wide span: the constant part's noise (~100 MB) matters less
     peaks = []
     for n in sizes:
         p = tmp_path / f"x{n}.npy"
@@ -232,7 +233,7 @@ def test_a_build_from_a_memmap_holds_the_input_and_one_copy(tmp_path, layout):
         del x
         peaks.append(peak_build_bytes(p, layout))
     grown = (peaks[1] - peaks[0]) / ((sizes[1] - sizes[0]) * 128 * 4)
-    assert grown < 1.6, f"{grown:.2f} bytes of memory a byte of input ({peaks})"
+    assert grown < 2.0, f"{grown:.2f} bytes of memory a byte of input ({peaks})"
 
 
 ADD_MAPPED = textwrap.dedent("""
