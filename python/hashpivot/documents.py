@@ -17,7 +17,18 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import numpy as np
 
@@ -257,6 +268,9 @@ def ranked_results(
     return out
 
 
+PASSAGES_PER_DOC = 5  # a search by document ranks this many passages a document it shows
+
+
 def best_per_document(rows: List[Dict], k: int) -> List[Dict]:
     """The best passage of each document, in rank order, at most k of them, each with the
     count of its document's other passages among ``rows`` (as search engines collapse hits)."""
@@ -265,8 +279,34 @@ def best_per_document(rows: List[Dict], k: int) -> List[Dict]:
         if r["doc"] in best:
             best[r["doc"]]["more"] += 1
         elif len(best) < k:
-            best[r["doc"]] = {**r, "more": 0}
+            best[r["doc"]] = {**r, "rank": len(best) + 1, "more": 0}
     return list(best.values())
 
 
-__all__ = ["DocStore", "best_per_document", "encode", "plain", "ranked_results", "snippet_of"]
+def best_documents(
+    search: Callable[[int], List[List[Dict]]], k: int, most: int
+) -> List[List[Dict]]:
+    """The best passage of each of k documents for each query: ``search(n)`` ranks n passages
+    a query; from PASSAGES_PER_DOC x k passages, more (up to ``most``) while a query has fewer
+    than k documents and its passages filled the ranking (one long document can hold them
+    all)."""
+    wide = min(most, PASSAGES_PER_DOC * k)
+    while True:
+        rows = search(wide)
+        out = [best_per_document(r, k) for r in rows]
+        short = any(len(o) < k and len(r) == wide for o, r in zip(out, rows))
+        if not short or wide >= most:
+            return out
+        wide = min(most, wide * PASSAGES_PER_DOC)
+
+
+__all__ = [
+    "PASSAGES_PER_DOC",
+    "DocStore",
+    "best_documents",
+    "best_per_document",
+    "encode",
+    "plain",
+    "ranked_results",
+    "snippet_of",
+]

@@ -19,6 +19,7 @@ import numpy as np
 from . import _core
 from ._validate import choice, count
 from .codes import as_codes, check_n_bits
+from .defaults import choose_build
 from .documents import DocStore
 from .errors import (
     CorruptFileError,
@@ -93,6 +94,12 @@ class Index:
 
     def __repr__(self) -> str:
         extra = f", groups={self._layout.n_groups}" if self._layout.n_groups else ""
+        if self.shape().extra_bits:
+            extra += f", extra_bits={self.shape().extra_bits}"
+        chosen = (self.meta or {}).get("defaults")
+        if isinstance(chosen, dict) and chosen.get("chosen"):
+            names = ", ".join(map(str, chosen["chosen"]))
+            extra += f"; {names} chosen for {chosen.get('rows', 0):,} rows"
         return (
             f"hashpivot.Index(layout={self.layout!r}, rows={len(self):,}, "
             f"n_bits={self.n_bits}, store={self.store!r}, metric={self.metric!r}{extra})"
@@ -109,7 +116,7 @@ class Index:
     def build(
         cls,
         embeddings: np.ndarray,
-        n_bits: int = 128,
+        n_bits: Optional[int] = None,
         n_pivots: int = 0,
         store: Optional[StoreName] = "float32",
         seed: int = 42,
@@ -121,31 +128,51 @@ class Index:
         max_train: Optional[int] = None,
         meta: Optional[Dict[str, Any]] = None,
         progress: Optional[bool] = None,
-        layout: LayoutName = "flat",
+        layout: Optional[LayoutName] = None,
         n_partitions: Optional[int] = None,
         n_lists: Optional[int] = None,
         metric: Metric = "cosine",
-        extra_bits: int = 0,
+        extra_bits: Optional[int] = None,
     ) -> Index:
         """Trains the codes on the embeddings and adds every row.
 
-        ``layout``: "flat" (every row scanned; best to ~200k rows), "partitioned" (Hamming
-        centres, exact pruning or ``nprobe``), "ivf" (float k-means lists of residual codes:
-        recall that holds at millions of rows; tune it with :meth:`tune`). ``metric``: "cosine"
-        normalises the embeddings (and queries) to unit length; "ip" keeps them as they are and
-        scores raw inner products. ``store``: how vectors are kept for the exact rerank
-        ("float32", "float16", "int8" with a scale per row, or None for codes only).
+        ``layout``, ``n_bits``, ``extra_bits``: None (the default) chooses them from the number
+        of rows (:mod:`hashpivot.defaults`: flat below 10,000 rows, else ivf with 2 extra bits;
+        256 bits), and ``repr`` says what was chosen. ``layout``: "flat" (every row scanned),
+        "partitioned" (Hamming centres, exact pruning or ``nprobe``), "ivf" (float k-means lists
+        of residual codes: recall that holds at millions of rows; tune it with :meth:`tune`).
+        ``metric``: "cosine" normalises the embeddings (and queries) to unit length; "ip" keeps
+        them as they are and scores raw inner products. ``store``: how vectors are kept for the
+        exact rerank ("float32", "float16", "int8" with a scale per row, or None for codes only).
         ``n_pivots``: a pivot table for the research band (``threshold``); off by default, as it
         costs P bytes a row and saves no time on current CPUs (bench/PIVOT_RESULTS.md).
         ``extra_bits`` (ivf): bits a dimension kept beyond the sign code, on disk beside the
         stored vectors, for a re-estimate of the best rows before the rerank (Extended RaBitQ;
         ``search(reestimate=...)``).
         """
-        choice(layout, "layout", LAYOUTS)
-        extra_bits = count(extra_bits, "extra_bits", 0, _core.MAX_EXTRA_BITS)
+        if layout is not None:
+            choice(layout, "layout", LAYOUTS)
+        if extra_bits is not None:
+            extra_bits = count(extra_bits, "extra_bits", 0, _core.MAX_EXTRA_BITS)
+        if n_bits is not None:
+            n_bits = check_n_bits(n_bits)
         choice(store, "store", STORES)
         choice(metric, "metric", METRICS)
         embeddings = as_embeddings(embeddings, convert=False)
+        picked = choose_build(
+            len(embeddings),
+            embeddings.shape[1],
+            store,
+            layout,
+            n_bits,
+            extra_bits,
+            n_pivots=n_pivots,
+            n_partitions=n_partitions,
+            n_lists=n_lists,
+        )
+        layout, n_bits, extra_bits = picked.layout, picked.n_bits, picked.extra_bits
+        if picked.chosen:
+            meta = {**(meta or {}), "defaults": picked.meta()}
         check_build_options(
             layout,
             dim=embeddings.shape[1],

@@ -94,7 +94,7 @@ def build_index(
         x,
         {
             "embed_s": embed_s,
-            "docs_per_s": len(records) / max(embed_s, 1e-9),
+            "passages_per_s": len(records) / max(embed_s, 1e-9),
             "index_build_s": build_s,
         },
     )
@@ -111,6 +111,13 @@ def aligned_embeddings(pre: np.ndarray, corpus, source: str) -> np.ndarray:
         raise InvalidInputError(
             f"--embeddings has {len(pre):,} rows; record {corpus.rows[-1]:,} of {source} needs more"
         )
+    split = len(corpus.rows) - len(set(corpus.rows))
+    if split:
+        raise InvalidInputError(
+            f"--embeddings holds one embedding a record, but {split:,} passage(s) came from "
+            "records longer than --passage-chars: give --passage-chars 0 to keep each record "
+            "one passage (the model reads only its window), or leave out --embeddings"
+        )
     return np.asarray(pre[np.asarray(corpus.rows, dtype=np.int64)], dtype=np.float32)
 
 
@@ -118,27 +125,35 @@ def report_dropped(corpus, min_chars: int) -> None:
     if corpus.dropped:
         shown = ", ".join(f"{rid!r} ({where})" for where, rid in corpus.dropped[:3])
         more = f" and {len(corpus.dropped) - 3:,} more" if len(corpus.dropped) > 3 else ""
+        why = f"shorter than --min-chars {min_chars}" if min_chars > 1 else "with empty text"
         print(
-            f"hashpivot: skipped {len(corpus.dropped):,} record(s) shorter than --min-chars "
-            f"{min_chars}: {shown}{more}",
+            f"hashpivot: skipped {len(corpus.dropped):,} record(s) {why}: {shown}{more}",
             file=sys.stderr,
         )
 
 
-def _documents(index) -> Tuple[List[Dict], Dict[str, int]]:
-    """The stored documents (row i = document i), read once, and each live one's record id ->
-    its row id (the rows the index holds)."""
+def _documents(index) -> Tuple[List[Dict], Dict[str, List[int]]]:
+    """The stored documents (row i = passage i), read once, and the row ids (the rows the index
+    holds) of each live passage id and each live document id (`doc`: all of its passages)."""
     if index.documents is None:
         raise InvalidInputError("this index has no stored documents: it was not built by hashpivot")
     docs = list(index.documents.all())
     live = set(np.asarray(index.ids).tolist())
-    return docs, {str(d.get("id", i)): i for i, d in enumerate(docs) if i in live}
+    rows: Dict[str, List[int]] = {}
+    for i, d in enumerate(docs):
+        if i in live:
+            pid = str(d.get("id", i))
+            rows.setdefault(pid, []).append(i)
+            if str(d.get("doc", pid)) != pid:
+                rows.setdefault(str(d["doc"]), []).append(i)
+    return docs, rows
 
 
 def add_records(path: Path, records: Sequence[Dict], cache: Optional[Path], device: str = "auto"):
     """Embeds the records with the index's own encoder, adds them and saves the index and its
-    documents as one generation (a reader sees all of them or none). A record id the index
-    already holds is refused before anything is embedded. Returns (index, seconds embedding)."""
+    documents as one generation (a reader sees all of them or none). A record (or document) id
+    the index already holds is refused before anything is embedded. Returns (index, seconds
+    embedding)."""
     from .documents import DocStore
     from .embed import embed_corpus, encoder_from_info
     from .index import Index
@@ -147,7 +162,7 @@ def add_records(path: Path, records: Sequence[Dict], cache: Optional[Path], devi
         raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
     index = Index.load(path)
     old, live = _documents(index)
-    again = [r["id"] for r in records if str(r["id"]) in live]
+    again = [r["id"] for r in records if str(r["id"]) in live or str(r.get("doc")) in live]
     if again:
         raise InvalidInputError(
             f"{len(again)} record id(s) are already in the index (e.g. {again[0]!r}): remove "
@@ -167,8 +182,8 @@ def add_records(path: Path, records: Sequence[Dict], cache: Optional[Path], devi
 
 
 def remove_records(path: Path, record_ids: Sequence[str]):
-    """Removes the documents with these record ids and saves, as one generation. Every id must
-    be in the index (else nothing changes). Returns the index."""
+    """Removes the records with these ids (a document id: all of its passages) and saves, as
+    one generation. Every id must be in the index (else nothing changes). Returns the index."""
     from .index import Index
 
     index = Index.load(path)
@@ -178,6 +193,7 @@ def remove_records(path: Path, record_ids: Sequence[str]):
         raise InvalidInputError(
             f"{len(missing)} id(s) are not in the index (e.g. {missing[0]!r}); nothing removed"
         )
-    index.remove([live[r] for r in dict.fromkeys(record_ids)])
+    rows = sorted({row for r in record_ids for row in live[r]})
+    index.remove(rows)
     index.save(path)  # the documents of removed rows stay stored: ids are never reused
     return index

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .documents import DocStore, best_per_document, ranked_results
+from .documents import DocStore, best_documents, ranked_results
 from .errors import ConfigurationError, HashpivotError, InvalidInputError, one_line
 from .storage import HEADER
 
@@ -39,7 +39,6 @@ MAX_FIELD_CHARS = 256  # characters of a filter's field or value
 REQUEST_SECONDS = 30.0  # embedding work one request may take before it is refused (503)
 SNIPPET_CHARS = 200  # characters of a document shown with a result
 RELOAD_CHECK_SECONDS = 0.5  # how often a server looks for a newer saved generation
-PAGE_PASSAGES_PER_DOC = 5  # the page searches this many passages a document it shows
 SCORE_LABELS = {"cosine": "cosine similarity", "ip": "inner product"}
 
 
@@ -182,9 +181,8 @@ def render_page(service: SearchService, q: str, k: int, error: str = "") -> str:
     if error:
         body = f'<p class="error">{html.escape(error)}</p>'
     elif q:
-        # the best passage of each document: k documents from up to PAGE_PASSAGES_PER_DOC x k
-        wide = min(MAX_K, PAGE_PASSAGES_PER_DOC * k)
-        rows = best_per_document(service.search(service.embed([q]), wide)[0], k)
+        qe = service.embed([q])
+        rows = best_documents(lambda n: service.search(qe, n), k, min(MAX_K, len(service.index)))[0]
         label = SCORE_LABELS.get(getattr(service.index, "metric", ""), "score")
         items = "".join(
             f'<li><div class="title">{html.escape(r["title"] or r["doc"])}</div>'

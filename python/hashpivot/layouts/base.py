@@ -309,6 +309,8 @@ class Layout:
     capabilities: ClassVar[Capabilities]
     # the Index.build options this layout reads beyond the shared ones: giving another is an error
     build_options: ClassVar[Tuple[str, ...]] = ()
+    # extra_bits when Index.build is given none and the vectors are stored (hashpivot.defaults)
+    default_extra_bits: ClassVar[int] = 0
     first_version: ClassVar[int]  # the index format version that introduced the layout
     group_array: ClassVar[Optional[str]] = None  # the model array with one row per group
 

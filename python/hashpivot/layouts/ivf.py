@@ -252,6 +252,8 @@ class IVFLayout(Layout):
     name = "ivf"
     first_version = 3
     build_options = ("n_lists", "extra_bits")
+    # 2 bits a dimension: the fastest at recall 0.95 of 0-3 (bench/DEFAULTS_RESULTS.md)
+    default_extra_bits = 2
     group_array = "list_centres"
     capabilities = Capabilities(
         source="lists",
