@@ -36,7 +36,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N + ADDS * ADD_ROWS, DIM)).astype(np.float32)
     path = tempfile.mkdtemp()
-    hp.Index.build(x[:N], n_bits=128, layout="ivf", store="float32", max_train=20000).save(path)
+    hp.Index.build(
+        x[:N], n_bits=128, layout="ivf", extra_bits=0, store="float32", max_train=20000
+    ).save(path)
     plain, added = hp.Index.load(path, mmap=True), hp.Index.load(path, mmap=True)
     ts = []
     for i in range(ADDS):

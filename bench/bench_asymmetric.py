@@ -39,7 +39,7 @@ def main() -> None:
         [row_of[r] for r in json.loads(line)["relevant"] if r in row_of]
         for line in open(SHARED / "queries.jsonl", encoding="utf-8")
     ]
-    index = Index.build(x, seed=42)
+    index = Index.build(x, n_bits=128, layout="flat", seed=42)
     modes = (
         {"scoring": "hamming"},
         {"scoring": "asymmetric", "shortlist": None},
@@ -68,7 +68,7 @@ def main() -> None:
 
     xs = synthetic(x, args.n)
     qs = synthetic(qe, 200, seed=1)
-    big = Index.build(xs, store="float32", seed=42)
+    big = Index.build(xs, n_bits=128, layout="flat", store="float32", seed=42)
     del xs
     rows = []
     for name, kw in (

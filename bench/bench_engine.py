@@ -52,7 +52,7 @@ def settings(hp, x, q, big):
     flat = hp.Index.build(x, n_bits=128, n_pivots=8)
     flat64 = hp.Index.build(x, n_bits=64, n_pivots=8)
     flat256 = hp.Index.build(x, n_bits=256, n_pivots=8)
-    ivf = hp.Index.build(big, n_bits=128, layout="ivf")
+    ivf = hp.Index.build(big, n_bits=128, layout="ivf", extra_bits=0)
     codes = flat.codes[np.argsort(flat.ids)]
     part = hp.Index.from_codes(np.ascontiguousarray(codes), layout="partitioned", n_pivots=8)
     qc = flat.itq.encode(q)

@@ -54,7 +54,7 @@ def scale(a) -> None:
     q, truth = q[scale_corpus.TUNE_QUERIES :], truth[scale_corpus.TUNE_QUERIES :]
     path = cache / f"hp-ivf256-realistic-{n}"  # bench_scale.py's names
     if not path.is_dir():
-        hp.Index.build(x, n_bits=256, layout="ivf", store="float32").save(path)
+        hp.Index.build(x, n_bits=256, layout="ivf", extra_bits=0, store="float32").save(path)
     index = hp.Index.load(path)
     hnsw_file = cache / f"hnsw32-realistic-{n}.faiss"
     if hnsw_file.is_file():

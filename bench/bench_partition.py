@@ -170,7 +170,7 @@ def pipeline(args) -> str:
             ],
         ),
     ]:
-        index = Index.build(x, seed=42, layout=layout, progress=False)
+        index = Index.build(x, n_bits=128, seed=42, layout=layout, progress=False)
         for row in real_queries(index, qe, x, rel, limits=(100, 300), modes=modes):
             if layout == "partitioned" and row["method"] == "exact float":
                 continue

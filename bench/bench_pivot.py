@@ -54,7 +54,7 @@ def filter_stats(index: Index, x: np.ndarray, qi: np.ndarray, t: int, gt: np.nda
 
 
 def run(name: str, x: np.ndarray, queries: np.ndarray, args, store) -> list:
-    index = Index.build(x, store=store, seed=42, n_pivots=8)
+    index = Index.build(x, n_bits=128, layout="flat", store=store, seed=42, n_pivots=8)
     rng = np.random.default_rng(42)
     qi = np.sort(rng.choice(len(x), args.n_queries, replace=False))
     gt = exact_topk(x[qi], x, 10, exclude=qi)

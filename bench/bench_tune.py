@@ -34,7 +34,7 @@ def main() -> None:
             x, q, truth = scale_corpus.load(n, scale_corpus.CACHE)
         tune_q, held, held_truth = q[:200], q[200:500], truth[200:500]
         for layout in ("flat", "ivf"):
-            index = hp.Index.build(x, n_bits=128, layout=layout)
+            index = hp.Index.build(x, n_bits=128, layout=layout, extra_bits=0)
             for target in TARGETS:
                 res = index.tune(tune_q, target_recall=target, store=False)
                 got = recall_at(index.search(held, 10, **res.settings)[1], held_truth, 10)

@@ -55,7 +55,9 @@ def within(found: List[np.ndarray], truth: np.ndarray) -> float:
 
 
 def study(x: np.ndarray, q: np.ndarray, truth: np.ndarray, bits: int, nprobe_share: float):
-    index = hp.Index.build(x, n_bits=bits, layout="ivf", store="float32", max_train=20000)
+    index = hp.Index.build(
+        x, n_bits=bits, layout="ivf", extra_bits=0, store="float32", max_train=20000
+    )
     lay, rows = index._layout, index._version.rows
     itq, centres = lay.itq, lay.centres
     lists, ids = rows.lists, rows.ids  # rows are in list order; ids map rows to x
@@ -154,7 +156,9 @@ def multibit(y: np.ndarray, bits: int) -> np.ndarray:
 
 
 def extended(x: np.ndarray, q: np.ndarray, truth: np.ndarray, bits: int, nprobe_share: float):
-    index = hp.Index.build(x, n_bits=bits, layout="ivf", store="float32", max_train=20000)
+    index = hp.Index.build(
+        x, n_bits=bits, layout="ivf", extra_bits=0, store="float32", max_train=20000
+    )
     lay, rows = index._layout, index._version.rows
     itq, centres = lay.itq, lay.centres
     lists, ids = rows.lists, rows.ids

@@ -46,7 +46,9 @@ def test_add_keeps_the_stored_segments_it_had(layout, extra):
 
 def test_a_memory_mapped_store_stays_mapped_after_add(tmp_path):
     x = unit(2000)
-    Index.build(x[:1500], n_bits=64, layout="ivf", store="float32", seed=1).save(tmp_path / "i")
+    Index.build(x[:1500], n_bits=64, layout="ivf", extra_bits=0, store="float32", seed=1).save(
+        tmp_path / "i"
+    )
     index = Index.load(tmp_path / "i", mmap=True)
     mapped = index._version.rows.store.segments[0]
     assert isinstance(mapped, np.memmap)
@@ -82,7 +84,7 @@ def test_segments_never_exceed_what_the_core_accepts():
 @pytest.mark.parametrize("store", ["float16", "int8"])
 def test_row_vectors_read_through_the_slots(store):
     x = unit(900)
-    index = Index.build(x[:600], n_bits=64, layout="ivf", store=store, seed=2)
+    index = Index.build(x[:600], n_bits=64, layout="ivf", extra_bits=0, store=store, seed=2)
     index.add(x[600:])
     index.remove(np.arange(0, 900, 7))
     rows = index._version.rows
@@ -98,7 +100,7 @@ def test_row_vectors_read_through_the_slots(store):
 
 def test_removing_most_rows_frees_their_vectors():
     x = unit(1000)
-    index = Index.build(x, n_bits=64, layout="ivf", store="float32", seed=3)
+    index = Index.build(x, n_bits=64, layout="ivf", extra_bits=0, store="float32", seed=3)
     index.add(unit(200, seed=4))
     index.remove(np.arange(0, 900))
     rows = index._version.rows

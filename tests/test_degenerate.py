@@ -40,7 +40,7 @@ def test_bound_on_queries_at_the_centres_equals_no_bound(scale):
     the last level ("never pruned"): 0 x inf made a NaN sort key that dropped them."""
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((2000, 64)) * scale).astype(np.float32)
-    idx = hp.Index.build(x, layout="ivf", metric="ip", n_bits=64)
+    idx = hp.Index.build(x, layout="ivf", extra_bits=0, metric="ip", n_bits=64)
     q = np.array(idx.centres)
     n, C = len(idx), idx.shape().n_groups
     a = idx.search(q, 10, nprobe=C, candidates=n)

@@ -79,7 +79,7 @@ def sharded(local_ray, corpus, tmp_path_factory):
     x, _ = corpus
     out = tmp_path_factory.mktemp("sharded") / "idx"
     manifest = distributed.build(
-        x, out, n_shards=4, ids=np.arange(len(x)) + 10**9, n_bits=128, use_ray=True
+        x, out, n_shards=4, ids=np.arange(len(x)) + 10**9, n_bits=128, layout="flat", use_ray=True
     )
     assert [s["rows"] for s in manifest["shards"]] == [2500] * 4
     return out
@@ -91,7 +91,7 @@ def test_sharded_exhaustive_search_is_exact(corpus, sharded):
     _, ids = index.search(q, 10, candidates=len(x))
     truth = exact_top10(x, q)  # the same ids; numpy's float sums may swap two near-equal scores
     assert all(set(ids[j] - 10**9) == set(truth[j]) for j in range(len(q)))
-    single = hp.Index.build(x, n_bits=128, ids=np.arange(len(x)) + 10**9)
+    single = hp.Index.build(x, n_bits=128, layout="flat", ids=np.arange(len(x)) + 10**9)
     np.testing.assert_array_equal(ids, single.search(q, 10, candidates=len(x))[1])
     local = distributed.ShardedIndex.load(sharded, use_ray=False, verify=True)
     np.testing.assert_array_equal(local.search(q, 10, candidates=len(x))[1], ids)
@@ -100,7 +100,7 @@ def test_sharded_exhaustive_search_is_exact(corpus, sharded):
 def test_sharded_default_recall_matches_one_index(corpus, sharded):
     x, q = corpus
     truth = exact_top10(x, q)
-    single = hp.Index.build(x, n_bits=128)
+    single = hp.Index.build(x, n_bits=128, layout="flat")
     one = recall_at(single.search(q, 10)[1], truth, 10)
     shards = distributed.ShardedIndex.load(sharded, use_ray=True)
     many = recall_at(shards.search(q, 10)[1] - 10**9, truth, 10)

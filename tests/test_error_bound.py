@@ -38,7 +38,14 @@ def build(d, bits, n=4000, seed=1):
     """metric='ip': queries are searched as given (the theory's q - c is not renormalised)."""
     x = clustered(n, d)
     index = Index.build(
-        x, n_bits=bits, layout="ivf", store="float32", n_lists=16, seed=seed, metric="ip"
+        x,
+        n_bits=bits,
+        layout="ivf",
+        extra_bits=0,
+        store="float32",
+        n_lists=16,
+        seed=seed,
+        metric="ip",
     )
     return x, index
 

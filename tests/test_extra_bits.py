@@ -152,7 +152,7 @@ def test_extra_bits_survive_save_load_and_add(data, tmp_path):
 
 def test_a_header_claiming_extra_bits_it_does_not_hold_is_corrupt(data, tmp_path):
     x, _ = data
-    Index.build(x[:500], n_bits=64, layout="ivf", n_lists=4).save(tmp_path / "ivf")
+    Index.build(x[:500], n_bits=64, layout="ivf", extra_bits=0, n_lists=4).save(tmp_path / "ivf")
     Index.build(x[:500], n_bits=64).save(tmp_path / "flat")
     for name in ("ivf", "flat"):
         h = json.loads((tmp_path / name / HEADER).read_text())
@@ -168,7 +168,7 @@ def test_extra_bits_and_reestimate_errors_are_named(data):
         Index.build(x[:500], n_bits=64, extra_bits=1)
     with pytest.raises(InvalidInputError):
         Index.build(x[:500], n_bits=64, layout="ivf", extra_bits=_core.MAX_EXTRA_BITS + 1)
-    plain = Index.build(x[:500], n_bits=64, layout="ivf", n_lists=4)
+    plain = Index.build(x[:500], n_bits=64, layout="ivf", extra_bits=0, n_lists=4)
     with pytest.raises(InvalidInputError, match="extra bits"):
         plain.search(q, reestimate=100)
     extra = Index.build(x[:500], n_bits=64, layout="ivf", n_lists=4, extra_bits=1)
@@ -181,7 +181,9 @@ def test_tune_keeps_the_re_estimate_with_its_setting_and_stats_count_it_apart(da
     from hashpivot.plan import REESTIMATE_FACTOR
 
     x, q = data
-    plain = Index.build(x, n_bits=64, layout="ivf", store="float32", n_lists=16, seed=3)
+    plain = Index.build(
+        x, n_bits=64, layout="ivf", extra_bits=0, store="float32", n_lists=16, seed=3
+    )
     index = Index.build(
         x, n_bits=64, layout="ivf", store="float32", n_lists=16, seed=3, extra_bits=2
     )

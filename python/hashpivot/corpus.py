@@ -54,6 +54,10 @@ class Preprocess:
             )
         check_sizes(self.passage_chars, self.overlap_chars)
 
+    def options(self) -> Dict[str, Optional[int]]:
+        """These sizes as read_corpus()'s keyword arguments."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
 
 # The research notebook's preprocessing: the demo's man pages and `build --notebook` use it.
 NOTEBOOK = Preprocess(max_chars=500, min_chars=50, passage_chars=0, overlap_chars=0)

@@ -61,7 +61,7 @@ def choose_build(
     )
     if layout is None:
         layout = "ivf" if rows >= IVF_MIN_ROWS else "flat"
-        given = [k for k, v in options.items() if v != SHARED_BUILD_DEFAULTS.get(k)]
+        given = [k for k, v in options.items() if v not in (None, SHARED_BUILD_DEFAULTS.get(k))]
         takes = [n for n, c in REGISTRY.items() if all(k in c.build_options for k in given)]
         if takes and layout not in takes:
             layout = takes[0]
@@ -69,6 +69,8 @@ def choose_build(
         n_bits = max(MIN_BITS, min(DEFAULT_BITS, dim - dim % 64))
     if extra_bits is None:
         extra_bits = layout_class(layout).default_extra_bits if store is not None else 0
+        if "extra_bits" not in layout_class(layout).build_options:  # nothing to choose there
+            chosen = tuple(c for c in chosen if c != "extra_bits")
     return BuildChoice(layout, n_bits, extra_bits, chosen, rows)
 
 

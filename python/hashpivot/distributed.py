@@ -285,7 +285,21 @@ def build(
             raise InvalidInputError(f"{len(ids)} ids for {n} rows")
         pick = np.sort(rng.choice(n, min(n, codec_sample), replace=False))
         train = x[pick]
-    template = Index.build(train, seed=seed, **build_kwargs)
+    # layout, bits and extra bits not given are chosen for the whole corpus, not the sample
+    from .defaults import choose_build
+
+    given = {k: build_kwargs.pop(k, None) for k in ("layout", "n_bits", "extra_bits")}
+    layout_options = {k: build_kwargs.get(k) for k in ("n_pivots", "n_partitions", "n_lists")}
+    store = build_kwargs.get("store", "float32")
+    picked = choose_build(n, train.shape[1], store, **given, **layout_options)
+    template = Index.build(
+        train,
+        seed=seed,
+        layout=picked.layout,
+        n_bits=picked.n_bits,
+        extra_bits=picked.extra_bits,
+        **build_kwargs,
+    )
     codec = _codec_bytes(template)
     paths = [str(out / f"shard-{s:04d}") for s in range(n_shards)]
     if use_ray is None:

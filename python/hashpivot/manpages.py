@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .corpus import load_corpus, load_queries
+from .corpus import NOTEBOOK, load_corpus, load_queries
 from .errors import InvalidInputError
 
 DEMO_DATA_ENV = "HASHPIVOT_DEMO_DATA"
@@ -240,5 +240,6 @@ def demo_corpus():
     built from the Debian packages. Returns (records, queries)."""
     d = shared_demo_dir()
     if d is not None:
-        return load_corpus(str(d / "corpus.jsonl")), load_queries(str(d / "queries.jsonl"))
+        corpus = load_corpus(str(d / "corpus.jsonl"), **NOTEBOOK.options())
+        return corpus, load_queries(str(d / "queries.jsonl"))
     return manpages_corpus()

@@ -77,6 +77,12 @@ def passage_spans(
         start = _first_cut(sentences, lo, end) or _first_cut(spaces, lo, end) or lo
 
 
+def sentences(text: str) -> List[str]:
+    """The sentences of ``text``, as the passage split sees them (stripped, none empty)."""
+    cuts = [0, *_cuts(SENTENCE_END, text), len(text)]
+    return [t for a, b in zip(cuts, cuts[1:]) if (t := text[a:b].strip())]
+
+
 def _trimmed(text: str, start: int, end: int) -> Tuple[int, int]:
     """[start, end) without white space at either end."""
     while start < end and text[start].isspace():
@@ -117,5 +123,6 @@ __all__ = [
     "check_sizes",
     "passage_records",
     "passage_spans",
+    "sentences",
     "split_passages",
 ]

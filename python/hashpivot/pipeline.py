@@ -11,8 +11,39 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .defaults import choose_build
 from .errors import InvalidInputError
 from .layouts import check_build_options
+from .passages import sentences
+
+# tune() at build: synthetic text queries, each one sentence of a random passage cut to a search
+# box's length, embedded as a query (the query side of the model: real queries sit there, not
+# on the passages). On the man pages they held 0.963-0.974 of real queries' top-10 for a 0.95
+# target (bench/DEFAULTS_RESULTS.md).
+TUNE_QUERIES = 200
+QUERY_CHARS = (15, 60)  # shortest sentence taken, and the length it is cut to
+DEFAULT_TARGET = 0.95
+
+
+def sentence_queries(texts: Sequence[str], enc, m: int = TUNE_QUERIES, seed: int = 0):
+    """m synthetic text queries from these passages, embedded by the encoder as queries."""
+    rng = np.random.default_rng(seed)
+    shortest, longest = QUERY_CHARS
+    out: List[str] = []
+    for i in rng.permutation(len(texts)):
+        if len(out) == m:
+            break
+        whole = sentences(str(texts[i]))
+        long_enough = [t for t in whole if len(t) >= shortest] or whole
+        if long_enough:
+            out.append(long_enough[rng.integers(len(long_enough))][:longest])
+    return enc.encode_queries(out, progress=False)
+
+
+def tune_on_texts(index, texts: Sequence[str], enc, target: float = DEFAULT_TARGET):
+    """index.tune() on synthetic text queries from the passages (see TUNE_QUERIES)."""
+    q = sentence_queries(texts, enc)
+    return index.tune(q, target_recall=target, query_source="sentences of the passages as queries")
 
 
 def check_out(out: Path) -> None:
@@ -32,22 +63,25 @@ def build_index(
     records: Sequence[Dict],
     out: Path,
     model: str,
-    bits: int,
+    bits: Optional[int],
     pivots: int,
     store: Optional[str],
     cache: Optional[Path],
     device: str = "auto",
     embeddings: Optional[np.ndarray] = None,
-    layout: str = "flat",
+    layout: Optional[str] = None,
     seed: int = 42,
     pivot_method: str = "furthest_first",
     metric: str = "cosine",
     allow_download: bool = False,
-    extra_bits: int = 0,
+    extra_bits: Optional[int] = None,
+    tune: Optional[float] = DEFAULT_TARGET,
 ):
-    """Embeds the records (or takes ``embeddings``, row i = record i), builds the index and
-    saves it with the records as its documents, in one generation: a failure leaves the
-    previous index and documents as they were."""
+    """Embeds the records (or takes ``embeddings``, row i = record i), builds the index, tunes
+    it to recall ``tune`` on synthetic text queries (None: not tuned) and saves it with the
+    records as its documents, in one generation: a failure leaves the previous index and
+    documents as they were. ``layout``, ``bits``, ``extra_bits``: None chooses them from the
+    number of passages (hashpivot.defaults)."""
     from .documents import DocStore
     from .embed import embed_corpus, get_encoder
     from .index import Index
@@ -56,10 +90,18 @@ def build_index(
         raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
     check_out(out)
     docs = DocStore.from_records(records)  # a value JSON cannot hold fails before the work
-    check_build_options(layout, n_bits=bits, n_pivots=pivots, extra_bits=extra_bits)
+    if layout is not None:
+        check_build_options(layout, n_bits=bits, n_pivots=pivots, extra_bits=extra_bits)
     enc = get_encoder(model, device=device, allow_download=allow_download)
-    # the model's dimension is known before a passage is embedded: check n_bits against it
-    check_build_options(layout, dim=enc.dim, n_bits=bits)
+    # the model's dimension is known before a passage is embedded: check the build against it
+    choice = choose_build(len(records), enc.dim, store, layout, bits, extra_bits, n_pivots=pivots)
+    check_build_options(
+        choice.layout,
+        dim=enc.dim,
+        n_bits=choice.n_bits,
+        n_pivots=pivots,
+        extra_bits=choice.extra_bits,
+    )
     t0 = time.perf_counter()
     if embeddings is None:
         x = embed_corpus(enc, [r["text"] for r in records], cache, progress=True)
@@ -86,6 +128,9 @@ def build_index(
         meta={"encoder": enc.info(), "corpus_size": len(records)},
     )
     build_s = time.perf_counter() - t0
+    tuned = None
+    if tune is not None and store is not None:  # tune() measures against the stored vectors
+        tuned = tune_on_texts(index, [r["text"] for r in records], enc, tune)
     index.documents = docs
     index.save(out)  # the index and its documents: one header, one generation
     return (
@@ -96,6 +141,8 @@ def build_index(
             "embed_s": embed_s,
             "passages_per_s": len(records) / max(embed_s, 1e-9),
             "index_build_s": build_s,
+            "tuned": tuned,
+            "choice": choice,
         },
     )
 
