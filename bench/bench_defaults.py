@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hashpivot as hp
 import scale_corpus
 from common import SHARED, SMOKE, markdown_table, rounds
+from hashpivot.defaults import choose_build
 from hashpivot.truth import exact_topk, recall_at
 
 TARGET = 0.95
@@ -88,15 +89,17 @@ def run(n: int, text_q):
     x, all_q = corpus(n)
     tune_q, eval_q = split_queries(all_q)
     truth = exact_topk(eval_q, x, K)
-    rows, timed = [], []
+    rows, timed, built = [], [], {}
     for name, opts in CONFIGS:
         if n >= SKIP_FLAT_FROM and opts["layout"] == "flat":
             continue
-        index = hp.Index.build(x, progress=False, **opts)
+        index = built[tuple(opts.values())] = hp.Index.build(x, progress=False, **opts)
         res = index.tune(tune_q, target_recall=TARGET, threads=1, store=False)
         rows.append([name, f"tune() on {len(tune_q)} real queries", res.settings])
         timed.append((index, res.settings))
-    index = hp.Index.build(x, progress=False)
+    pick = choose_build(len(x), x.shape[1], "float32")
+    same = built.get((pick.layout, pick.n_bits, pick.extra_bits))  # the same build: reuse it
+    index = hp.Index.build(x, progress=False) if same is None else same
     auto = f"{index.layout} {index.n_bits} + {index.shape().extra_bits} extra bits"
     res = index.tune(target_recall=TARGET, threads=1, store=False)
     rows.append([f"defaults ({auto})", "tune() without queries", res.settings])
@@ -139,7 +142,7 @@ def main() -> None:
         rows, n_eval = run(n, text_q)
         table += rows
         print(markdown_table(HEADER, rows), flush=True)
-    isa = hp._core.cpu_features()["engine"]
+    isa = hp._core.cpu_features()["isa"]
     text = (
         f"# Defaults and tune() without queries ({isa} kernels, one thread)\n\n"
         f"`python bench/bench_defaults.py --n {' '.join(map(str, a.n))}`: 10,000 = the real "

@@ -139,6 +139,13 @@ def _read_records(a, **source):
 PREPROCESS_FIELDS = ("max_chars", "min_chars", "passage_chars", "overlap_chars")
 
 
+def _own_default(text: str) -> str:
+    """Help naming its default itself: these options default to None so that --notebook can
+    tell them apart from values given; "%(default).0s" prints nothing, and its presence stops
+    the formatter from appending "(default: None)"."""
+    return f"default {text}%(default).0s"
+
+
 def add_preprocess_options(p) -> None:
     """How records become passages (`build` and `add`)."""
     g = p.add_argument_group(
@@ -148,12 +155,13 @@ def add_preprocess_options(p) -> None:
         f"{DEFAULT_OVERLAP_CHARS}), at sentence ends where it can; each passage keeps its "
         "record's id as its `doc`; every non-empty record is kept",
     )
-    g.add_argument("--passage-chars", type=_int_in(0), default=None, help="0: one passage a record")
-    g.add_argument("--overlap-chars", type=_int_in(0), default=None)
-    g.add_argument(
-        "--max-chars", type=_int_in(1), default=None, help="cut each record to this length first"
-    )
-    g.add_argument("--min-chars", type=_int_in(0), default=None, help="drop shorter records")
+    for flag, low, help in (
+        ("--passage-chars", 0, f"{DEFAULT_PASSAGE_CHARS}; 0: one passage a record"),
+        ("--overlap-chars", 0, str(DEFAULT_OVERLAP_CHARS)),
+        ("--max-chars", 1, "none; cut each record to this length first"),
+        ("--min-chars", 0, "1; drop shorter records"),
+    ):
+        g.add_argument(flag, type=_int_in(low), default=None, help=_own_default(help))
     g.add_argument(
         "--notebook",
         action="store_true",
@@ -503,18 +511,24 @@ def make_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--hub", action="store_true", help="the corpus is a Hub dataset name")
     b.add_argument(
-        "--layout", default=None, choices=list(LAYOUTS), help="default: chosen by the passages"
+        "--layout",
+        default=None,
+        choices=list(LAYOUTS),
+        help=_own_default("chosen by the number of passages (flat below 10,000, else ivf)"),
     )
     b.add_argument("--metric", default="cosine", choices=list(METRICS))
     b.add_argument(
-        "--bits", type=_int_in(MIN_BITS, MAX_BITS), default=None, help="default: 256 (at most dim)"
+        "--bits",
+        type=_int_in(MIN_BITS, MAX_BITS),
+        default=None,
+        help=_own_default("256 (at most the model's dimension)"),
     )
     b.add_argument(
         "--extra-bits",
         type=_int_in(0, _core.MAX_EXTRA_BITS),
         default=None,
-        help="ivf: bits a dimension kept on disk to re-estimate the best rows before the rerank "
-        "(default: 2 for ivf)",
+        help="ivf: bits a dimension kept on disk to re-estimate the best rows before the rerank; "
+        + _own_default("2 for ivf"),
     )
     b.add_argument(
         "--target",
