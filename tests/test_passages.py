@@ -172,3 +172,21 @@ def test_demo_answers_first_and_names_the_research_report(tmp_path):
     assert r.returncode == 0, r.stderr
     found = [ln for ln in r.stdout.splitlines() if re.match(r"\s+\d+\. ", ln)]
     assert found and all("man1/gzip" in ln for ln in found), r.stdout
+
+
+def test_build_tunes_on_sentences_of_its_passages_unless_told_not_to(tmp_path, tiny_model):
+    """`hashpivot build` tunes by default, on sentences of the passages embedded as queries
+    (the query side of the model), and says so; `--no-tune` keeps the default settings."""
+    import hashpivot as hp
+    from conftest import make_corpus
+
+    corpus, _ = make_corpus(tmp_path, n=150)
+    base = ["build", corpus, "--model", tiny_model, "--bits", "64", "--device", "cpu"]
+    rc, out, err = run_cli(*base, "--out", tmp_path / "tuned", "--target", "0.5")
+    assert rc == 0, err
+    assert "tuned in" in out and "sentences of the passages as queries" in out, out
+    tuned = hp.Index.load(tmp_path / "tuned").tuned
+    assert tuned["target_recall"] == 0.5 and "sentences of the passages" in tuned["queries"]
+    rc, out, err = run_cli(*base, "--out", tmp_path / "plain", "--no-tune")
+    assert rc == 0 and "tuned" not in out, err
+    assert hp.Index.load(tmp_path / "plain").tuned == {}
