@@ -89,38 +89,50 @@ def run(n: int, text_q):
     x, all_q = corpus(n)
     tune_q, eval_q = split_queries(all_q)
     truth = exact_topk(eval_q, x, K)
-    rows, timed, built = [], [], {}
+    rows, built = [], {}  # rows: (index name, tuned by, index, settings, build s, tune s)
+
+    def build(**opts):
+        t0 = time.perf_counter()
+        return hp.Index.build(x, progress=False, **opts), time.perf_counter() - t0
+
     for name, opts in CONFIGS:
         if n >= SKIP_FLAT_FROM and opts["layout"] == "flat":
             continue
-        index = built[tuple(opts.values())] = hp.Index.build(x, progress=False, **opts)
+        index, build_s = built[tuple(opts.values())] = build(**opts)
         res = index.tune(tune_q, target_recall=TARGET, threads=1, store=False)
-        rows.append([name, f"tune() on {len(tune_q)} real queries", res.settings])
-        timed.append((index, res.settings))
+        rows.append((name, f"tune() on {len(tune_q)} real queries", index, res, build_s))
     pick = choose_build(len(x), x.shape[1], "float32")
     same = built.get((pick.layout, pick.n_bits, pick.extra_bits))  # the same build: reuse it
-    index = hp.Index.build(x, progress=False) if same is None else same
-    auto = f"{index.layout} {index.n_bits} + {index.shape().extra_bits} extra bits"
-    res = index.tune(target_recall=TARGET, threads=1, store=False)
-    rows.append([f"defaults ({auto})", "tune() without queries", res.settings])
-    timed.append((index, res.settings))
-    if text_q is not None:
-        res = index.tune(text_q, target_recall=TARGET, threads=1, store=False)
-        rows.append([f"defaults ({auto})", "tune() on sentences (hashpivot build)", res.settings])
-        timed.append((index, res.settings))
-    rates = qps_in_turn(timed, eval_q)
-    recalls = [recall_at(idx.search(eval_q, K, **s)[1], truth, K) for idx, s in timed]
+    index, build_s = build() if same is None else same
+    auto = f"defaults ({index.layout} {index.n_bits} + {index.shape().extra_bits} extra bits)"
+    stored = x[np.sort(np.random.default_rng(0).choice(len(x), TUNE_REAL, replace=False))]
+    for by, q in (
+        ("tune() without queries", None),
+        (f"tune() on {TUNE_REAL} stored vectors as queries (before)", stored),
+        ("tune() on sentences (hashpivot build)", text_q),
+    ):
+        if by.endswith("(hashpivot build)") and text_q is None:
+            continue
+        res = index.tune(q, target_recall=TARGET, threads=1, store=False)
+        rows.append((auto, by, index, res, build_s))
+    rates = qps_in_turn([(r[2], r[3].settings) for r in rows], eval_q)
+    recalls = [recall_at(r[2].search(eval_q, K, **r[3].settings)[1], truth, K) for r in rows]
     best = max(r[0] for r, rec in zip(rates, recalls) if rec >= TARGET - 0.005) if not SMOKE else 1
     out = []
-    for row, (qps, lo, hi), rec in zip(rows, rates, recalls):
+    for (name, by, index, res, build_s), (qps, lo, hi), rec in zip(rows, rates, recalls):
+        st = index.stats()
         out.append(
             [
                 f"{n:,}",
-                *row[:2],
-                _settings(row[2]),
+                name,
+                by,
+                _settings(res.settings),
                 f"{rec:.3f}",
                 f"{qps:,.0f} ({lo:,.0f}-{hi:,.0f})",
                 f"{qps / best:.2f}",
+                f"{st['index_bytes_per_doc']:.1f}",
+                f"{st['bytes_per_doc'] - st['index_bytes_per_doc']:,.0f}",
+                f"{build_s:.1f} + {res.seconds:.1f}",
             ]
         )
     return out, len(eval_q)
@@ -149,14 +161,28 @@ def main() -> None:
         "man-page corpus; larger = the realistic scale corpus (bench/scale_corpus.py). Recall@10 "
         f"on {n_eval} real queries that tuned nothing; QPS "
         "median (min-max) of 5 rounds timed in turn; 'of best' = QPS / the fastest setting that "
-        "holds 0.95 on them.\n\n" + markdown_table(HEADER, table) + "\n"
+        "holds 0.95 on them; RAM B/doc = resident bytes a document (codes, ids, factors, "
+        "centres, model), disk B/doc = memory-mapped (the float32 store, extra-bit planes); "
+        "build + tune s: Index.build, then tune() on one thread. One process, one run; no peers "
+        "(hashpivot's own configurations only).\n\n" + markdown_table(HEADER, table) + "\n"
     )
     print(text)
     if a.out:
         Path(a.out).write_text(text, encoding="utf-8")
 
 
-HEADER = ["N", "index", "tuned by", "settings", "recall@10", "QPS", "of best"]
+HEADER = [
+    "N",
+    "index",
+    "tuned by",
+    "settings",
+    "recall@10",
+    "QPS",
+    "of best",
+    "RAM B/doc",
+    "disk B/doc",
+    "build + tune s",
+]
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,7 @@ SCRIPTS = {
     "bench_asymmetric.py": (["--n", N], "Full scan"),
     "bench_build.py": (["--n", N], "|"),
     "bench_defaults.py": (["--n", str(PASSAGES)], "tune() without queries"),
+    "bench_embed.py": ([], "passages/s"),
     "bench_build_memory.py": (["--n", N, "--dim", "64", "--bits", "64"], "peak anonymous"),
     "bench_distributed.py": (["--passages", "8"], "Ray Data"),
     "bench_engine.py": (["--rounds", "1"], "|"),

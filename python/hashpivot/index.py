@@ -94,8 +94,9 @@ class Index:
 
     def __repr__(self) -> str:
         extra = f", groups={self._layout.n_groups}" if self._layout.n_groups else ""
-        if self.shape().extra_bits:
-            extra += f", extra_bits={self.shape().extra_bits}"
+        extra_bits = self.shape().extra_bits
+        if extra_bits:
+            extra += f", extra_bits={extra_bits}"
         chosen = (self.meta or {}).get("defaults")
         if isinstance(chosen, dict) and chosen.get("chosen"):
             names = ", ".join(map(str, chosen["chosen"]))
@@ -154,8 +155,6 @@ class Index:
             choice(layout, "layout", LAYOUTS)
         if extra_bits is not None:
             extra_bits = count(extra_bits, "extra_bits", 0, _core.MAX_EXTRA_BITS)
-        if n_bits is not None:
-            n_bits = check_n_bits(n_bits)
         choice(store, "store", STORES)
         choice(metric, "metric", METRICS)
         embeddings = as_embeddings(embeddings, convert=False)

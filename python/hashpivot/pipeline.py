@@ -18,8 +18,8 @@ from .passages import sentences
 
 # tune() at build: synthetic text queries, each one sentence of a random passage cut to a search
 # box's length, embedded as a query (the query side of the model: real queries sit there, not
-# on the passages). On the man pages they held 0.963-0.974 of real queries' top-10 for a 0.95
-# target (bench/DEFAULTS_RESULTS.md).
+# on the passages). For a 0.95 target they held 0.970-0.979 of real queries' top-10 at 10k to
+# 1M rows (bench/DEFAULTS_RESULTS.md).
 TUNE_QUERIES = 200
 QUERY_CHARS = (15, 60)  # shortest sentence taken, and the length it is cut to
 DEFAULT_TARGET = 0.95
@@ -90,8 +90,6 @@ def build_index(
         raise InvalidInputError("the corpus has no usable records (all too short or empty?)")
     check_out(out)
     docs = DocStore.from_records(records)  # a value JSON cannot hold fails before the work
-    if layout is not None:
-        check_build_options(layout, n_bits=bits, n_pivots=pivots, extra_bits=extra_bits)
     enc = get_encoder(model, device=device, allow_download=allow_download)
     # the model's dimension is known before a passage is embedded: check the build against it
     choice = choose_build(len(records), enc.dim, store, layout, bits, extra_bits, n_pivots=pivots)
